@@ -1,0 +1,53 @@
+"""The seam every search engine adapts to.
+
+A backend owns the study (its storage, algorithm and budget) and calls `run_trial` with a
+Suggester of its own; it never sees Keras or MLflow. `run_trial` returns the objective value or
+raises `TrialPruned` (pruned) or `TrialFailed` (recorded as failed, the sweep goes on); any other
+exception is fatal and stops the sweep.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from ..search_space import SearchSpace, Suggester
+
+#: Reports (epoch, objective value); True means "stop this trial now".
+ShouldPrune = Callable[[int, float], bool]
+
+
+class TrialFunction(Protocol):
+    def __call__(self, suggester: Suggester, number: int, should_prune: ShouldPrune) -> float: ...
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    study: str
+    space: SearchSpace
+    algorithm: str | None = None
+    pruner: str | None = None
+    storage: str | None = None
+    seed: int = 0
+
+
+class Backend(ABC):
+    name: str
+    algorithms: tuple[str, ...]
+    pruners: tuple[str, ...] = ("none",)
+
+    def __init__(self, options: BackendOptions):
+        self.options = options
+
+    @abstractmethod
+    def optimize(self, run_trial: TrialFunction, *, trials: int, timeout: float | None) -> None:
+        """Run trials until the study holds `trials` finished (complete or pruned) ones or time is up."""
+
+    @abstractmethod
+    def best_value(self) -> float | None:
+        """The best objective value of the study so far (None before any complete trial)."""
+
+    @abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Trials of the study by state: complete, pruned, failed, running."""

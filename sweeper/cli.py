@@ -1,0 +1,267 @@
+"""The command line: parse, call the library, print. The one place that talks to the user.
+
+Library modules are imported inside the commands so that `--help` and usage errors never pay for
+TensorFlow, MLflow or Optuna.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+
+import click
+
+from . import __version__
+from .backends import CHOICES as BACKENDS
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
+
+
+class Duration(click.ParamType):
+    """`90`, `90s`, `30m`, `2h`, `1h30m` -> seconds."""
+
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return float(value)
+        match = _DURATION.match(str(value).strip())
+        if not str(value).strip() or not match or not any(match.groups()):
+            self.fail(f"'{value}' is not a duration; expected e.g. 90s, 30m, 2h or 1h30m", param, ctx)
+        hours, minutes, seconds = (float(g or 0) for g in match.groups())
+        total = hours * 3600 + minutes * 60 + seconds
+        if total <= 0:
+            self.fail(f"'{value}' must be longer than zero", param, ctx)
+        return total
+
+
+class DatasetName(click.ParamType):
+    name = "dataset"
+
+    def convert(self, value, param, ctx):
+        from .data import check_name
+        from .errors import DatasetError
+
+        try:
+            return check_name(value)
+        except DatasetError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def reports_errors(command):
+    """Library raises, CLI speaks: SweeperError -> `Error: ...` and exit 1 (2 for usage errors)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from .errors import SweeperError, UsageError
+
+        debug = (click.get_current_context().find_root().params or {}).get("debug")
+        try:
+            return command(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except UsageError as exc:
+            if debug:
+                raise
+            raise click.UsageError(str(exc)) from None
+        except SweeperError as exc:
+            if debug:
+                raise
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 - a bug, not a user mistake: say so, briefly
+            if debug:
+                raise
+            raise click.ClickException(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the "
+                                       f"traceback)") from None
+
+    return wrapper
+
+
+def tracking_option(command):
+    return click.option("--tracking-uri", metavar="URL",
+                        help="MLflow tracking URI (default: sqlite:///mlruns/mlflow.db under the current "
+                             "directory).")(command)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="sweeper")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+def main(debug):
+    """Hyperparameter sweeps for Keras MLPs: Optuna trials, every one in MLflow, the best model exported.
+
+    \b
+    Example:
+      sweeper search fashion --trials 10 --max-epochs 6
+      sweeper ui
+      sweeper export fashion --out best-fashion/
+    """
+
+
+@main.command()
+@click.argument("dataset", type=DatasetName())
+@click.option("--space", "space_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Search-space YAML (default: the bundled one for DATASET).")
+@click.option("--study", metavar="NAME", help="Study name; the same name resumes it (default: the dataset's name).")
+@click.option("--trials", type=click.IntRange(min=1), help="Finished trials the study should hold (default: from the space file).")
+@click.option("--timeout", type=Duration(), metavar="DURATION", help="Stop starting trials after this long, e.g. 30m or 2h.")
+@click.option("--max-epochs", type=click.IntRange(min=1), help="Epoch cap per trial (default: from the space file).")
+@click.option("--patience", type=click.IntRange(min=0), help="Early-stopping patience (default: from the space file).")
+@click.option("--subset", type=click.IntRange(min=1), metavar="N", help="Train on only N training examples (quick looks).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampler and of every trial.")
+@click.option("--backend", type=click.Choice(list(BACKENDS)), default="optuna", show_default=True)
+@click.option("--algorithm", metavar="NAME", help="Sampler: tpe (default), random, grid, cmaes.")
+@click.option("--pruner", metavar="NAME", help="Pruner: median (default), hyperband, none.")
+@click.option("--storage", metavar="URL", help="Optuna storage: an RDB URL or a journal file path "
+                                                "(default: mlruns/optuna/journal.log).")
+@tracking_option
+@click.option("--target", metavar="COLUMN", help="Column to predict (csv:PATH datasets).")
+@click.option("--task", type=click.Choice(["classification", "regression"]),
+              help="Task of a csv:PATH dataset (default: inferred from the target).")
+@click.option("--max-failures", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Stop after this many failed trials in a row.")
+@reports_errors
+def search(dataset, space_file, study, trials, timeout, max_epochs, patience, subset, seed, backend, algorithm,
+           pruner, storage, tracking_uri, target, task, max_failures):
+    """Sweep DATASET's search space and record every trial in MLflow.
+
+    DATASET is fashion, mnist, digits, california or csv:PATH (with --target COLUMN).
+    Running the same command again resumes the study: finished trials count toward --trials.
+
+    \b
+    Example:
+      sweeper search fashion --trials 10 --max-epochs 6
+      sweeper search digits --algorithm random --pruner none --trials 20
+      sweeper search csv:houses.csv --target price --timeout 30m
+    """
+    algorithm, pruner = _check_engine(backend, algorithm, pruner)
+    if target and not dataset.startswith("csv:"):
+        raise click.UsageError("--target applies to csv:PATH datasets only")
+    if dataset.startswith("csv:") and not target:
+        raise click.UsageError(f"{dataset} needs --target COLUMN naming the column to predict")
+    from rich.console import Console
+
+    from .report import LiveProgress, summary
+    from .search_space import bundled_space_path, load_space
+    from .sweep import SweepConfig, run_sweep
+
+    space = load_space(space_file or bundled_space_path(dataset))
+    space = space.with_budget(trials=trials, max_epochs=max_epochs, patience=patience)
+    config = SweepConfig(dataset, space, study, backend, algorithm, pruner, storage, tracking_uri, timeout,
+                         subset, seed, target, task, max_failures)
+    if algorithm == "grid":
+        space.grid()  # refuse an ungriddable space before any work starts
+    err = Console(stderr=True)
+    err.print(f"Sweeping [bold]{dataset}[/] with {backend}/{algorithm} (pruner {pruner}): study "
+              f"[bold]{config.study_name}[/], {space.trials} trials, up to {space.max_epochs} epochs each")
+    with LiveProgress(err, space.objective.metric, space.objective.direction, space.max_epochs) as progress:
+        result = run_sweep(config, progress)
+    Console().print(summary(result))
+
+
+def _check_engine(backend, algorithm, pruner):
+    algorithms, pruners = BACKENDS[backend]
+    algorithm, pruner = algorithm or algorithms[0], pruner or pruners[0]
+    if algorithm not in algorithms:
+        raise click.BadParameter(f"'{algorithm}' is not an algorithm of the {backend} backend; expected one of "
+                                 f"{', '.join(algorithms)}", param_hint="'--algorithm'")
+    if pruner not in pruners:
+        raise click.BadParameter(f"'{pruner}' is not a pruner of the {backend} backend; expected one of "
+                                 f"{', '.join(pruners)}", param_hint="'--pruner'")
+    return algorithm, pruner
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@reports_errors
+def validate(file):
+    """Check a search-space FILE without running anything.
+
+    \b
+    Example:
+      sweeper validate search_spaces/fashion.yaml
+    """
+    from .search_space import load_space
+
+    space = load_space(file)
+    tuned = [name for name, spec in space.params.items() if type(spec).__name__ != "Fixed"]
+    click.echo(f"{file}: valid. Tunes {', '.join(tuned)}; {space.objective.direction}s "
+               f"{space.objective.metric}; {space.trials} trials of up to {space.max_epochs} epochs "
+               f"(patience {space.patience}).")
+
+
+@main.command()
+@reports_errors
+def datasets():
+    """List the datasets and where each one's data was found.
+
+    \b
+    Example:
+      sweeper datasets
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from .data import DATASETS
+
+    table = Table("name", "task", "description", "data")
+    for info in DATASETS.values():
+        found = info.locate()
+        where = found or "not found; looked in: " + "; ".join(info.looked_in() or ["(nowhere)"])
+        table.add_row(info.name, info.task, info.description, where)
+    table.add_row("csv:PATH", "either", "your own CSV file, with --target COLUMN", "PATH")
+    Console().print(table)
+
+
+@main.command()
+@tracking_option
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@reports_errors
+def ui(tracking_uri, port):
+    """Browse every study and trial in the MLflow UI, on 127.0.0.1 only.
+
+    \b
+    Example:
+      sweeper ui --port 5000   # then open http://127.0.0.1:5000
+    """
+    import subprocess
+
+    from .tracking import STORE_DIR, default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri()
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
+               "--port", str(port)]
+    if uri == default_tracking_uri():
+        STORE_DIR.mkdir(exist_ok=True)
+        command += ["--default-artifact-root", (STORE_DIR / "artifacts").resolve().as_uri()]
+    click.echo(f"MLflow UI on http://127.0.0.1:{port} (store {uri}); Ctrl-C to stop.", err=True)
+    sys.exit(subprocess.call(command))
+
+
+@main.command()
+@click.argument("study")
+@click.option("--out", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="Folder to create with model.keras and model.json.")
+@click.option("--force", is_flag=True, help="Replace DIR if it exists.")
+@tracking_option
+@reports_errors
+def export(study, out, force, tracking_uri):
+    """Export STUDY's best model: DIR/model.keras plus DIR/model.json (its card).
+
+    \b
+    Example:
+      sweeper export fashion --out best-fashion/
+      python -c "import keras; keras.saving.load_model('best-fashion/model.keras').summary()"
+    """
+    from .export import export_best
+
+    exported = export_best(study, out, tracking_uri=tracking_uri, force=force)
+    tests = ", ".join(f"{k} {v:.4f}" for k, v in exported.card["test_metrics"].items())
+    click.echo(f"Exported trial {exported.card['trial_number']} of study '{study}' to {exported.directory}/ "
+               f"(model.keras, model.json); on the test split: {tests}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""What the user sees: the live display of a sweep, and the tables printed at the end."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console, Group
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .sweep import SweepListener, SweepResult
+
+_SHOWN_PARAMS = ("n_layers", "learning_rate", "batch_size", "optimizer", "dropout", "activation")
+
+
+class LiveProgress(SweepListener):
+    """Trials done of the budget, the running trial's epoch, the best value so far; a line per trial."""
+
+    def __init__(self, console: Console, metric: str, direction: str, max_epochs: int):
+        self.console, self.metric, self.max_epochs = console, metric, max_epochs
+        self.maximize = direction == "maximize"
+        self.best = None
+        self.started = {}
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console,
+                                 transient=True, disable=not console.is_terminal)
+        self.trials = self.epochs = None
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def search_started(self, study, trials, counts, best):
+        self.best = best
+        done = counts["complete"] + counts["pruned"]
+        if done:
+            self.console.print(f"Resuming study [bold]{study}[/]: {done} trials finished before "
+                               f"({counts['failed']} failed), best {self.metric} {_fmt(best)}")
+        self.trials = self.progress.add_task("trials", total=trials, completed=min(done, trials),
+                                             note=self._best_note())
+        self.epochs = self.progress.add_task("epochs", total=self.max_epochs, note="")
+
+    def trial_started(self, number, params):
+        self.started[number] = time.perf_counter()
+        self.progress.reset(self.epochs, total=self.max_epochs, description=f"trial {number}", note="")
+
+    def epoch_ended(self, number, epoch, logs):
+        value = logs.get(self.metric)
+        self.progress.update(self.epochs, completed=epoch, note=f"{self.metric} {_fmt(value)}")
+
+    def trial_ended(self, number, state, value, note=""):
+        seconds = time.perf_counter() - self.started.pop(number, time.perf_counter())
+        if state != "failed":
+            self.progress.advance(self.trials)
+        if value is not None and (self.best is None or (value > self.best) == self.maximize):
+            self.best = value
+        self.progress.update(self.trials, note=self._best_note())
+        style = {"complete": "green", "pruned": "yellow", "failed": "red"}[state]
+        detail = f"{self.metric} {_fmt(value)}" if value is not None else note
+        self.console.print(f"trial {number:>3} [{style}]{state:<8}[/] {detail}  ({seconds:.1f}s)")
+
+    def _best_note(self):
+        return f"best {self.metric} {_fmt(self.best)}"
+
+
+def summary(result: SweepResult) -> Group:
+    """The end-of-sweep report: best trials, the best model's test metrics, where to look next."""
+    counts = result.counts
+    parts = [f"Study [bold]{result.study}[/]: {counts['complete']} complete, {counts['pruned']} pruned, "
+             f"{counts['failed']} failed trials."]
+    if result.best is None:
+        parts.append("No trial completed, so there is no best model yet.")
+        return Group(*parts)
+    table = Table(title=f"Best trials by {result.objective_metric}", padding=(0, 1), pad_edge=False)
+    headers = ("trial", result.objective_metric.removeprefix("val_"), "epochs", "units", "lr", "batch", "optimizer",
+               "dropout", "activation")
+    for header in headers:
+        table.add_column(header, justify="left" if header in ("optimizer", "activation") else "right")
+    for run in result.top:
+        p, m = run.data.params, run.data.metrics
+        units = "-".join(p[f"units_{i}"] for i in range(int(p.get("n_layers", 0))) if f"units_{i}" in p)
+        table.add_row(run.data.tags.get("trial_number", "?"), _fmt(m.get("objective")), _fmt(m.get("epochs"), 0),
+                      units, *(_fmt_param(p.get(name)) for name in _SHOWN_PARAMS[1:]))
+    parts.append(table)
+    tests = ", ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
+    parts.append(f"Best model: trial {result.best.trial_number}, {result.objective_metric} "
+                 f"{result.best.objective:.4f}; on the test split: {tests}")
+    if result.model_version:
+        parts.append(f"Registered in MLflow as models:/{result.study}@champion (version {result.model_version}).")
+    parts.append(f"\nBrowse every trial:  sweeper ui\nExport the best model:  sweeper export {result.study} "
+                 f"--out best-{result.study}/")
+    return Group(*parts)
+
+
+def _fmt(value, digits=4):
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" if digits else f"{value:.0f}"
+
+
+def _fmt_param(text):
+    if text is None:
+        return "-"
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return text if number.is_integer() else f"{number:.3g}"

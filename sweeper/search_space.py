@@ -1,0 +1,409 @@
+"""Search spaces: one YAML file -> one frozen, validated `SearchSpace`.
+
+`SearchSpace.sample(suggester)` is the only code that knows the space's structure: the number of
+layers first, then one `units_i` per layer, then the optimizer and the parameters that exist only
+for it. Every engine adapts to the `Suggester` protocol (an `optuna.Trial` already fits it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Protocol
+
+from . import yaml_lines
+from .errors import SearchSpaceError, UsageError
+from .yaml_lines import LineDict
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad", "adamw", "nadam")
+ACTIVATIONS = ("relu", "elu", "selu", "tanh", "sigmoid", "leaky_relu", "gelu", "swish")
+INITIALIZERS = (
+    "he_normal", "he_uniform", "glorot_uniform", "glorot_normal", "lecun_normal", "lecun_uniform",
+)
+#: objective metric -> the only direction that makes sense for it
+METRICS = {"val_accuracy": "maximize", "val_loss": "minimize", "val_mae": "minimize", "val_rmse": "minimize"}
+MAX_GRID_POINTS = 100_000
+
+
+class Suggester(Protocol):
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
+                      log: bool = False) -> float: ...
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
+
+
+# -- parameter kinds -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class IntRange:
+    low: int
+    high: int
+    step: int = 1
+    log: bool = False
+
+    def suggest(self, suggester: Suggester, name: str) -> int:
+        return suggester.suggest_int(name, self.low, self.high, step=self.step, log=self.log)
+
+    def grid(self) -> list:
+        return list(range(self.low, self.high + 1, self.step))
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    low: float
+    high: float
+    step: float | None = None
+    log: bool = False
+
+    def suggest(self, suggester: Suggester, name: str) -> float:
+        return suggester.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
+
+    def grid(self) -> list | None:
+        if self.step is None:
+            return None
+        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        return [round(self.low + i * self.step, 12) for i in range(count)]
+
+
+@dataclass(frozen=True)
+class Choice:
+    choices: tuple
+
+    def suggest(self, suggester: Suggester, name: str) -> Any:
+        return suggester.suggest_categorical(name, list(self.choices))
+
+    def grid(self) -> list:
+        return list(self.choices)
+
+
+@dataclass(frozen=True)
+class Fixed:
+    value: Any
+
+    def suggest(self, suggester: Suggester, name: str) -> Any:
+        return self.value
+
+    def grid(self) -> list:
+        return []
+
+
+ParamSpec = IntRange | FloatRange | Choice | Fixed
+
+
+# -- what each parameter may hold ------------------------------------------------------------------
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class _Rule:
+    value_type: type
+    check: Callable[[Any], bool]
+    expected: str
+    default: Any = _REQUIRED
+
+
+def _one_of(names):
+    return lambda v: v in names, "one of " + ", ".join(names)
+
+
+_RULES = {
+    "n_layers": _Rule(int, lambda v: 1 <= v <= 64, "an integer from 1 to 64"),
+    "units": _Rule(int, lambda v: v >= 1, "an integer >= 1"),
+    "learning_rate": _Rule(float, lambda v: 0 < v < 10, "a number > 0 and < 10"),
+    "batch_size": _Rule(int, lambda v: v >= 1, "an integer >= 1", 32),
+    "optimizer": _Rule(str, *_one_of(OPTIMIZERS), "adam"),
+    "momentum": _Rule(float, lambda v: 0 <= v < 1, "a number >= 0 and < 1", 0.0),
+    "nesterov": _Rule(bool, lambda v: True, "true or false", False),
+    "dropout": _Rule(float, lambda v: 0 <= v < 1, "a number >= 0 and < 1", 0.0),
+    "activation": _Rule(str, *_one_of(ACTIVATIONS), "relu"),
+    "kernel_initializer": _Rule(str, *_one_of(INITIALIZERS), "glorot_uniform"),
+    "l2": _Rule(float, lambda v: v >= 0, "a number >= 0", 0.0),
+}
+_TOP_KEYS = ("description", "objective", "trials", "max_epochs", "patience", "params")
+_KIND_KEYS = {"int": ("type", "low", "high", "step", "log"),
+              "float": ("type", "low", "high", "step", "log"),
+              "categorical": ("type", "choices")}
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    direction: str
+
+    def better(self, a: float, b: float | None) -> bool:
+        """Whether value `a` beats `b` (None: nothing to beat)."""
+        if b is None or math.isnan(b):
+            return True
+        return a > b if self.direction == "maximize" else a < b
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    params: Mapping[str, ParamSpec]
+    objective: Objective
+    trials: int = 20
+    max_epochs: int = 20
+    patience: int = 3
+    description: str = ""
+    source: str | None = None
+
+    def sample(self, suggester: Suggester) -> dict:
+        """Draw one configuration; only the parameters this configuration uses are drawn."""
+        p = self.params
+        n_layers = p["n_layers"].suggest(suggester, "n_layers")
+        drawn = {"n_layers": n_layers}
+        for i in range(n_layers):
+            drawn[f"units_{i}"] = p["units"].suggest(suggester, f"units_{i}")
+        for name in ("learning_rate", "batch_size", "optimizer"):
+            drawn[name] = p[name].suggest(suggester, name)
+        if drawn["optimizer"] == "sgd":
+            for name in ("momentum", "nesterov"):
+                drawn[name] = p[name].suggest(suggester, name)
+        for name in ("dropout", "activation", "kernel_initializer", "l2"):
+            drawn[name] = p[name].suggest(suggester, name)
+        return drawn
+
+    @property
+    def max_layers(self) -> int:
+        spec = self.params["n_layers"]
+        return max(_values(spec))
+
+    def grid(self) -> dict[str, list]:
+        """Every value of every tunable parameter, for a grid sampler; floats need a `step`."""
+        grid = {}
+        for name, spec in self.params.items():
+            if isinstance(spec, Fixed):
+                continue
+            values = spec.grid()
+            if values is None:
+                raise UsageError(f"the grid algorithm needs a `step` on float parameter '{name}' "
+                                 f"(or a categorical list of values), but it has none")
+            names = [f"units_{i}" for i in range(self.max_layers)] if name == "units" else [name]
+            grid.update({n: values for n in names})
+        points = math.prod(len(v) for v in grid.values())
+        if points > MAX_GRID_POINTS:
+            raise UsageError(f"the grid algorithm needs at most {MAX_GRID_POINTS:,} points, but this "
+                             f"space has {points:,}; use steps or short choice lists")
+        return grid
+
+    def with_budget(self, *, trials=None, max_epochs=None, patience=None) -> "SearchSpace":
+        changes = {k: v for k, v in dict(trials=trials, max_epochs=max_epochs, patience=patience).items()
+                   if v is not None}
+        return dataclasses.replace(self, **changes)
+
+    def describe(self) -> dict:
+        """A plain, JSON-friendly description of the space (for logging and comparison)."""
+        return {name: {"kind": type(spec).__name__, **dataclasses.asdict(spec)}
+                for name, spec in self.params.items()}
+
+
+def _values(spec: ParamSpec) -> list:
+    if isinstance(spec, IntRange):
+        return [spec.low, spec.high]
+    if isinstance(spec, Choice):
+        return list(spec.choices)
+    return [spec.value]
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+def bundled_space_path(dataset: str) -> Path:
+    """The bundled space file for a dataset name (`csv:PATH` uses `csv.yaml`)."""
+    name = "csv" if dataset.startswith("csv:") else dataset
+    return Path(str(resources.files("sweeper.search_spaces") / f"{name}.yaml"))
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and validate one search-space file; any problem raises `SearchSpaceError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SearchSpaceError("no such file; expected a search-space YAML file", path=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SearchSpaceError(f"cannot read the file: {exc}", path=path) from None
+    return parse_space(yaml_lines.load(text, path=str(path)), path=str(path))
+
+
+def parse_space(doc: Any, path: str | None = None) -> SearchSpace:
+    return _Reader(path).space(doc)
+
+
+class _Reader:
+    """Turns the parsed YAML into a SearchSpace, raising with file, line and key."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def fail(self, message, mapping=None, key=None, keypath=None):
+        line = None
+        if isinstance(mapping, LineDict):
+            line = mapping.key_lines.get(key, mapping.line)
+        raise SearchSpaceError(message, path=self.path, line=line, key=keypath)
+
+    def space(self, doc) -> SearchSpace:
+        if not isinstance(doc, LineDict):
+            self.fail(f"the file must be a YAML mapping with a `params` key, but got {_show_type(doc)}")
+        self.known_keys(doc, _TOP_KEYS, "")
+        self.require(doc, ("params", "objective"), "")
+        budget = {k: self.count(doc, k, minimum=0 if k == "patience" else 1)
+                  for k in ("trials", "max_epochs", "patience") if k in doc}
+        description = doc.get("description", "")
+        if not isinstance(description, str):
+            self.fail(f"must be text, but got {_show(description)}", doc, "description", "description")
+        return SearchSpace(params=MappingProxyType(self.params(doc)), objective=self.objective(doc),
+                           description=description.strip(), source=self.path, **budget)
+
+    def known_keys(self, mapping, allowed, prefix):
+        for key in mapping:
+            if key not in allowed:
+                self.fail(f"unknown key; expected one of {', '.join(allowed)}", mapping, key, prefix + str(key))
+
+    def require(self, mapping, keys, prefix):
+        for key in keys:
+            if key not in mapping:
+                where = f" in `{prefix.rstrip('.')}`" if prefix else ""
+                self.fail(f"missing required key{where}", mapping, None, prefix + key)
+
+    def count(self, doc, key, minimum):
+        value = doc[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self.fail(f"must be an integer >= {minimum}, but got {_show(value)}", doc, key, key)
+        return value
+
+    def objective(self, doc) -> Objective:
+        node = doc["objective"]
+        if isinstance(node, str):
+            node = LineDict(metric=node)
+            node.line, node.key_lines = doc.key_lines["objective"], {}
+        if not isinstance(node, LineDict):
+            self.fail(f"must be a mapping with `metric` and `direction`, but got {_show(node)}",
+                      doc, "objective", "objective")
+        self.known_keys(node, ("metric", "direction"), "objective.")
+        self.require(node, ("metric",), "objective.")
+        metric = node["metric"]
+        if metric not in METRICS:
+            self.fail(f"must be one of {', '.join(METRICS)}, but got {_show(metric)}", node, "metric",
+                      "objective.metric")
+        direction = node.get("direction", METRICS[metric])
+        if direction != METRICS[metric]:
+            self.fail(f"must be {METRICS[metric]} for {metric}, but got {_show(direction)}", node,
+                      "direction", "objective.direction")
+        return Objective(metric, direction)
+
+    def params(self, doc) -> dict:
+        node = doc["params"]
+        if not isinstance(node, LineDict):
+            self.fail(f"must be a mapping of parameter names to specs, but got {_show(node)}",
+                      doc, "params", "params")
+        self.known_keys(node, tuple(_RULES), "params.")
+        self.require(node, [n for n, r in _RULES.items() if r.default is _REQUIRED], "params.")
+        params = {}
+        for name, rule in _RULES.items():
+            params[name] = self.param(node, name, rule) if name in node else Fixed(rule.default)
+        return params
+
+    def param(self, parent, name, rule) -> ParamSpec:
+        keypath = f"params.{name}"
+        spec = parent[name]
+        if isinstance(spec, list):
+            self.fail("a list is not a parameter spec; write {type: categorical, choices: [...]}",
+                      parent, name, keypath)
+        if not isinstance(spec, LineDict):
+            return Fixed(self.value(spec, rule, parent, name, keypath))
+        if "value" in spec:
+            self.known_keys(spec, ("value",), keypath + ".")
+            return Fixed(self.value(spec["value"], rule, spec, "value", keypath + ".value"))
+        self.require(spec, ("type",), keypath + ".")
+        kind = spec["type"]
+        allowed = {int: ("int", "categorical"), float: ("float", "categorical")}.get(
+            rule.value_type, ("categorical",))
+        if kind not in allowed:
+            self.fail(f"must be one of {', '.join(allowed)} for this parameter (or give `value:` to fix it), "
+                      f"but got {_show(kind)}", spec, "type", keypath + ".type")
+        self.known_keys(spec, _KIND_KEYS[kind], keypath + ".")
+        if kind == "categorical":
+            return self.choice(spec, rule, keypath)
+        return self.range(spec, kind, rule, keypath)
+
+    def choice(self, spec, rule, keypath) -> Choice:
+        self.require(spec, ("choices",), keypath + ".")
+        choices = spec["choices"]
+        if not isinstance(choices, list) or not choices:
+            self.fail(f"must be a non-empty list of values, but got {_show(choices)}", spec, "choices",
+                      keypath + ".choices")
+        values = tuple(self.value(c, rule, spec, "choices", keypath + ".choices") for c in choices)
+        if len(set(values)) != len(values):
+            self.fail(f"each choice may appear once, but got {list(values)}", spec, "choices",
+                      keypath + ".choices")
+        return Choice(values)
+
+    def range(self, spec, kind, rule, keypath) -> IntRange | FloatRange:
+        self.require(spec, ("low", "high"), keypath + ".")
+        number = int if kind == "int" else float
+        low, high = (self.value(spec[k], rule, spec, k, f"{keypath}.{k}", number) for k in ("low", "high"))
+        log = spec.get("log", False)
+        if not isinstance(log, bool):
+            self.fail(f"must be true or false, but got {_show(log)}", spec, "log", keypath + ".log")
+        step = spec.get("step", 1 if kind == "int" else None)
+        if step is not None:
+            step = self.number(step, number, spec, "step", keypath + ".step")
+            if step <= 0:
+                self.fail(f"`step > 0` must hold, but got step={step}", spec, "step", keypath + ".step")
+        if low > high:
+            self.fail(f"`low <= high` must hold, but got (low={low}, high={high})", spec, "low", keypath)
+        if log and low <= 0:
+            self.fail(f"`low > 0` must hold for `log: true`, but got (low={low}, high={high})",
+                      spec, "low", keypath + ".low")
+        if "step" in spec and high > low and step > high - low:
+            self.fail(f"`step <= high - low` must hold, but got (step={step}, low={low}, high={high})",
+                      spec, "step", keypath + ".step")
+        if log and "step" in spec and not (kind == "int" and step == 1):
+            self.fail("`step` and `log: true` cannot be used together (except step 1 for int), "
+                      f"but got (step={step}, log=true)", spec, "step", keypath + ".step")
+        return IntRange(low, high, step, log) if kind == "int" else FloatRange(low, high, step, log)
+
+    def number(self, value, number, mapping, key, keypath):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(f"must be a number, but got {_show(value)}", mapping, key, keypath)
+        if number is int:
+            if not float(value).is_integer():
+                self.fail(f"must be an integer, but got {_show(value)}", mapping, key, keypath)
+            return int(value)
+        return float(value)
+
+    def value(self, value, rule, mapping, key, keypath, number=None):
+        """Check one value of a parameter against its rule; returns it in the rule's type."""
+        kind = number or rule.value_type
+        if kind in (int, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                    kind is int and not float(value).is_integer()):
+                self.fail(f"must be {rule.expected}, but got {_show(value)}", mapping, key, keypath)
+            value = kind(value)
+        elif not isinstance(value, kind):
+            self.fail(f"must be {rule.expected}, but got {_show(value)}", mapping, key, keypath)
+        if not rule.check(value):
+            self.fail(f"must be {rule.expected}, but got {_show(value)}", mapping, key, keypath)
+        return value
+
+
+def _show(value) -> str:
+    if isinstance(value, (LineDict, dict)):
+        return "a mapping"
+    if isinstance(value, list):
+        return f"a list {value!r}"
+    if value is None:
+        return "nothing (null)"
+    return f"{value!r} ({_show_type(value)})"
+
+
+def _show_type(value) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "text", type(None): "null"}.get(
+        type(value), "a list" if isinstance(value, list) else type(value).__name__)

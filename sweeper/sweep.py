@@ -1,0 +1,190 @@
+"""One sweep: search space + dataset + backend + tracking -> SweepResult."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .backends import BackendOptions, ShouldPrune, make_backend
+from .data import Dataset, load_dataset
+from .errors import SweepError, TrackingError, TrialFailed, TrialPruned, UsageError
+from .search_space import SearchSpace, Suggester
+from .tracking import BestRun, Tracker, best_run, load_run_model, trial_runs
+from .train import evaluate, train_trial
+
+_TASK_METRICS = {"classification": ("val_accuracy", "val_loss"), "regression": ("val_loss", "val_mae", "val_rmse")}
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    dataset: str
+    space: SearchSpace
+    study: str | None = None
+    backend: str = "optuna"
+    algorithm: str | None = None
+    pruner: str | None = None
+    storage: str | None = None
+    tracking_uri: str | None = None
+    timeout: float | None = None
+    subset: int | None = None
+    seed: int = 0
+    target: str | None = None
+    task: str | None = None
+    max_failures: int = 3
+
+    @property
+    def study_name(self) -> str:
+        return self.study or default_study_name(self.dataset)
+
+
+def default_study_name(dataset: str) -> str:
+    return f"csv-{Path(dataset[4:]).stem}" if dataset.startswith("csv:") else dataset
+
+
+class SweepListener:
+    """What a sweep tells whoever watches it (the CLI's live display); every method may be left out."""
+
+    def search_started(self, study: str, trials: int, counts: dict, best: float | None) -> None: ...
+
+    def trial_started(self, number: int, params: dict) -> None: ...
+
+    def epoch_ended(self, number: int, epoch: int, logs: dict) -> None: ...
+
+    def trial_ended(self, number: int, state: str, value: float | None, note: str = "") -> None: ...
+
+
+@dataclass
+class SweepResult:
+    study: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    objective_metric: str
+    best: BestRun | None
+    test_metrics: dict
+    counts: dict
+    top: list = field(default_factory=list)  # best complete trial runs (mlflow Run objects)
+    model_version: str | None = None
+
+
+class TrialRunner:
+    """The objective every backend calls: sample, train, record; failures become TrialFailed."""
+
+    def __init__(self, config: SweepConfig, dataset: Dataset, tracker: Tracker, listener: SweepListener,
+                 incumbent):
+        self.space, self.config, self.dataset = config.space, config, dataset
+        self.tracker, self.listener, self.incumbent = tracker, listener, incumbent
+        self.failures_in_a_row = 0
+
+    def __call__(self, suggester: Suggester, number: int, should_prune: ShouldPrune) -> float:
+        params = self.space.sample(suggester)
+        self.listener.trial_started(number, params)
+        try:
+            value = self._run(number, params, should_prune)
+        except TrialPruned as exc:
+            self.failures_in_a_row = 0
+            self.listener.trial_ended(number, "pruned", None, str(exc))
+            raise
+        except (TrialFailed, Exception) as exc:  # any error inside a trial fails that trial only
+            reason = str(exc) if isinstance(exc, TrialFailed) else f"{type(exc).__name__}: {exc}"
+            self.listener.trial_ended(number, "failed", None, reason)
+            self.failures_in_a_row += 1
+            if self.failures_in_a_row >= self.config.max_failures:
+                raise SweepError(f"{self.failures_in_a_row} trials in a row failed, so the sweep stopped "
+                                 f"(--max-failures {self.config.max_failures}); the last one: {reason}") from exc
+            raise TrialFailed(reason) from exc
+        self.failures_in_a_row = 0
+        self.listener.trial_ended(number, "complete", value)
+        return value
+
+    def _run(self, number, params, should_prune) -> float:
+        import keras
+
+        space, metric = self.space, self.space.objective.metric
+
+        def prune_hook(epoch, logs):
+            if metric in logs and should_prune(epoch, float(logs[metric])):
+                raise TrialPruned(f"pruned after epoch {epoch} ({metric}={logs[metric]:.4f})")
+
+        with self.tracker.trial_run(number, params) as record:
+            try:
+                result = train_trial(
+                    params, self.dataset, space.objective, max_epochs=space.max_epochs, patience=space.patience,
+                    seed=self.config.seed * 100_003 + number,
+                    epoch_hooks=[record.log_epoch, lambda e, logs: self.listener.epoch_ended(number, e, logs),
+                                 prune_hook])
+                record.log_result(result, metric)
+                if space.objective.better(result.objective, self.incumbent()):
+                    record.log_model(result.model)
+            finally:
+                keras.backend.clear_session()
+        return result.objective
+
+
+def run_sweep(config: SweepConfig, listener: SweepListener | None = None) -> SweepResult:
+    """Run (or resume) a study until its budget is spent, then evaluate, log and register its best model."""
+    listener = listener or SweepListener()
+    space, study = config.space, config.study_name
+    dataset = load_dataset(config.dataset, config.target, config.task).subset(config.subset)
+    _check_objective(space, dataset)
+    backend = make_backend(config.backend, BackendOptions(study, space, config.algorithm, config.pruner,
+                                                          config.storage, config.seed))
+    tracker = Tracker(study, config.tracking_uri)
+    tracker.start_search(params=_search_params(config), tags={"backend": config.backend, "dataset": config.dataset},
+                         experiment_tags={"dataset": config.dataset, "task": dataset.task,
+                                          "target": config.target or "", "objective_metric": space.objective.metric,
+                                          "objective_direction": space.objective.direction})
+    listener.search_started(study, space.trials, backend.counts(), backend.best_value())
+    runner = TrialRunner(config, dataset, tracker, listener, backend.best_value)
+    try:
+        backend.optimize(runner, trials=space.trials, timeout=config.timeout)
+    except KeyboardInterrupt:
+        tracker.end_search("KILLED", metrics=_count_metrics(backend.counts()))
+        raise
+    except BaseException:
+        tracker.end_search("FAILED", metrics=_count_metrics(backend.counts()))
+        raise
+    return _finish(config, dataset, backend, tracker)
+
+
+def _finish(config, dataset, backend, tracker) -> SweepResult:
+    counts = backend.counts()
+    metrics, tags, version, best = _count_metrics(counts), {}, None, None
+    try:
+        best = best_run(tracker.client, tracker.study)
+    except TrackingError:
+        pass  # no trial completed: nothing to evaluate or register
+    test = {}
+    if best is not None:
+        model = load_run_model(tracker.client, best.run_id)
+        test = evaluate(model, dataset)
+        version = tracker.log_best_model(model, dataset.x_test[:5], registered_from=best.run_id)
+        metrics.update(test, **{f"best_{config.space.objective.metric}": best.objective})
+        tags = {"best_trial_number": best.trial_number, "best_run_id": best.run_id, "model_version": version}
+    tracker.end_search("FINISHED", metrics=metrics, tags=tags)
+    experiment = tracker.client.get_experiment(tracker.experiment_id)
+    return SweepResult(tracker.study, tracker.uri, tracker.experiment_id, tracker.parent_id,
+                       config.space.objective.metric, best, test, counts,
+                       trial_runs(tracker.client, experiment, state="complete", limit=5), version)
+
+
+def _check_objective(space: SearchSpace, dataset: Dataset) -> None:
+    allowed = _TASK_METRICS[dataset.task]
+    if space.objective.metric not in allowed:
+        raise UsageError(f"objective metric {space.objective.metric} does not fit {dataset.name}, a "
+                         f"{dataset.task} dataset; expected one of {', '.join(allowed)} in {space.source}")
+
+
+def _count_metrics(counts: dict) -> dict:
+    return {f"trials_{state}": n for state, n in counts.items()}
+
+
+def _search_params(config: SweepConfig) -> dict:
+    space = config.space
+    return {"backend": config.backend, "algorithm": config.algorithm, "pruner": config.pruner,
+            "trials": space.trials, "max_epochs": space.max_epochs, "patience": space.patience,
+            "objective": f"{space.objective.direction} {space.objective.metric}", "seed": config.seed,
+            "subset": config.subset, "timeout_s": config.timeout, "space_file": space.source,
+            "storage": config.storage or "embedded", "max_failures": config.max_failures}
+
+

@@ -1,0 +1,259 @@
+"""MLflow, and only MLflow: one experiment per study, a parent run per search, a nested run per trial.
+
+The layout is a contract (see README, "What MLflow holds"):
+- experiment = study name; experiment tags carry the dataset and the objective,
+- parent run per `sweeper search`: sweep settings as params, best trial as tags, test metrics,
+  the best model as an MLflow model (signature + input example), registered under the study name,
+- child run per trial: sampled params, per-epoch metrics with `step=epoch`, `final_*` metrics (the
+  model the trial returns, i.e. its best epoch), tags backend, dataset, trial_number, state.
+  complete -> FINISHED, pruned -> KILLED, failed -> FAILED, interrupted -> KILLED; never RUNNING.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import TrackingError, TrialPruned
+
+STORE_DIR = Path("mlruns")
+MODEL_ARTIFACT = "model/model.keras"
+CHAMPION = "champion"
+_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED", "interrupted": "KILLED"}
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{STORE_DIR}/mlflow.db"
+
+
+def _quiet_mlflow():
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow  # noqa: F401 - configures its loggers on import; quiet them afterwards
+
+    for name in ("mlflow", "alembic", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def open_client(tracking_uri: str | None):
+    """An MlflowClient on the given store (default: the embedded one under ./mlruns)."""
+    import mlflow
+
+    _quiet_mlflow()
+    uri = tracking_uri or default_tracking_uri()
+    if uri == default_tracking_uri():
+        STORE_DIR.mkdir(exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    try:
+        client = mlflow.MlflowClient(uri)
+        client.search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds for a bad store
+        raise TrackingError(f"cannot open the MLflow store {uri}: {exc}") from None
+    return client
+
+
+@dataclass
+class BestRun:
+    run_id: str
+    trial_number: int
+    objective: float
+    params: dict
+    metrics: dict
+
+
+class TrialRecorder:
+    """What a running trial writes to its own child run."""
+
+    def __init__(self, client, run_id):
+        self.client, self.run_id = client, run_id
+
+    def log_epoch(self, epoch: int, logs: dict) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in logs.items()])
+
+    def log_result(self, result, objective_metric: str) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        final = {f"final_{k}": v for k, v in result.metrics.items()}
+        final.update(objective=result.objective, best_epoch=result.best_epoch, epochs=result.epochs,
+                     train_seconds=result.seconds)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in final.items()])
+
+    def log_model(self, model) -> None:
+        """Keep this trial's trained model (done for trials that beat the study's best)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.keras"
+            model.save(path)
+            self.client.log_artifact(self.run_id, str(path), artifact_path=str(Path(MODEL_ARTIFACT).parent))
+        self.client.set_tag(self.run_id, "has_model", "true")
+
+
+class Tracker:
+    """One search's view of the store: its experiment, its parent run, its trials."""
+
+    def __init__(self, study: str, tracking_uri: str | None = None):
+        self.study = study
+        self.client = open_client(tracking_uri)
+        self.uri = tracking_uri or default_tracking_uri()
+        self.experiment_id = self._experiment()
+        self.parent_id = None
+        self.base_tags = {}
+
+    def _experiment(self) -> str:
+        found = self.client.get_experiment_by_name(self.study)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                raise TrackingError(f"the MLflow experiment '{self.study}' was deleted; restore it "
+                                    f"(mlflow experiments restore) or choose another --study")
+            return found.experiment_id
+        location = None
+        if self.uri == default_tracking_uri():
+            location = (STORE_DIR / "artifacts").resolve().as_uri()
+        return self.client.create_experiment(self.study, artifact_location=location)
+
+    def start_search(self, *, params: dict, tags: dict, experiment_tags: dict) -> str:
+        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+        for key, value in experiment_tags.items():
+            self.client.set_experiment_tag(self.experiment_id, key, str(value))
+        self.base_tags = {k: str(v) for k, v in tags.items()}
+        run_name = time.strftime("search-%Y%m%d-%H%M%S")
+        run = self.client.create_run(self.experiment_id, tags={**self.base_tags, MLFLOW_RUN_NAME: run_name,
+                                                               "run_kind": "search"})
+        self.parent_id = run.info.run_id
+        self._log_params(self.parent_id, params)
+        return self.parent_id
+
+    def _log_params(self, run_id, params):
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    @contextmanager
+    def trial_run(self, number: int, params: dict):
+        """A child run for one trial, ended with the status its outcome deserves."""
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+        tags = {**self.base_tags, MLFLOW_PARENT_RUN_ID: self.parent_id, MLFLOW_RUN_NAME: f"trial-{number:03d}",
+                "trial_number": str(number), "state": "running", "run_kind": "trial"}
+        run_id = self.client.create_run(self.experiment_id, tags=tags).info.run_id
+        self._log_params(run_id, params)
+        try:
+            yield TrialRecorder(self.client, run_id)
+        except TrialPruned as exc:
+            self._end_trial(run_id, "pruned", str(exc))
+            raise
+        except KeyboardInterrupt:
+            self._end_trial(run_id, "interrupted", "interrupted by the user")
+            raise
+        except BaseException as exc:
+            self._end_trial(run_id, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        else:
+            self._end_trial(run_id, "complete")
+
+    def _end_trial(self, run_id, state, note=None):
+        self.client.set_tag(run_id, "state", state)
+        if note:
+            self.client.set_tag(run_id, "state_reason", note[:4000])
+        self.client.set_terminated(run_id, _STATUS[state])
+
+    def end_search(self, status: str, *, metrics: dict | None = None, tags: dict | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        if metrics:
+            self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        for key, value in (tags or {}).items():
+            self.client.set_tag(self.parent_id, key, str(value))
+        self.client.set_terminated(self.parent_id, status)
+
+    def log_best_model(self, model, example, *, registered_from: str) -> str | None:
+        """Log the model on the parent run as an MLflow model and register it under the study's name.
+
+        A new registry version is made only when the study's best trial changed since the last one;
+        the alias `champion` points at the version holding the study's best model. Returns that version.
+        """
+        import keras
+        import mlflow
+        from mlflow.models import infer_signature
+
+        keras.config.disable_interactive_logging()  # no predict() progress bars from MLflow's checks
+        signature = infer_signature(example, model.predict(example, verbose=0))
+        with mlflow.start_run(run_id=self.parent_id, experiment_id=self.experiment_id):
+            info = mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=example,
+                                               pip_requirements=_requirements())
+        return self._register(info.model_uri, registered_from)
+
+    def _register(self, model_uri, trial_run_id) -> str:
+        from mlflow.exceptions import MlflowException
+
+        client = self.client
+        try:
+            client.get_registered_model(self.study)
+        except MlflowException:
+            client.create_registered_model(self.study, description=f"Best model of the sweeper study '{self.study}'")
+        try:
+            champion = client.get_model_version_by_alias(self.study, CHAMPION)
+            if champion.tags.get("trial_run_id") == trial_run_id:
+                return champion.version
+        except MlflowException:
+            pass
+        version = client.create_model_version(self.study, model_uri, run_id=self.parent_id,
+                                              tags={"trial_run_id": trial_run_id})
+        client.set_registered_model_alias(self.study, CHAMPION, version.version)
+        return version.version
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"keras=={version('keras')}", f"tensorflow=={version('tensorflow-cpu')}"]
+
+
+# -- reading a study back --------------------------------------------------------------------------
+
+def find_experiment(client, study: str):
+    experiment = client.get_experiment_by_name(study)
+    if experiment is None or experiment.lifecycle_stage == "deleted":
+        names = [e.name for e in client.search_experiments() if e.name != "Default"]
+        known = ", ".join(names) if names else "none yet: run `sweeper search` first"
+        raise TrackingError(f"no study '{study}' in the MLflow store {client.tracking_uri}; studies: {known}")
+    return experiment
+
+
+def trial_runs(client, experiment, *, state: str | None = None, limit: int = 1000):
+    """Trial runs of an experiment, best objective first."""
+    direction = experiment.tags.get("objective_direction", "maximize")
+    order = "DESC" if direction == "maximize" else "ASC"
+    query = "tags.run_kind = 'trial'" + (f" and tags.state = '{state}'" if state else "")
+    return client.search_runs([experiment.experiment_id], filter_string=query,
+                              order_by=[f"metrics.objective {order}"], max_results=limit)
+
+
+def best_run(client, study: str) -> BestRun:
+    """The study's best completed trial that has a model, from the MLflow store alone."""
+    experiment = find_experiment(client, study)
+    for run in trial_runs(client, experiment, state="complete", limit=50):
+        if run.data.tags.get("has_model") == "true":
+            return BestRun(run.info.run_id, int(run.data.tags["trial_number"]), run.data.metrics["objective"],
+                           dict(run.data.params), dict(run.data.metrics))
+    raise TrackingError(f"study '{study}' has no completed trial with a model yet")
+
+
+def load_run_model(client, run_id: str):
+    """Download a trial's `.keras` model and load it."""
+    import keras
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run_id, MODEL_ARTIFACT, tmp)
+        return keras.saving.load_model(path)
