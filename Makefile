@@ -1,0 +1,35 @@
+# The README's commands: `make search` (set up + the main job) and `make test` (set up + the tests).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup data search test clean
+
+setup: $(VENV)/.installed data
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist package when it is not already here.
+data:
+	@if [ -f "$$SWEEPER_DATA_DIR/fashion-mnist/train-images-idx3-ubyte.gz" ] || [ -f $(FASHION_MNIST) ]; then \
+	  echo "Fashion-MNIST: present"; \
+	elif command -v apt-get >/dev/null; then \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+	  echo "Fashion-MNIST not found and no apt-get: put the four IDX .gz files in \$$SWEEPER_DATA_DIR/fashion-mnist/"; \
+	fi
+
+search: setup
+	$(BIN)/sweeper search fashion --trials 10 --max-epochs 6
+
+test: setup
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) build *.egg-info
