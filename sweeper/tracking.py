@@ -28,7 +28,8 @@ _STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED", "inte
 
 
 def default_tracking_uri() -> str:
-    return f"sqlite:///{STORE_DIR}/mlflow.db"
+    """The embedded store, ./mlruns/mlflow.db, as an absolute URI (MLflow caches engines by URI)."""
+    return f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
 
 
 def _quiet_mlflow():

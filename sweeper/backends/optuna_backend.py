@@ -25,7 +25,7 @@ def make_storage(url: str | None):
             return optuna.storages.RDBStorage(url)
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds for a bad URL
             raise SweeperError(f"cannot open the Optuna storage {_redact(url)}: {exc}") from None
-    path = Path(url) if url else JOURNAL_PATH
+    path = (Path(url) if url else JOURNAL_PATH).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
