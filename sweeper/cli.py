@@ -201,18 +201,13 @@ def datasets():
     Example:
       sweeper datasets
     """
-    from rich.console import Console
-    from rich.table import Table
-
     from .data import DATASETS
 
-    table = Table("name", "task", "description", "data")
     for info in DATASETS.values():
         found = info.locate()
         where = found or "not found; looked in: " + "; ".join(info.looked_in() or ["(nowhere)"])
-        table.add_row(info.name, info.task, info.description, where)
-    table.add_row("csv:PATH", "either", "your own CSV file, with --target COLUMN", "PATH")
-    Console().print(table)
+        click.echo(f"{info.name:<11} {info.task:<15} {where}\n{'':<11} {info.description}")
+    click.echo(f"{'csv:PATH':<11} {'either':<15} PATH, with --target COLUMN\n{'':<11} your own CSV table")
 
 
 @main.command()

@@ -1,0 +1,134 @@
+"""The command line: help without TensorFlow, exact error lines, exit codes, the installed command."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .conftest import SPACES, sweeper
+
+SWEEPER = str(Path(sys.executable).parent / "sweeper")
+
+
+def run(*args, cwd=None):
+    return subprocess.run([SWEEPER, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "SWEEPER_OFFLINE": "1"})
+
+
+def test_help_answers_without_importing_tensorflow_mlflow_or_optuna():
+    code = ("import sys; from click.testing import CliRunner; from sweeper.cli import main; "
+            "r = CliRunner().invoke(main, ['search', '--help']); assert r.exit_code == 0; "
+            "CliRunner().invoke(main, ['search', 'nope']); "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'mlflow', 'optuna') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("command", [[], ["search"], ["validate"], ["datasets"], ["ui"], ["export"]])
+def test_every_help_has_an_example(command):
+    result = sweeper(*command, "--help")
+    assert result.exit_code == 0 and "Example:" in result.output
+
+
+USAGE_ERRORS = [
+    (["search", "cifar"], "Error: Invalid value for 'DATASET': unknown dataset 'cifar'; expected one of fashion, "
+                          "mnist, digits, california or csv:PATH"),
+    (["search", "fashion", "--algorithm", "bohb"], "Error: Invalid value for '--algorithm': 'bohb' is not an "
+                                                   "algorithm of the optuna backend; expected one of tpe, random, "
+                                                   "grid, cmaes"),
+    (["search", "fashion", "--pruner", "asha"], "Error: Invalid value for '--pruner': 'asha' is not a pruner of "
+                                                "the optuna backend; expected one of median, hyperband, none"),
+    (["search", "fashion", "--timeout", "soon"], "Error: Invalid value for '--timeout': 'soon' is not a duration; "
+                                                 "expected e.g. 90s, 30m, 2h or 1h30m"),
+    (["search", "fashion", "--trials", "0"], "Error: Invalid value for '--trials': 0 is not in the range x>=1."),
+    (["search", "fashion", "--backend", "ray"], "Error: Invalid value for '--backend': 'ray' is not 'optuna'."),
+    (["search", "fashion", "--target", "y"], "Error: --target applies to csv:PATH datasets only"),
+    (["search", "csv:data.csv"], "Error: csv:data.csv needs --target COLUMN naming the column to predict"),
+    (["export", "fashion"], "Error: Missing option '--out'."),
+]
+
+
+@pytest.mark.parametrize("args,line", USAGE_ERRORS, ids=[" ".join(a) for a, _ in USAGE_ERRORS])
+def test_usage_errors_exit_2_with_the_exact_line(args, line, tmp_path):
+    result = sweeper(*args, cwd=tmp_path)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == line
+    assert not (tmp_path / "mlruns").exists()  # nothing written
+
+
+def test_grid_on_a_space_without_steps_is_a_usage_error(tmp_path):
+    result = sweeper("search", "fashion", "--algorithm", "grid", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: the grid algorithm needs a `step` on float parameter 'learning_rate' (or a categorical list "
+        "of values), but it has none")
+
+
+def test_bad_space_file_is_an_error_line_naming_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((SPACES / "fashion.yaml").read_text().replace("[adam, sgd, rmsprop, adagrad]", "[adam, lion]"))
+    line = next(i for i, text in enumerate(bad.read_text().splitlines(), 1) if "lion" in text)
+    expected = (f"Error: {bad}:{line}: params.optimizer.choices: must be one of adam, sgd, rmsprop, adagrad, adamw, "
+                f"nadam, but got 'lion' (text)")
+    for result in (sweeper("validate", bad), sweeper("search", "fashion", "--space", bad, cwd=tmp_path)):
+        assert result.exit_code == 1
+        assert result.output.strip().splitlines()[-1] == expected
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_installed_command_validates_and_reports_errors(tmp_path):
+    good = run("validate", SPACES / "fashion.yaml")
+    assert good.returncode == 0 and "valid. Tunes n_layers, units, learning_rate" in good.stdout
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("objective: val_loss\nobjective: val_accuracy\n")
+    bad = run("validate", dup)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip() == (f"Error: {dup}:2: objective: duplicated key; each key may appear once per "
+                                  f"mapping, but it is also at line 1")
+    usage = run("search", "nope")
+    assert usage.returncode == 2 and usage.stderr.strip().splitlines()[-1].startswith("Error: Invalid value")
+
+
+def test_installed_command_runs_a_small_search(tmp_path):
+    result = run("search", "digits", "--trials", 2, "--max-epochs", 2, "--pruner", "none", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Best trials by val_accuracy" in result.stdout and "models:/digits@champion" in result.stdout
+    assert (tmp_path / "mlruns" / "mlflow.db").is_file() and (tmp_path / "mlruns" / "optuna").is_dir()
+
+
+def test_datasets_lists_each_dataset_and_where_it_is():
+    result = sweeper("datasets")
+    assert result.exit_code == 0
+    assert "/usr/share/datasets/fashion-mnist" in result.output or "SWEEPER_DATA_DIR" in os.environ
+    assert "scikit-learn (bundled)" in result.output and "csv:PATH" in result.output
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ui_serves_the_store_on_localhost(fashion_study):
+    workdir, _ = fashion_study
+    port = _free_port()
+    server = subprocess.Popen([SWEEPER, "ui", "--port", str(port)], cwd=workdir, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        body = None
+        for _ in range(120):
+            try:
+                url = f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=fashion"
+                body = urllib.request.urlopen(url, timeout=2).read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert body is not None and '"name": "fashion"' in body.replace('":"', '": "')
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
