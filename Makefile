@@ -26,7 +26,7 @@ data:
 	fi
 
 search: setup
-	$(BIN)/sweeper search fashion --trials 10 --max-epochs 6
+	$(BIN)/sweeper search fashion --trials 20 --max-epochs 10
 
 test: setup
 	$(BIN)/python -m pytest

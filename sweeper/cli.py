@@ -94,7 +94,7 @@ def main(debug):
 
     \b
     Example:
-      sweeper search fashion --trials 10 --max-epochs 6
+      sweeper search fashion --trials 20 --max-epochs 10
       sweeper ui
       sweeper export fashion --out best-fashion/
     """
@@ -132,7 +132,7 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
 
     \b
     Example:
-      sweeper search fashion --trials 10 --max-epochs 6
+      sweeper search fashion --trials 20 --max-epochs 10
       sweeper search digits --algorithm random --pruner none --trials 20
       sweeper search csv:houses.csv --target price --timeout 30m
     """
@@ -149,8 +149,9 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
 
     space = load_space(space_file or bundled_space_path(dataset))
     space = space.with_budget(trials=trials, max_epochs=max_epochs, patience=patience)
-    config = SweepConfig(dataset, space, study, backend, algorithm, pruner, storage, tracking_uri, timeout,
-                         subset, seed, target, task, max_failures)
+    config = SweepConfig(dataset=dataset, space=space, study=study, backend=backend, algorithm=algorithm,
+                         pruner=pruner, storage=storage, tracking_uri=tracking_uri, timeout=timeout, subset=subset,
+                         seed=seed, target=target, task=task, max_failures=max_failures)
     if algorithm == "grid":
         space.grid()  # refuse an ungriddable space before any work starts
     err = Console(stderr=True)
@@ -158,7 +159,10 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
               f"[bold]{config.study_name}[/], {space.trials} trials, up to {space.max_epochs} epochs each")
     with LiveProgress(err, space.objective.metric, space.objective.direction, space.max_epochs) as progress:
         result = run_sweep(config, progress)
-    Console().print(summary(result))
+    out = Console()
+    if not out.is_terminal:
+        out.width = 120  # a pipe or a log file: don't squeeze the table into 80 columns
+    out.print(summary(result))
 
 
 def _check_engine(backend, algorithm, pruner):
