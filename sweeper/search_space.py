@@ -198,11 +198,6 @@ class SearchSpace:
                    if v is not None}
         return dataclasses.replace(self, **changes)
 
-    def describe(self) -> dict:
-        """A plain, JSON-friendly description of the space (for logging and comparison)."""
-        return {name: {"kind": type(spec).__name__, **dataclasses.asdict(spec)}
-                for name, spec in self.params.items()}
-
 
 def _values(spec: ParamSpec) -> list:
     if isinstance(spec, IntRange):

@@ -113,7 +113,7 @@ class TrialRunner:
                     seed=self.config.seed * 100_003 + number,
                     epoch_hooks=[record.log_epoch, lambda e, logs: self.listener.epoch_ended(number, e, logs),
                                  prune_hook])
-                record.log_result(result, metric)
+                record.log_result(result)
                 if space.objective.better(result.objective, self.incumbent()):
                     record.log_model(result.model)
             finally:

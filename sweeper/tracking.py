@@ -78,7 +78,7 @@ class TrialRecorder:
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in logs.items()])
 
-    def log_result(self, result, objective_metric: str) -> None:
+    def log_result(self, result) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from sweeper.errors import SearchSpaceError, UsageError
-from sweeper.search_space import Choice, Fixed, FloatRange, IntRange, load_space, parse_space
+from sweeper.search_space import Fixed, FloatRange, IntRange, load_space, parse_space
 from sweeper import yaml_lines
 
 from .conftest import SPACES
@@ -171,4 +171,3 @@ def test_objective_better_respects_direction():
     assert Objective("val_loss", "minimize").better(0.1, 0.2)
     assert Objective("val_loss", "minimize").better(0.1, None) and Objective("val_loss", "minimize").better(1, math.nan)
     assert not Objective("val_loss", "minimize").better(0.3, 0.2)
-    assert isinstance(Choice((1, 2)), Choice)
