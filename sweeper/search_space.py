@@ -159,16 +159,18 @@ class SearchSpace:
         p = self.params
         n_layers = p["n_layers"].suggest(suggester, "n_layers")
         drawn = {"n_layers": n_layers}
-        for i in range(n_layers):
-            drawn[f"units_{i}"] = p["units"].suggest(suggester, f"units_{i}")
+        for i in range(self.max_layers):
+            deeper = [n for n in _values(p["n_layers"]) if n > i]
+            drawn[f"units_{i}"] = _suggest_if(suggester, i < n_layers, p["units"], f"units_{i}",
+                                              "n_layers", p["n_layers"], deeper)
         for name in ("learning_rate", "batch_size", "optimizer"):
             drawn[name] = p[name].suggest(suggester, name)
-        if drawn["optimizer"] == "sgd":
-            for name in ("momentum", "nesterov"):
-                drawn[name] = p[name].suggest(suggester, name)
+        for name in ("momentum", "nesterov"):
+            drawn[name] = _suggest_if(suggester, drawn["optimizer"] == "sgd", p[name], name,
+                                      "optimizer", p["optimizer"], ["sgd"])
         for name in ("dropout", "activation", "kernel_initializer", "l2"):
             drawn[name] = p[name].suggest(suggester, name)
-        return drawn
+        return {name: value for name, value in drawn.items() if value is not _INACTIVE}
 
     @property
     def max_layers(self) -> int:
@@ -199,9 +201,27 @@ class SearchSpace:
         return dataclasses.replace(self, **changes)
 
 
+_INACTIVE = object()
+
+
+def _suggest_if(suggester, active: bool, spec: ParamSpec, name: str, parent: str, parent_spec: ParamSpec,
+                parent_values: list):
+    """Draw `name` only when `active`, i.e. when the parameter `parent` takes one of `parent_values`.
+
+    A suggester with a `conditional_scope` (Keras Tuner's) is shown every conditional parameter, active
+    or not, inside that scope: that is how it learns the whole space and which values are inactive.
+    """
+    scope = getattr(suggester, "conditional_scope", None)
+    if scope is None or isinstance(spec, Fixed) or isinstance(parent_spec, Fixed):
+        return spec.suggest(suggester, name) if active else _INACTIVE
+    with scope(parent, parent_values):
+        value = spec.suggest(suggester, name)
+    return value if active else _INACTIVE
+
+
 def _values(spec: ParamSpec) -> list:
     if isinstance(spec, IntRange):
-        return [spec.low, spec.high]
+        return list(range(spec.low, spec.high + 1, spec.step))
     if isinstance(spec, Choice):
         return list(spec.choices)
     return [spec.value]
