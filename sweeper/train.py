@@ -21,32 +21,41 @@ class TrialResult:
     objective: float
     metrics: dict[str, float]  # at the best epoch, whose weights the model holds
     history: dict[str, list[float]]
-    epochs: int  # epochs trained
-    best_epoch: int  # 1-based
+    epochs: int  # epochs trained by this call
+    best_epoch: int  # 1-based, counted from the model's first epoch (see initial_epoch)
     seconds: float
     model: Any  # keras.Model
 
 
 def train_trial(params: dict, dataset: Dataset, objective: Objective, *, max_epochs: int, patience: int,
-                seed: int = 0, epoch_hooks: Sequence[EpochHook] = ()) -> TrialResult:
+                seed: int = 0, epoch_hooks: Sequence[EpochHook] = (), initial_epoch: int = 0,
+                weights_in: str | None = None, weights_out: str | None = None) -> TrialResult:
+    """Train one configuration for epochs `initial_epoch + 1 .. max_epochs`, optionally starting from the
+    weights of an earlier trial (`weights_in`) and keeping the best epoch's weights (`weights_out`)."""
     import keras
 
     keras.utils.set_random_seed(seed)
     model = build_model(params, dataset)
+    if weights_in:
+        model.optimizer.build(model.trainable_variables)  # so that its state (e.g. Adam's moments) loads too
+        model.load_weights(weights_in)
     stopper = keras.callbacks.EarlyStopping(monitor=objective.metric, mode=objective.direction[:3],
                                             patience=patience, restore_best_weights=True)
     hooks = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: [hook(epoch + 1, dict(logs or {})) for hook in epoch_hooks])
     started = time.perf_counter()
     fit = model.fit(dataset.x_train, dataset.y_train, batch_size=params["batch_size"], epochs=max_epochs,
-                    validation_data=(dataset.x_val, dataset.y_val), verbose=0,
+                    initial_epoch=initial_epoch, validation_data=(dataset.x_val, dataset.y_val), verbose=0,
                     callbacks=[_stop_on_nan(), stopper, hooks])
     seconds = time.perf_counter() - started
     history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
     _fail_on_nan(history, objective.metric)
-    best = stopper.best_epoch if stopper.best_weights is not None else len(history["loss"]) - 1
+    best = stopper.best_epoch - initial_epoch if stopper.best_weights is not None else len(history["loss"]) - 1
     metrics = {k: vs[best] for k, vs in history.items()}
-    return TrialResult(metrics[objective.metric], metrics, history, len(history["loss"]), best + 1, seconds, model)
+    if weights_out:
+        model.save_weights(weights_out)
+    return TrialResult(metrics[objective.metric], metrics, history, len(history["loss"]), initial_epoch + best + 1,
+                       seconds, model)
 
 
 def evaluate(model, dataset: Dataset) -> dict[str, float]:

@@ -18,8 +18,25 @@ from ..search_space import SearchSpace, Suggester
 ShouldPrune = Callable[[int, float], bool]
 
 
+@dataclass(frozen=True)
+class TrialPlan:
+    """How to train a trial when not from scratch up to the space's epoch cap.
+
+    Keras Tuner's Hyperband trains a configuration in rounds: each round is a trial that continues
+    an earlier trial's weights (`weights_in`) from `initial_epoch` up to `max_epochs`, and keeps its
+    own best weights (`weights_out`) for the next round.
+    """
+
+    max_epochs: int | None = None
+    initial_epoch: int = 0
+    continues: int | None = None  # the trial number whose weights this one starts from
+    weights_in: str | None = None
+    weights_out: str | None = None
+
+
 class TrialFunction(Protocol):
-    def __call__(self, suggester: Suggester, number: int, should_prune: ShouldPrune) -> float: ...
+    def __call__(self, suggester: Suggester, number: int, should_prune: ShouldPrune,
+                 plan: TrialPlan = TrialPlan()) -> float: ...
 
 
 @dataclass(frozen=True)
