@@ -90,7 +90,7 @@ def tracking_option(command):
 @click.version_option(__version__, prog_name="sweeper")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 def main(debug):
-    """Hyperparameter sweeps for Keras MLPs: Optuna trials, every one in MLflow, the best model exported.
+    """Hyperparameter sweeps for Keras MLPs: Optuna or Keras Tuner trials, all in MLflow, the best exported.
 
     \b
     Example:
@@ -104,18 +104,22 @@ def main(debug):
 @click.argument("dataset", type=DatasetName())
 @click.option("--space", "space_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Search-space YAML (default: the bundled one for DATASET).")
-@click.option("--study", metavar="NAME", help="Study name; the same name resumes it (default: the dataset's name).")
+@click.option("--study", metavar="NAME", help="Study name; the same name resumes it (default: the dataset's name, "
+                                               "plus -keras-tuner for that backend).")
 @click.option("--trials", type=click.IntRange(min=1), help="Finished trials the study should hold (default: from the space file).")
 @click.option("--timeout", type=Duration(), metavar="DURATION", help="Stop starting trials after this long, e.g. 30m or 2h.")
 @click.option("--max-epochs", type=click.IntRange(min=1), help="Epoch cap per trial (default: from the space file).")
 @click.option("--patience", type=click.IntRange(min=0), help="Early-stopping patience (default: from the space file).")
 @click.option("--subset", type=click.IntRange(min=1), metavar="N", help="Train on only N training examples (quick looks).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampler and of every trial.")
-@click.option("--backend", type=click.Choice(list(BACKENDS)), default="optuna", show_default=True)
-@click.option("--algorithm", metavar="NAME", help="Sampler: tpe (default), random, grid, cmaes.")
-@click.option("--pruner", metavar="NAME", help="Pruner: median (default), hyperband, none.")
-@click.option("--storage", metavar="URL", help="Optuna storage: an RDB URL or a journal file path "
-                                                "(default: mlruns/optuna/journal.log).")
+@click.option("--backend", type=click.Choice(list(BACKENDS)), default="optuna", show_default=True,
+              help="Search engine: Optuna or Keras Tuner.")
+@click.option("--algorithm", metavar="NAME", help="optuna: tpe (default), random, grid, cmaes; "
+                                                  "keras-tuner: random (default), bayesian, hyperband.")
+@click.option("--pruner", metavar="NAME", help="optuna: median (default), hyperband, none; keras-tuner: none.")
+@click.option("--storage", metavar="URL", help="optuna: an RDB URL or a journal file (default: "
+                                                "mlruns/optuna/journal.log); keras-tuner: a folder (default: "
+                                                "mlruns/keras-tuner).")
 @tracking_option
 @click.option("--target", metavar="COLUMN", help="Column to predict (csv:PATH datasets).")
 @click.option("--task", type=click.Choice(["classification", "regression"]),
@@ -134,6 +138,7 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
     Example:
       sweeper search fashion --trials 20 --max-epochs 10
       sweeper search digits --algorithm random --pruner none --trials 20
+      sweeper search fashion --backend keras-tuner --algorithm hyperband
       sweeper search csv:houses.csv --target price --timeout 30m
     """
     algorithm, pruner = _check_engine(backend, algorithm, pruner)
@@ -145,6 +150,7 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
 
     from .report import LiveProgress, summary
     from .search_space import bundled_space_path, load_space
+    from .quiet import import_tensorflow
     from .sweep import SweepConfig, run_sweep
 
     space = load_space(space_file or bundled_space_path(dataset))
@@ -157,6 +163,7 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
     err = Console(stderr=True)
     err.print(f"Sweeping [bold]{dataset}[/] with {backend}/{algorithm} (pruner {pruner}): study "
               f"[bold]{config.study_name}[/], {space.trials} trials, up to {space.max_epochs} epochs each")
+    import_tensorflow()
     with LiveProgress(err, space.objective.metric, space.objective.direction, space.max_epochs) as progress:
         result = run_sweep(config, progress)
     out = Console()
@@ -255,7 +262,9 @@ def export(study, out, force, tracking_uri):
       python -c "import keras; keras.saving.load_model('best-fashion/model.keras').summary()"
     """
     from .export import export_best
+    from .quiet import import_tensorflow
 
+    import_tensorflow()
     exported = export_best(study, out, tracking_uri=tracking_uri, force=force)
     tests = ", ".join(f"{k} {v:.4f}" for k, v in exported.card["test_metrics"].items())
     click.echo(f"Exported trial {exported.card['trial_number']} of study '{study}' to {exported.directory}/ "

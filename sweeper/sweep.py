@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .backends import BackendOptions, ShouldPrune, make_backend
+from .backends import BackendOptions, ShouldPrune, TrialPlan, make_backend
 from .data import Dataset, load_dataset
 from .errors import SweepError, TrackingError, TrialFailed, TrialPruned, UsageError
 from .search_space import SearchSpace, Suggester
@@ -34,11 +34,13 @@ class SweepConfig:
 
     @property
     def study_name(self) -> str:
-        return self.study or default_study_name(self.dataset)
+        return self.study or default_study_name(self.dataset, self.backend)
 
 
-def default_study_name(dataset: str) -> str:
-    return f"csv-{Path(dataset[4:]).stem}" if dataset.startswith("csv:") else dataset
+def default_study_name(dataset: str, backend: str = "optuna") -> str:
+    """`fashion` for Optuna, the default engine; `fashion-keras-tuner` for another engine's study."""
+    name = f"csv-{Path(dataset[4:]).stem}" if dataset.startswith("csv:") else dataset
+    return name if backend == "optuna" else f"{name}-{backend}"
 
 
 class SweepListener:
@@ -76,11 +78,12 @@ class TrialRunner:
         self.tracker, self.listener, self.incumbent = tracker, listener, incumbent
         self.failures_in_a_row = 0
 
-    def __call__(self, suggester: Suggester, number: int, should_prune: ShouldPrune) -> float:
+    def __call__(self, suggester: Suggester, number: int, should_prune: ShouldPrune,
+                 plan: TrialPlan = TrialPlan()) -> float:
         params = self.space.sample(suggester)
         self.listener.trial_started(number, params)
         try:
-            value = self._run(number, params, should_prune)
+            value = self._run(number, params, should_prune, plan)
         except TrialPruned as exc:
             self.failures_in_a_row = 0
             self.listener.trial_ended(number, "pruned", None, str(exc))
@@ -97,20 +100,22 @@ class TrialRunner:
         self.listener.trial_ended(number, "complete", value)
         return value
 
-    def _run(self, number, params, should_prune) -> float:
+    def _run(self, number, params, should_prune, plan) -> float:
         import keras
 
         space, metric = self.space, self.space.objective.metric
+        tags = {} if plan.continues is None else {"continues_trial": plan.continues, "initial_epoch": plan.initial_epoch}
 
         def prune_hook(epoch, logs):
             if metric in logs and should_prune(epoch, float(logs[metric])):
                 raise TrialPruned(f"pruned after epoch {epoch} ({metric}={logs[metric]:.4f})")
 
-        with self.tracker.trial_run(number, params) as record:
+        with self.tracker.trial_run(number, params, tags) as record:
             try:
                 result = train_trial(
-                    params, self.dataset, space.objective, max_epochs=space.max_epochs, patience=space.patience,
-                    seed=self.config.seed * 100_003 + number,
+                    params, self.dataset, space.objective, max_epochs=plan.max_epochs or space.max_epochs,
+                    patience=space.patience, seed=self.config.seed * 100_003 + number,
+                    initial_epoch=plan.initial_epoch, weights_in=plan.weights_in, weights_out=plan.weights_out,
                     epoch_hooks=[record.log_epoch, lambda e, logs: self.listener.epoch_ended(number, e, logs),
                                  prune_hook])
                 record.log_result(result)
@@ -127,11 +132,13 @@ def run_sweep(config: SweepConfig, listener: SweepListener | None = None) -> Swe
     space, study = config.space, config.study_name
     dataset = load_dataset(config.dataset, config.target, config.task).subset(config.subset)
     _check_objective(space, dataset)
+    tracker = Tracker(study, config.tracking_uri)
+    tracker.check_study(backend=config.backend, dataset=config.dataset, objective_metric=space.objective.metric,
+                        objective_direction=space.objective.direction)
     backend = make_backend(config.backend, BackendOptions(study, space, config.algorithm, config.pruner,
                                                           config.storage, config.seed))
-    tracker = Tracker(study, config.tracking_uri)
     tracker.start_search(params=_search_params(config), tags={"backend": config.backend, "dataset": config.dataset},
-                         experiment_tags={"dataset": config.dataset, "task": dataset.task,
+                         experiment_tags={"backend": config.backend, "dataset": config.dataset, "task": dataset.task,
                                           "target": config.target or "", "objective_metric": space.objective.metric,
                                           "objective_direction": space.objective.direction})
     listener.search_started(study, space.trials, backend.counts(), backend.best_value())

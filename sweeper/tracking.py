@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import TrackingError, TrialPruned
+from .errors import TrackingError, TrialPruned, UsageError
 
 STORE_DIR = Path("mlruns")
 MODEL_ARTIFACT = "model/model.keras"
@@ -103,25 +103,37 @@ class Tracker:
         self.study = study
         self.client = open_client(tracking_uri)
         self.uri = tracking_uri or default_tracking_uri()
-        self.experiment_id = self._experiment()
+        self.experiment = self._existing_experiment()  # created by start_search: refusals write nothing
+        self.experiment_id = self.experiment.experiment_id if self.experiment else None
         self.parent_id = None
         self.base_tags = {}
 
-    def _experiment(self) -> str:
+    def _existing_experiment(self):
         found = self.client.get_experiment_by_name(self.study)
-        if found is not None:
-            if found.lifecycle_stage == "deleted":
-                raise TrackingError(f"the MLflow experiment '{self.study}' was deleted; restore it "
-                                    f"(mlflow experiments restore) or choose another --study")
-            return found.experiment_id
+        if found is not None and found.lifecycle_stage == "deleted":
+            raise TrackingError(f"the MLflow experiment '{self.study}' was deleted; restore it "
+                                f"(mlflow experiments restore) or choose another --study")
+        return found
+
+    def _create_experiment(self) -> str:
         location = None
         if self.uri == default_tracking_uri():
             location = (STORE_DIR / "artifacts").resolve().as_uri()
         return self.client.create_experiment(self.study, artifact_location=location)
 
+    def check_study(self, **expected) -> None:
+        """Refuse to add a search to a study recorded with another engine, dataset or objective."""
+        tags = self.experiment.tags if self.experiment else {}
+        for key, value in expected.items():
+            if key in tags and tags[key] != value:
+                raise UsageError(f"study '{self.study}' was recorded with {key.replace('_', ' ')} {tags[key]}, "
+                                 f"but this search has {value}; resume it with the same settings or choose "
+                                 f"another --study")
+
     def start_search(self, *, params: dict, tags: dict, experiment_tags: dict) -> str:
         from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
+        self.experiment_id = self.experiment_id or self._create_experiment()
         for key, value in experiment_tags.items():
             self.client.set_experiment_tag(self.experiment_id, key, str(value))
         self.base_tags = {k: str(v) for k, v in tags.items()}
@@ -140,11 +152,11 @@ class Tracker:
             self.client.log_batch(run_id, params=items[i:i + 100])
 
     @contextmanager
-    def trial_run(self, number: int, params: dict):
+    def trial_run(self, number: int, params: dict, tags: dict | None = None):
         """A child run for one trial, ended with the status its outcome deserves."""
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-        tags = {**self.base_tags, MLFLOW_PARENT_RUN_ID: self.parent_id, MLFLOW_RUN_NAME: f"trial-{number:03d}",
+        tags = {**self.base_tags, **{k: str(v) for k, v in (tags or {}).items()}, MLFLOW_PARENT_RUN_ID: self.parent_id, MLFLOW_RUN_NAME: f"trial-{number:03d}",
                 "trial_number": str(number), "state": "running", "run_kind": "trial"}
         run_id = self.client.create_run(self.experiment_id, tags=tags).info.run_id
         self._log_params(run_id, params)

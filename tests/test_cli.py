@@ -46,7 +46,14 @@ USAGE_ERRORS = [
     (["search", "fashion", "--timeout", "soon"], "Error: Invalid value for '--timeout': 'soon' is not a duration; "
                                                  "expected e.g. 90s, 30m, 2h or 1h30m"),
     (["search", "fashion", "--trials", "0"], "Error: Invalid value for '--trials': 0 is not in the range x>=1."),
-    (["search", "fashion", "--backend", "ray"], "Error: Invalid value for '--backend': 'ray' is not 'optuna'."),
+    (["search", "fashion", "--backend", "ray"], "Error: Invalid value for '--backend': 'ray' is not one of "
+                                                "'optuna', 'keras-tuner'."),
+    (["search", "fashion", "--backend", "keras-tuner", "--algorithm", "cmaes"],
+     "Error: Invalid value for '--algorithm': 'cmaes' is not an algorithm of the keras-tuner backend; expected one "
+     "of random, bayesian, hyperband"),
+    (["search", "fashion", "--backend", "keras-tuner", "--pruner", "median"],
+     "Error: Invalid value for '--pruner': 'median' is not a pruner of the keras-tuner backend; expected one of "
+     "none"),
     (["search", "fashion", "--target", "y"], "Error: --target applies to csv:PATH datasets only"),
     (["search", "csv:data.csv"], "Error: csv:data.csv needs --target COLUMN naming the column to predict"),
     (["export", "fashion"], "Error: Missing option '--out'."),

@@ -1,9 +1,12 @@
 """Search engines behind one seam (`base.Backend`). Importing this package imports no engine."""
 
-from .base import Backend, BackendOptions, ShouldPrune, TrialFunction
+from .base import Backend, BackendOptions, ShouldPrune, TrialFunction, TrialPlan
 
 #: backend name -> (algorithms, pruners); the first of each is the default
-CHOICES = {"optuna": (("tpe", "random", "grid", "cmaes"), ("median", "hyperband", "none"))}
+CHOICES = {
+    "optuna": (("tpe", "random", "grid", "cmaes"), ("median", "hyperband", "none")),
+    "keras-tuner": (("random", "bayesian", "hyperband"), ("none",)),
+}
 
 
 def make_backend(name: str, options: BackendOptions) -> Backend:
@@ -11,7 +14,12 @@ def make_backend(name: str, options: BackendOptions) -> Backend:
         from .optuna_backend import OptunaBackend
 
         return OptunaBackend(options)
+    if name == "keras-tuner":
+        from .keras_tuner_backend import KerasTunerBackend
+
+        return KerasTunerBackend(options)
     raise KeyError(name)
 
 
-__all__ = ["Backend", "BackendOptions", "CHOICES", "ShouldPrune", "TrialFunction", "make_backend"]
+__all__ = ["Backend", "BackendOptions", "CHOICES", "ShouldPrune", "TrialFunction", "TrialPlan",
+           "make_backend"]
