@@ -37,7 +37,8 @@ class LiveProgress(SweepListener):
         self.best = best
         done = counts["complete"] + counts["pruned"]
         if done:
-            self.console.print(f"Resuming study [bold]{study}[/]: {done} trials finished before "
+            trials_done = f"{done} trial{'s' if done > 1 else ''}"
+            self.console.print(f"Resuming study [bold]{study}[/]: {trials_done} finished before "
                                f"({counts['failed']} failed), best {self.metric} {_fmt(best)}")
         self.trials = self.progress.add_task("trials", total=trials, completed=min(done, trials),
                                              note=self._best_note())

@@ -104,7 +104,8 @@ class TrialRunner:
         import keras
 
         space, metric = self.space, self.space.objective.metric
-        tags = {} if plan.continues is None else {"continues_trial": plan.continues, "initial_epoch": plan.initial_epoch}
+        tags = {"continues_trial": plan.continues, "initial_epoch": plan.initial_epoch} if plan.continues is not None \
+            else {}
 
         def prune_hook(epoch, logs):
             if metric in logs and should_prune(epoch, float(logs[metric])):
@@ -135,23 +136,28 @@ def run_sweep(config: SweepConfig, listener: SweepListener | None = None) -> Swe
     tracker = Tracker(study, config.tracking_uri)
     tracker.check_study(backend=config.backend, dataset=config.dataset, objective_metric=space.objective.metric,
                         objective_direction=space.objective.direction)
-    backend = make_backend(config.backend, BackendOptions(study, space, config.algorithm, config.pruner,
-                                                          config.storage, config.seed))
+    with make_backend(config.backend, BackendOptions(study, space, config.algorithm, config.pruner, config.storage,
+                                                     config.seed)) as backend:
+        _start_search(tracker, config, dataset)
+        listener.search_started(study, space.trials, backend.counts(), backend.best_value())
+        runner = TrialRunner(config, dataset, tracker, listener, backend.best_value)
+        try:
+            backend.optimize(runner, trials=space.trials, timeout=config.timeout)
+        except KeyboardInterrupt:
+            tracker.end_search("KILLED", metrics=_count_metrics(backend.counts()))
+            raise
+        except BaseException:
+            tracker.end_search("FAILED", metrics=_count_metrics(backend.counts()))
+            raise
+        return _finish(config, dataset, backend, tracker)
+
+
+def _start_search(tracker: Tracker, config: SweepConfig, dataset: Dataset) -> None:
+    objective = config.space.objective
     tracker.start_search(params=_search_params(config), tags={"backend": config.backend, "dataset": config.dataset},
                          experiment_tags={"backend": config.backend, "dataset": config.dataset, "task": dataset.task,
-                                          "target": config.target or "", "objective_metric": space.objective.metric,
-                                          "objective_direction": space.objective.direction})
-    listener.search_started(study, space.trials, backend.counts(), backend.best_value())
-    runner = TrialRunner(config, dataset, tracker, listener, backend.best_value)
-    try:
-        backend.optimize(runner, trials=space.trials, timeout=config.timeout)
-    except KeyboardInterrupt:
-        tracker.end_search("KILLED", metrics=_count_metrics(backend.counts()))
-        raise
-    except BaseException:
-        tracker.end_search("FAILED", metrics=_count_metrics(backend.counts()))
-        raise
-    return _finish(config, dataset, backend, tracker)
+                                          "target": config.target or "", "objective_metric": objective.metric,
+                                          "objective_direction": objective.direction})
 
 
 def _finish(config, dataset, backend, tracker) -> SweepResult:

@@ -156,7 +156,8 @@ class Tracker:
         """A child run for one trial, ended with the status its outcome deserves."""
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-        tags = {**self.base_tags, **{k: str(v) for k, v in (tags or {}).items()}, MLFLOW_PARENT_RUN_ID: self.parent_id, MLFLOW_RUN_NAME: f"trial-{number:03d}",
+        tags = {**self.base_tags, **{k: str(v) for k, v in (tags or {}).items()}, MLFLOW_PARENT_RUN_ID: self.parent_id,
+                MLFLOW_RUN_NAME: f"trial-{number:03d}",
                 "trial_number": str(number), "state": "running", "run_kind": "trial"}
         run_id = self.client.create_run(self.experiment_id, tags=tags).info.run_id
         self._log_params(run_id, params)

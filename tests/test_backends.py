@@ -66,8 +66,8 @@ def engine_trials(workdir, backend, study):
         return [(_STATES[t.state.name], t.params) for t in optuna.load_study(study_name=study, storage=storage).trials]
     trials = [json.loads(open(f).read()) for f in
               sorted(glob.glob(str(workdir / f"mlruns/keras-tuner/{study}/trial_*/trial.json")))]
-    return [(_STATES[t["status"]], {k: v for k, v in t["hyperparameters"]["values"].items() if not k.startswith("tuner/")})
-            for t in trials]
+    return [(_STATES[t["status"]], {k: v for k, v in t["hyperparameters"]["values"].items()
+                                     if not k.startswith("tuner/")}) for t in trials]
 
 
 @pytest.fixture(scope="module", params=ENGINES, ids=["/".join(e) for e in ENGINES])

@@ -108,3 +108,21 @@ def test_keras_tuner_state_is_a_folder_not_a_url(tmp_path):
         "Error: the keras-tuner backend keeps its state in a folder, but --storage is the URL sqlite:///kt.db; "
         "give a folder path (default: mlruns/keras-tuner)")
     assert not (tmp_path / "mlruns" / "keras-tuner").exists() and not (tmp_path / "kt.db").exists()
+
+
+def test_a_keras_tuner_study_serves_one_process_at_a_time(tmp_path):
+    import os
+
+    from sweeper.backends.keras_tuner_backend import _lock_study
+
+    held = _lock_study(tmp_path / "mlruns" / "keras-tuner" / f"{STUDY}.lock", STUDY)  # as another sweep would
+    try:
+        result = sweeper("search", "digits", "--backend", "keras-tuner", "--trials", 1, cwd=tmp_path)
+    finally:
+        held.close()
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: the Keras Tuner study '{STUDY}' is being run by another process (pid {os.getpid()}); Keras Tuner "
+        f"keeps one process per study, so wait for it, or use --backend optuna to run several workers")
+    again = sweeper("search", "digits", "--backend", "keras-tuner", "--trials", 1, "--max-epochs", 1, cwd=tmp_path)
+    assert again.exit_code == 0, again.output  # the lock goes with the process that held it

@@ -58,6 +58,7 @@ def test_best_model_is_logged_with_signature_and_registered(fashion_study, store
     experiment = store.get_experiment_by_name("fashion")
     parent = store.search_runs([experiment.experiment_id], "tags.run_kind = 'search'")[0]
     assert version.run_id == parent.info.run_id
+    mlflow.set_tracking_uri(store.tracking_uri)  # the source is resolved against the global store
     info = mlflow.models.get_model_info(version.source)
     assert info.signature is not None and info.saved_input_example_info is not None
 

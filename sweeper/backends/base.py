@@ -57,6 +57,15 @@ class Backend(ABC):
     def __init__(self, options: BackendOptions):
         self.options = options
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self) -> None:
+        """Let go of what the study holds in this process (a backend is used as a context manager)."""
+
     @abstractmethod
     def optimize(self, run_trial: TrialFunction, *, trials: int, timeout: float | None) -> None:
         """Run trials until the study holds `trials` finished (complete or pruned) ones or time is up."""

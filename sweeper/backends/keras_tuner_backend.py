@@ -113,6 +113,28 @@ def _tuner_class():
     return SweeperTuner
 
 
+def _lock_study(path: Path, study: str):
+    """Keras Tuner's files serve one process at a time: hold a lock on the study while this process lives."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise SweepError(f"the Keras Tuner study '{study}' is being run by another process (pid {holder}); Keras "
+                         f"Tuner keeps one process per study, so wait for it, or use --backend optuna to run "
+                         f"several workers") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 class KerasTunerBackend(Backend):
     name = "keras-tuner"
     algorithms, pruners = CHOICES["keras-tuner"]
@@ -126,6 +148,7 @@ class KerasTunerBackend(Backend):
             raise UsageError(f"unknown pruner '{options.pruner}' for keras-tuner; expected one of "
                              f"{', '.join(self.pruners)}")
         self.directory = Path(options.storage or STATE_DIR).resolve()
+        self._lock = _lock_study(self.directory / f"{options.study}.lock", options.study)
         self.oracle = self._oracle(options.algorithm or "random")
         self.tuner = None
 
@@ -178,6 +201,9 @@ class KerasTunerBackend(Backend):
             if isinstance(exc.__cause__, SweepError):
                 raise exc.__cause__ from None
             raise
+
+    def close(self) -> None:
+        self._lock.close()  # closing the file releases its lock
 
     def best_value(self) -> float | None:
         best = self._ensure_open().oracle.get_best_trials(1)
