@@ -47,6 +47,7 @@ class BackendOptions:
     pruner: str | None = None
     storage: str | None = None
     seed: int = 0
+    worker: int = 0  # index of this worker among those a `--jobs N` sweep started
 
 
 class Backend(ABC):
@@ -69,6 +70,10 @@ class Backend(ABC):
     @abstractmethod
     def optimize(self, run_trial: TrialFunction, *, trials: int, timeout: float | None) -> None:
         """Run trials until the study holds `trials` finished (complete or pruned) ones or time is up."""
+
+    def reap(self) -> list[int]:
+        """Fail the running trials whose worker died; returns their numbers."""
+        return []
 
     @abstractmethod
     def best_value(self) -> float | None:

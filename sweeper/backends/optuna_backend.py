@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import time
 import warnings
 from pathlib import Path
 
 from ..errors import SweeperError, TrialFailed, TrialPruned, UsageError
 from . import CHOICES
+from ..workers import file_lock, is_dead, this_worker
 from .base import Backend, BackendOptions, TrialFunction
 
 JOURNAL_PATH = Path("mlruns") / "optuna" / "journal.log"
+_POLL_SECONDS = 2.0
+
+
+def journal_path(url: str | None) -> Path | None:
+    """The journal file a storage URL names (None for an RDB URL such as sqlite:// or postgresql://)."""
+    if url and "://" in url:
+        return None
+    return (Path(url) if url else JOURNAL_PATH).resolve()
 
 
 def make_storage(url: str | None):
@@ -20,12 +32,12 @@ def make_storage(url: str | None):
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
-    if url and "://" in url:
+    path = journal_path(url)
+    if path is None:
         try:
             return optuna.storages.RDBStorage(url)
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds for a bad URL
             raise SweeperError(f"cannot open the Optuna storage {_redact(url)}: {exc}") from None
-    path = (Path(url) if url else JOURNAL_PATH).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
@@ -50,15 +62,20 @@ class OptunaBackend(Backend):
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         space = options.space
-        self.study = optuna.create_study(study_name=options.study, storage=make_storage(options.storage),
-                                         direction=space.objective.direction, load_if_exists=True)
+        self.journal_path = journal_path(options.storage)
+        with self._slot_lock():  # workers starting together on a new store create the study once
+            self.study = optuna.create_study(study_name=options.study, storage=make_storage(options.storage),
+                                             direction=space.objective.direction, load_if_exists=True)
         if self.study.direction.name.lower() != space.objective.direction:
             raise UsageError(f"study '{options.study}' was created to {self.study.direction.name.lower()} "
                              f"its objective, but the search space asks to {space.objective.direction}; "
                              f"use another --study")
-        # Offset the seed by the trials already run, so a resumed study does not replay its first draws.
-        self.study.sampler = self._sampler(options.algorithm or "tpe", options.seed + len(self.study.trials))
+        # Offset the seed by the trials already run, so a resumed study does not replay its first draws,
+        # and by the worker's index, so that workers started together do not draw the same trials.
+        seed = options.seed + len(self.study.trials) + 7919 * options.worker
+        self.study.sampler = self._sampler(options.algorithm or "tpe", seed)
         self.study.pruner = self._pruner(options.pruner or "median")
+        self._reseeded = False
 
     def _sampler(self, name, seed):
         import optuna
@@ -87,26 +104,81 @@ class OptunaBackend(Backend):
         raise UsageError(f"unknown pruner '{name}'; expected one of {', '.join(self.pruners)}")
 
     def optimize(self, run_trial: TrialFunction, *, trials: int, timeout: float | None) -> None:
-        import optuna
-        from optuna.study import MaxTrialsCallback
+        """Ask, train, tell until the study holds `trials` finished trials, counted across every worker.
+
+        A trial is asked only while finished + running trials are under the budget (under a lock that
+        the workers of this machine share), so N workers end with exactly `trials` finished ones.
+        """
+        started = time.monotonic()
+        self.reap()
+        while timeout is None or time.monotonic() - started < timeout:
+            with self._slot_lock():
+                finished, running = self._count_finished_and_running()
+                trial = self._ask(running) if finished + running < trials else None
+            if trial is not None:
+                self._run(trial, run_trial)
+            elif finished >= trials:
+                return
+            else:  # the budget is taken by running trials; one of them may still fail and free a slot
+                time.sleep(_POLL_SECONDS)
+                self.reap()
+
+    def _ask(self, running: int):
+        if running and not self._reseeded:
+            # Another worker is at work on this study: a run is no longer reproducible, and a worker started
+            # by hand with the same seed would otherwise draw the same trials as this one.
+            self.study.sampler.reseed_rng()
+            self._reseeded = True
+        trial = self.study.ask()
+        trial.set_user_attr("worker", this_worker())
+        return trial
+
+    def _run(self, trial, run_trial) -> None:
         from optuna.trial import TrialState
 
-        finished = (TrialState.COMPLETE, TrialState.PRUNED)
-        if len(self.study.get_trials(deepcopy=False, states=finished)) >= trials:
-            return
+        def should_prune(epoch, value):
+            trial.report(value, epoch)
+            return trial.should_prune()
 
-        def objective(trial):
-            def should_prune(epoch, value):
-                trial.report(value, epoch)
-                return trial.should_prune()
+        try:
+            value = run_trial(trial, trial.number, should_prune)
+        except TrialPruned:
+            self.study.tell(trial, state=TrialState.PRUNED)
+        except TrialFailed:
+            self.study.tell(trial, state=TrialState.FAIL)
+        except BaseException:  # Ctrl-C, SIGTERM or the failure cap: this trial failed, the sweep stops
+            self.study.tell(trial, state=TrialState.FAIL)
+            raise
+        else:
+            self.study.tell(trial, value)
+        gc.collect()
 
-            try:
-                return run_trial(trial, trial.number, should_prune)
-            except TrialPruned as exc:
-                raise optuna.TrialPruned(str(exc)) from None
+    def _slot_lock(self):
+        if self.journal_path is None:
+            return contextlib.nullcontext()  # an RDB storage: no lock across hosts
+        # not journal.log.lock: that name is Optuna's own lock
+        return file_lock(self.journal_path.with_name(self.journal_path.name + ".slots"))
 
-        self.study.optimize(objective, timeout=timeout, catch=(TrialFailed,), gc_after_trial=True,
-                            callbacks=[MaxTrialsCallback(trials, states=finished)])
+    def _count_finished_and_running(self) -> tuple[int, int]:
+        counts = self.counts()
+        return counts["complete"] + counts["pruned"], counts["running"]
+
+    def reap(self) -> list[int]:
+        """Fail the running trials whose worker process died; retry each one's parameters once."""
+        from optuna.trial import TrialState
+
+        reaped = []
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if is_dead(trial.user_attrs.get("worker")):
+                try:
+                    self.study.tell(trial.number, state=TrialState.FAIL)
+                except (RuntimeError, ValueError):
+                    continue  # another worker reaped it first
+                self.study.set_user_attr(f"reaped_{trial.number}", trial.user_attrs["worker"])
+                if "retry_of" not in trial.user_attrs:
+                    self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+                reaped.append(trial.number)
+        return reaped
 
     def best_value(self) -> float | None:
         try:
