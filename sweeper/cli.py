@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+import signal
 import sys
 
 import click
@@ -68,9 +69,11 @@ def reports_errors(command):
             if debug:
                 raise
             raise click.ClickException(str(exc)) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            from .errors import Terminated
+
             click.echo("Interrupted.", err=True)
-            sys.exit(130)
+            sys.exit(143 if isinstance(exc, Terminated) else 130)
         except Exception as exc:  # noqa: BLE001 - a bug, not a user mistake: say so, briefly
             if debug:
                 raise
@@ -126,9 +129,11 @@ def main(debug):
               help="Task of a csv:PATH dataset (default: inferred from the target).")
 @click.option("--max-failures", type=click.IntRange(min=1), default=3, show_default=True,
               help="Stop after this many failed trials in a row.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Worker processes sharing the study (optuna); the budget counts across them.")
 @reports_errors
 def search(dataset, space_file, study, trials, timeout, max_epochs, patience, subset, seed, backend, algorithm,
-           pruner, storage, tracking_uri, target, task, max_failures):
+           pruner, storage, tracking_uri, target, task, max_failures, jobs):
     """Sweep DATASET's search space and record every trial in MLflow.
 
     DATASET is fashion, mnist, digits, california or csv:PATH (with --target COLUMN).
@@ -139,6 +144,7 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
       sweeper search fashion --trials 20 --max-epochs 10
       sweeper search digits --algorithm random --pruner none --trials 20
       sweeper search fashion --backend keras-tuner --algorithm hyperband
+      sweeper search fashion --trials 12 --jobs 2
       sweeper search csv:houses.csv --target price --timeout 30m
     """
     algorithm, pruner = _check_engine(backend, algorithm, pruner)
@@ -148,7 +154,8 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
         raise click.UsageError(f"{dataset} needs --target COLUMN naming the column to predict")
     from rich.console import Console
 
-    from .report import LiveProgress, summary
+    from .errors import SweepInterrupted
+    from .report import LiveProgress
     from .search_space import bundled_space_path, load_space
     from .quiet import import_tensorflow
     from .sweep import SweepConfig, run_sweep
@@ -157,15 +164,39 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
     space = space.with_budget(trials=trials, max_epochs=max_epochs, patience=patience)
     config = SweepConfig(dataset=dataset, space=space, study=study, backend=backend, algorithm=algorithm,
                          pruner=pruner, storage=storage, tracking_uri=tracking_uri, timeout=timeout, subset=subset,
-                         seed=seed, target=target, task=task, max_failures=max_failures)
+                         seed=seed, target=target, task=task, max_failures=max_failures,
+                         jobs=jobs)
     if algorithm == "grid":
         space.grid()  # refuse an ungriddable space before any work starts
     err = Console(stderr=True)
     err.print(f"Sweeping [bold]{dataset}[/] with {backend}/{algorithm} (pruner {pruner}): study "
               f"[bold]{config.study_name}[/], {space.trials} trials, up to {space.max_epochs} epochs each")
+    previous = signal.signal(signal.SIGTERM, _terminate)
     import_tensorflow()
-    with LiveProgress(err, space.objective.metric, space.objective.direction, space.max_epochs) as progress:
-        result = run_sweep(config, progress)
+    try:
+        with LiveProgress(err, space.objective.metric, space.objective.direction, space.max_epochs) as progress:
+            result = run_sweep(config, progress)
+    except SweepInterrupted as stop:
+        _print_summary(stop.result)
+        err.print(f"Interrupted ({'SIGTERM' if stop.terminated else 'Ctrl-C'}): the running trial is recorded as "
+                  f"failed; finished trials are kept. Run the same command to resume.")
+        sys.exit(143 if stop.terminated else 130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    _print_summary(result)
+
+
+def _terminate(signum, frame):
+    from .errors import Terminated
+
+    raise Terminated()
+
+
+def _print_summary(result):
+    from rich.console import Console
+
+    from .report import summary
+
     out = Console()
     if not out.is_terminal:
         out.width = 120  # a pipe or a log file: don't squeeze the table into 80 columns

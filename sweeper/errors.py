@@ -37,3 +37,15 @@ class TrialFailed(Exception):
 
 class TrialPruned(Exception):
     """One trial was stopped early by the pruner: recorded as pruned."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: handled like Ctrl-C, so the running trial and the sweep are recorded as interrupted."""
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a sweep; `result` holds what had finished (a resume goes on from there)."""
+
+    def __init__(self, result, terminated: bool = False):
+        super().__init__("interrupted")
+        self.result, self.terminated = result, terminated

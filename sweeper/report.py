@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -16,15 +17,16 @@ _SHOWN_PARAMS = ("n_layers", "learning_rate", "batch_size", "optimizer", "dropou
 class LiveProgress(SweepListener):
     """Trials done of the budget, the running trial's epoch, the best value so far; a line per trial."""
 
-    def __init__(self, console: Console, metric: str, direction: str, max_epochs: int):
-        self.console, self.metric, self.max_epochs = console, metric, max_epochs
+    def __init__(self, console: Console, metric: str, direction: str, max_epochs: int, prefix: str = ""):
+        self.console, self.metric, self.max_epochs, self.prefix = console, metric, max_epochs, prefix
         self.maximize = direction == "maximize"
         self.best = None
         self.started = {}
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console,
                                  transient=True, disable=not console.is_terminal)
-        self.trials = self.epochs = None
+        self.trials = self.progress.add_task("trials", total=None, note="")
+        self.epochs = self.progress.add_task("epochs", total=max_epochs, note="")
 
     def __enter__(self):
         self.progress.start()
@@ -40,9 +42,12 @@ class LiveProgress(SweepListener):
             trials_done = f"{done} trial{'s' if done > 1 else ''}"
             self.console.print(f"Resuming study [bold]{study}[/]: {trials_done} finished before "
                                f"({counts['failed']} failed), best {self.metric} {_fmt(best)}")
-        self.trials = self.progress.add_task("trials", total=trials, completed=min(done, trials),
-                                             note=self._best_note())
-        self.epochs = self.progress.add_task("epochs", total=self.max_epochs, note="")
+        self.progress.update(self.trials, total=trials, completed=min(done, trials), note=self._best_note())
+
+    def trials_reaped(self, numbers):
+        listed = ", ".join(map(str, numbers))
+        self.console.print(f"Marked failed: trial {listed}, left running by a worker that died; each is run "
+                           f"again once with the same parameters.")
 
     def trial_started(self, number, params):
         self.started[number] = time.perf_counter()
@@ -61,7 +66,7 @@ class LiveProgress(SweepListener):
         self.progress.update(self.trials, note=self._best_note())
         style = {"complete": "green", "pruned": "yellow", "failed": "red"}[state]
         detail = f"{self.metric} {_fmt(value)}" if value is not None else note
-        self.console.print(f"trial {number:>3} [{style}]{state:<8}[/] {detail}  ({seconds:.1f}s)")
+        self.console.print(f"{self.prefix}trial {number:>3} [{style}]{state:<8}[/] {detail}  ({seconds:.1f}s)")
 
     def _best_note(self):
         return f"best {self.metric} {_fmt(self.best)}"
@@ -87,8 +92,9 @@ def summary(result: SweepResult) -> Group:
                       units, *(_fmt_param(p.get(name)) for name in _SHOWN_PARAMS[1:]))
     parts.append(table)
     tests = ", ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
+    tests = f"on the test split: {tests}" if tests else "not yet evaluated on the test split"
     parts.append(f"Best model: trial {result.best.trial_number}, {result.objective_metric} "
-                 f"{result.best.objective:.4f}; on the test split: {tests}")
+                 f"{result.best.objective:.4f}; {tests}")
     if result.model_version:
         parts.append(f"Registered in MLflow as models:/{result.study}@champion (version {result.model_version}).")
     parts.append(f"\nBrowse every trial:  sweeper ui\nExport the best model:  sweeper export {result.study} "
@@ -110,3 +116,9 @@ def _fmt_param(text):
     except ValueError:
         return text
     return text if number.is_integer() else f"{number:.3g}"
+
+
+def worker_progress(index: int, metric: str, direction: str, max_epochs: int) -> LiveProgress:
+    """A `--jobs` worker's listener: a plain line per trial on stderr, marked with the worker's number."""
+    return LiveProgress(Console(stderr=True, force_terminal=False, width=120), metric, direction, max_epochs,
+                        prefix=escape(f"[worker {index}] "))

@@ -195,6 +195,14 @@ class SearchSpace:
                              f"space has {points:,}; use steps or short choice lists")
         return grid
 
+    def __reduce__(self):  # a MappingProxyType does not pickle; `--jobs` workers receive the space
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return _space_from_fields, (fields | {"params": dict(self.params)},)
+
+    def signature(self) -> dict[str, str]:
+        """Each parameter's spec in words, e.g. {"units": "int 32..512 log"}: what a resume must not change."""
+        return {name: _describe(spec) for name, spec in self.params.items()}
+
     def with_budget(self, *, trials=None, max_epochs=None, patience=None) -> "SearchSpace":
         changes = {k: v for k, v in dict(trials=trials, max_epochs=max_epochs, patience=patience).items()
                    if v is not None}
@@ -202,6 +210,20 @@ class SearchSpace:
 
 
 _INACTIVE = object()
+
+
+def _space_from_fields(fields: dict) -> SearchSpace:
+    return SearchSpace(**(fields | {"params": MappingProxyType(fields["params"])}))
+
+
+def _describe(spec: ParamSpec) -> str:
+    if isinstance(spec, (IntRange, FloatRange)):
+        kind = "int" if isinstance(spec, IntRange) else "float"
+        step = "" if spec.step is None or (kind == "int" and spec.step == 1) else f" step {spec.step}"
+        return f"{kind} {spec.low}..{spec.high}{step}{' log' if spec.log else ''}"
+    if isinstance(spec, Choice):
+        return f"one of {list(spec.choices)}"
+    return f"fixed {spec.value!r}"
 
 
 def _suggest_if(suggester, active: bool, spec: ParamSpec, name: str, parent: str, parent_spec: ParamSpec,

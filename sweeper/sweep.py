@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backends import BackendOptions, ShouldPrune, TrialPlan, make_backend
 from .data import Dataset, load_dataset
-from .errors import SweepError, TrackingError, TrialFailed, TrialPruned, UsageError
+from .errors import SweepError, SweeperError, SweepInterrupted, Terminated, TrackingError, TrialFailed, TrialPruned, UsageError
 from .search_space import SearchSpace, Suggester
-from .tracking import BestRun, Tracker, best_run, load_run_model, trial_runs
+from .tracking import SPACE_TAG, BestRun, Tracker, best_run, load_run_model, trial_runs
 from .train import evaluate, train_trial
 
 _TASK_METRICS = {"classification": ("val_accuracy", "val_loss"), "regression": ("val_loss", "val_mae", "val_rmse")}
@@ -31,6 +33,7 @@ class SweepConfig:
     target: str | None = None
     task: str | None = None
     max_failures: int = 3
+    jobs: int = 1
 
     @property
     def study_name(self) -> str:
@@ -47,6 +50,8 @@ class SweepListener:
     """What a sweep tells whoever watches it (the CLI's live display); every method may be left out."""
 
     def search_started(self, study: str, trials: int, counts: dict, best: float | None) -> None: ...
+
+    def trials_reaped(self, numbers: list[int]) -> None: ...
 
     def trial_started(self, number: int, params: dict) -> None: ...
 
@@ -80,6 +85,7 @@ class TrialRunner:
 
     def __call__(self, suggester: Suggester, number: int, should_prune: ShouldPrune,
                  plan: TrialPlan = TrialPlan()) -> float:
+        self.tracker.reap_dead_runs()
         params = self.space.sample(suggester)
         self.listener.trial_started(number, params)
         try:
@@ -131,25 +137,105 @@ def run_sweep(config: SweepConfig, listener: SweepListener | None = None) -> Swe
     """Run (or resume) a study until its budget is spent, then evaluate, log and register its best model."""
     listener = listener or SweepListener()
     space, study = config.space, config.study_name
+    if config.jobs > 1 and config.backend != "optuna":
+        raise UsageError(f"--jobs {config.jobs} needs the optuna backend: a {config.backend} study serves one "
+                         f"process at a time")
     dataset = load_dataset(config.dataset, config.target, config.task).subset(config.subset)
     _check_objective(space, dataset)
     tracker = Tracker(study, config.tracking_uri)
-    tracker.check_study(backend=config.backend, dataset=config.dataset, objective_metric=space.objective.metric,
-                        objective_direction=space.objective.direction)
+    tracker.check_study(space.signature(), backend=config.backend, dataset=config.dataset,
+                        objective_metric=space.objective.metric, objective_direction=space.objective.direction)
+    tracker.reap_dead_runs()
     with make_backend(config.backend, BackendOptions(study, space, config.algorithm, config.pruner, config.storage,
                                                      config.seed)) as backend:
         _start_search(tracker, config, dataset)
+        reaped = backend.reap()
         listener.search_started(study, space.trials, backend.counts(), backend.best_value())
+        if reaped:
+            listener.trials_reaped(reaped)
         runner = TrialRunner(config, dataset, tracker, listener, backend.best_value)
         try:
-            backend.optimize(runner, trials=space.trials, timeout=config.timeout)
-        except KeyboardInterrupt:
-            tracker.end_search("KILLED", metrics=_count_metrics(backend.counts()))
-            raise
+            if config.jobs > 1:
+                _run_workers(config, tracker.parent_id)
+            else:
+                backend.optimize(runner, trials=space.trials, timeout=config.timeout)
+        except KeyboardInterrupt as exc:
+            counts = backend.counts()
+            tracker.end_search("KILLED", metrics=_count_metrics(counts))
+            raise SweepInterrupted(_result(config, tracker, counts, _best_or_none(tracker)),
+                                   terminated=isinstance(exc, Terminated)) from None
         except BaseException:
             tracker.end_search("FAILED", metrics=_count_metrics(backend.counts()))
             raise
         return _finish(config, dataset, backend, tracker)
+
+
+def _run_workers(config: SweepConfig, parent_id: str) -> None:
+    """`--jobs N`: N worker processes share the study; each runs trials until the common budget is spent."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # a fresh TensorFlow per worker
+    threads = max(1, (os.cpu_count() or 1) // config.jobs)
+    errors = context.SimpleQueue()
+    workers = [context.Process(target=_worker_main, args=(config, parent_id, index, threads, errors),
+                               name=f"sweeper-worker-{index}") for index in range(config.jobs)]
+    for worker in workers:
+        worker.start()
+    try:
+        for worker in workers:
+            worker.join()
+    except KeyboardInterrupt as exc:
+        # Ctrl-C reaches the workers too (one process group) and they record their trials; a signal sent to
+        # this process alone is passed on to them as SIGTERM.
+        for worker in workers:
+            if isinstance(exc, Terminated):
+                worker.terminate()
+            worker.join(timeout=30)
+            if worker.is_alive():
+                worker.terminate()
+                worker.join()
+        raise
+    failures = []
+    while not errors.empty():
+        failures.append(errors.get())
+    reported = {index for index, _ in failures}
+    failures += [(index, f"exited with code {worker.exitcode}") for index, worker in enumerate(workers)
+                 if worker.exitcode and index not in reported]
+    if failures:
+        raise SweepError("; ".join(f"worker {index}: {message}" for index, message in sorted(failures)))
+
+
+def _worker_main(config: SweepConfig, parent_id: str, index: int, threads: int, errors) -> None:
+    """One `--jobs` worker process: its own TensorFlow threads, data, backend and trial runs."""
+    import signal
+
+    from .quiet import import_tensorflow
+    from .report import worker_progress
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, terminate)
+    import_tensorflow()
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    space = config.space
+    listener = worker_progress(index, space.objective.metric, space.objective.direction, space.max_epochs)
+    try:
+        dataset = load_dataset(config.dataset, config.target, config.task).subset(config.subset)
+        tracker = Tracker(config.study_name, config.tracking_uri)
+        tracker.join_search(parent_id, {"backend": config.backend, "dataset": config.dataset})
+        options = BackendOptions(config.study_name, space, config.algorithm, config.pruner, config.storage,
+                                 config.seed, worker=index)
+        with make_backend(config.backend, options) as backend:
+            runner = TrialRunner(config, dataset, tracker, listener, backend.best_value)
+            backend.optimize(runner, trials=space.trials, timeout=config.timeout)
+    except KeyboardInterrupt:
+        pass  # its trial is recorded as failed; the parent process reports the interruption
+    except SweeperError as exc:
+        errors.put((index, str(exc)))
 
 
 def _start_search(tracker: Tracker, config: SweepConfig, dataset: Dataset) -> None:
@@ -157,17 +243,14 @@ def _start_search(tracker: Tracker, config: SweepConfig, dataset: Dataset) -> No
     tracker.start_search(params=_search_params(config), tags={"backend": config.backend, "dataset": config.dataset},
                          experiment_tags={"backend": config.backend, "dataset": config.dataset, "task": dataset.task,
                                           "target": config.target or "", "objective_metric": objective.metric,
-                                          "objective_direction": objective.direction})
+                                          "objective_direction": objective.direction,
+                                          SPACE_TAG: json.dumps(config.space.signature())})
 
 
 def _finish(config, dataset, backend, tracker) -> SweepResult:
     counts = backend.counts()
-    metrics, tags, version, best = _count_metrics(counts), {}, None, None
-    try:
-        best = best_run(tracker.client, tracker.study)
-    except TrackingError:
-        pass  # no trial completed: nothing to evaluate or register
-    test = {}
+    metrics, tags, version, test = _count_metrics(counts), {}, None, {}
+    best = _best_or_none(tracker)
     if best is not None:
         model = load_run_model(tracker.client, best.run_id)
         test = evaluate(model, dataset)
@@ -175,9 +258,20 @@ def _finish(config, dataset, backend, tracker) -> SweepResult:
         metrics.update(test, **{f"best_{config.space.objective.metric}": best.objective})
         tags = {"best_trial_number": best.trial_number, "best_run_id": best.run_id, "model_version": version}
     tracker.end_search("FINISHED", metrics=metrics, tags=tags)
+    return _result(config, tracker, counts, best, test, version)
+
+
+def _best_or_none(tracker) -> BestRun | None:
+    try:
+        return best_run(tracker.client, tracker.study)
+    except TrackingError:
+        return None  # no trial completed: nothing to evaluate or register
+
+
+def _result(config, tracker, counts, best, test=None, version=None) -> SweepResult:
     experiment = tracker.client.get_experiment(tracker.experiment_id)
     return SweepResult(tracker.study, tracker.uri, tracker.experiment_id, tracker.parent_id,
-                       config.space.objective.metric, best, test, counts,
+                       config.space.objective.metric, best, test or {}, counts,
                        trial_runs(tracker.client, experiment, state="complete", limit=5), version)
 
 

@@ -11,6 +11,8 @@ The layout is a contract (see README, "What MLflow holds"):
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import tempfile
@@ -20,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import TrackingError, TrialPruned, UsageError
+from .workers import file_lock, is_dead, this_worker
 
 STORE_DIR = Path("mlruns")
 MODEL_ARTIFACT = "model/model.keras"
 CHAMPION = "champion"
+SPACE_TAG = "search_space"  # experiment tag: the space's signature as JSON
 _STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED", "interrupted": "KILLED"}
 
 
@@ -48,13 +52,35 @@ def open_client(tracking_uri: str | None):
     uri = tracking_uri or default_tracking_uri()
     if uri == default_tracking_uri():
         STORE_DIR.mkdir(exist_ok=True)
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)  # MLflow itself retries an unreachable server for minutes
     mlflow.set_tracking_uri(uri)
     try:
-        client = mlflow.MlflowClient(uri)
-        client.search_experiments(max_results=1)
+        with store_lock(uri):  # processes starting together on a new store create its schema once
+            client = mlflow.MlflowClient(uri)
+            client.search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds for a bad store
         raise TrackingError(f"cannot open the MLflow store {uri}: {exc}") from None
     return client
+
+
+def store_lock(uri: str):
+    """A lock between this machine's processes on the embedded store (a server serialises on its own)."""
+    if uri != default_tracking_uri():
+        return contextlib.nullcontext()
+    return file_lock(STORE_DIR / ".store.lock")
+
+
+def _check_server(uri: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).read()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(f"cannot reach the MLflow tracking server {uri}: {reason}; start it, or leave "
+                            f"out --tracking-uri to use the embedded store") from None
 
 
 @dataclass
@@ -119,16 +145,25 @@ class Tracker:
         location = None
         if self.uri == default_tracking_uri():
             location = (STORE_DIR / "artifacts").resolve().as_uri()
-        return self.client.create_experiment(self.study, artifact_location=location)
+        with store_lock(self.uri):  # another worker may be creating it right now
+            found = self.client.get_experiment_by_name(self.study)
+            if found is not None:
+                return found.experiment_id
+            return self.client.create_experiment(self.study, artifact_location=location)
 
-    def check_study(self, **expected) -> None:
-        """Refuse to add a search to a study recorded with another engine, dataset or objective."""
+    def check_study(self, space_signature: dict | None = None, **expected) -> None:
+        """Refuse to add a search to a study recorded with another engine, dataset, objective or space."""
         tags = self.experiment.tags if self.experiment else {}
         for key, value in expected.items():
             if key in tags and tags[key] != value:
                 raise UsageError(f"study '{self.study}' was recorded with {key.replace('_', ' ')} {tags[key]}, "
                                  f"but this search has {value}; resume it with the same settings or choose "
                                  f"another --study")
+        if space_signature is not None and SPACE_TAG in tags:
+            changes = _changes(json.loads(tags[SPACE_TAG]), space_signature)
+            if changes:
+                raise UsageError(f"study '{self.study}' was run with another search space ({'; '.join(changes)}); "
+                                 f"resume it with the same space or choose another --study")
 
     def start_search(self, *, params: dict, tags: dict, experiment_tags: dict) -> str:
         from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
@@ -136,13 +171,19 @@ class Tracker:
         self.experiment_id = self.experiment_id or self._create_experiment()
         for key, value in experiment_tags.items():
             self.client.set_experiment_tag(self.experiment_id, key, str(value))
-        self.base_tags = {k: str(v) for k, v in tags.items()}
+        self.base_tags = {**{k: str(v) for k, v in tags.items()}, "worker": this_worker()}
         run_name = time.strftime("search-%Y%m%d-%H%M%S")
         run = self.client.create_run(self.experiment_id, tags={**self.base_tags, MLFLOW_RUN_NAME: run_name,
                                                                "run_kind": "search"})
         self.parent_id = run.info.run_id
         self._log_params(self.parent_id, params)
         return self.parent_id
+
+    def join_search(self, parent_id: str, tags: dict) -> None:
+        """Record trials under a search run that another process started (a `--jobs` worker)."""
+        self.parent_id = parent_id
+        self.experiment_id = self.client.get_run(parent_id).info.experiment_id
+        self.base_tags = {**{k: str(v) for k, v in tags.items()}, "worker": this_worker()}
 
     def _log_params(self, run_id, params):
         from mlflow.entities import Param
@@ -174,6 +215,25 @@ class Tracker:
             raise
         else:
             self._end_trial(run_id, "complete")
+
+    def reap_dead_runs(self) -> int:
+        """End the RUNNING runs of this study whose worker process died (MLflow never does): a trial as
+        FAILED, a search as KILLED. Returns how many were ended."""
+        if self.experiment_id is None:
+            return 0
+        ended = 0
+        for run in self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+            worker = run.data.tags.get("worker")
+            if not is_dead(worker):
+                continue
+            note = f"its worker process ({worker}) died"
+            if run.data.tags.get("run_kind") == "trial":
+                self._end_trial(run.info.run_id, "failed", note)
+            else:
+                self.client.set_tag(run.info.run_id, "state_reason", note)
+                self.client.set_terminated(run.info.run_id, "KILLED")
+            ended += 1
+        return ended
 
     def _end_trial(self, run_id, state, note=None):
         self.client.set_tag(run_id, "state", state)
@@ -209,6 +269,10 @@ class Tracker:
         return self._register(info.model_uri, registered_from)
 
     def _register(self, model_uri, trial_run_id) -> str:
+        with store_lock(self.uri):  # workers ending together register one version
+            return self._register_locked(model_uri, trial_run_id)
+
+    def _register_locked(self, model_uri, trial_run_id) -> str:
         from mlflow.exceptions import MlflowException
 
         client = self.client
@@ -226,6 +290,11 @@ class Tracker:
                                               tags={"trial_run_id": trial_run_id})
         client.set_registered_model_alias(self.study, CHAMPION, version.version)
         return version.version
+
+
+def _changes(before: dict, now: dict) -> list[str]:
+    return [f"{name}: was {before.get(name, 'absent')}, now {now.get(name, 'absent')}"
+            for name in sorted(set(before) | set(now)) if before.get(name) != now.get(name)]
 
 
 def _requirements() -> list[str]:
