@@ -245,6 +245,7 @@ def load_csv(path: str, target: str | None, task: str | None = None) -> Dataset:
         raise DatasetError(f"csv:{path}: at least 20 rows with a target are needed, but found {len(frame)}")
     y_raw = frame.pop(target)
     task = task or _infer_task(y_raw)
+    _check_text_columns(frame, path)
     features = pd.get_dummies(frame, dtype=np.float32) if len(frame.columns) else None
     if features is None or features.shape[1] == 0:
         raise DatasetError(f"csv:{path}: no feature columns besides the target '{target}'")
@@ -259,6 +260,21 @@ def load_csv(path: str, target: str | None, task: str | None = None) -> Dataset:
             raise DatasetError(f"csv:{path}: regression needs a numeric target, but '{target}' is not") from None
     return _split_table(f"csv:{path}", task, x, y, str(Path(path).resolve()), class_names,
                         list(map(str, features.columns)))
+
+
+MAX_CATEGORIES = 50
+
+
+def _check_text_columns(frame, path) -> None:
+    """Text columns are one-hot encoded; one with many distinct values (names, ids, free text) cannot be."""
+    import pandas as pd
+
+    for column in frame.columns:
+        values = frame[column]
+        if not pd.api.types.is_numeric_dtype(values) and values.nunique() > MAX_CATEGORIES:
+            raise DatasetError(f"csv:{path}: column '{column}' is text with {values.nunique()} distinct values, "
+                               f"but a text column is one-hot encoded and may have at most {MAX_CATEGORIES}; "
+                               f"drop it or turn it into numbers")
 
 
 def _infer_task(y) -> str:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from . import __version__
 from .data import load_dataset
-from .errors import SweeperError
-from .tracking import find_experiment, best_run, load_run_model, open_client
+from .errors import SweeperError, TrackingError
+from .tracking import STORE_DIR, best_run, find_experiment, load_run_model, open_client
 from .train import evaluate
 
 MODEL_FILE, CARD_FILE = "model.keras", "model.json"
@@ -29,6 +29,12 @@ def export_best(study: str, out: str | Path, *, tracking_uri: str | None = None,
     out = Path(out)
     if out.exists() and not force:
         raise SweeperError(f"{out} already exists; choose another --out or add --force to replace it")
+    blocked = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
+    if blocked is not None:
+        raise SweeperError(f"cannot create {out}: {blocked} is a file, not a folder")
+    if tracking_uri is None and not (STORE_DIR / "mlflow.db").is_file():
+        raise TrackingError(f"no MLflow store here ({STORE_DIR / 'mlflow.db'}); run `sweeper search` in this "
+                            f"folder first, or give --tracking-uri")
     client = open_client(tracking_uri)
     experiment = find_experiment(client, study)
     best = best_run(client, study)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -52,8 +53,10 @@ def train_trial(params: dict, dataset: Dataset, objective: Objective, *, max_epo
     _fail_on_nan(history, objective.metric)
     best = stopper.best_epoch - initial_epoch if stopper.best_weights is not None else len(history["loss"]) - 1
     metrics = {k: vs[best] for k, vs in history.items()}
-    if weights_out:
-        model.save_weights(weights_out)
+    if weights_out:  # written beside, then renamed: an interrupted save never leaves half a checkpoint
+        partial = f"{weights_out}.partial.weights.h5"
+        model.save_weights(partial)
+        os.replace(partial, weights_out)
     return TrialResult(metrics[objective.metric], metrics, history, len(history["loss"]), initial_epoch + best + 1,
                        seconds, model)
 
