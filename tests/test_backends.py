@@ -190,3 +190,6 @@ def test_a_failing_trial_does_not_stop_the_sweep_but_the_cap_does(engine_study, 
     assert [(r.data.tags["state"], r.info.status) for r in runs] == [("failed", "FAILED")] * 2
     assert all(math.isfinite(float(r.data.params["learning_rate"])) for r in runs)
     assert [state for state, _ in engine_trials(tmp_path, engine[0], "failing")] == ["failed", "failed"]
+    export = sweeper("export", "failing", "--out", tmp_path / "best", cwd=tmp_path)
+    assert export.exit_code == 1 and not (tmp_path / "best").exists()
+    assert export.output.strip() == "Error: study 'failing' has no completed trial with a model yet"

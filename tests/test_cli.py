@@ -35,47 +35,6 @@ def test_every_help_has_an_example(command):
     assert result.exit_code == 0 and "Example:" in result.output
 
 
-USAGE_ERRORS = [
-    (["search", "cifar"], "Error: Invalid value for 'DATASET': unknown dataset 'cifar'; expected one of fashion, "
-                          "mnist, digits, california or csv:PATH"),
-    (["search", "fashion", "--algorithm", "bohb"], "Error: Invalid value for '--algorithm': 'bohb' is not an "
-                                                   "algorithm of the optuna backend; expected one of tpe, random, "
-                                                   "grid, cmaes"),
-    (["search", "fashion", "--pruner", "asha"], "Error: Invalid value for '--pruner': 'asha' is not a pruner of "
-                                                "the optuna backend; expected one of median, hyperband, none"),
-    (["search", "fashion", "--timeout", "soon"], "Error: Invalid value for '--timeout': 'soon' is not a duration; "
-                                                 "expected e.g. 90s, 30m, 2h or 1h30m"),
-    (["search", "fashion", "--trials", "0"], "Error: Invalid value for '--trials': 0 is not in the range x>=1."),
-    (["search", "fashion", "--backend", "ray"], "Error: Invalid value for '--backend': 'ray' is not one of "
-                                                "'optuna', 'keras-tuner'."),
-    (["search", "fashion", "--backend", "keras-tuner", "--algorithm", "cmaes"],
-     "Error: Invalid value for '--algorithm': 'cmaes' is not an algorithm of the keras-tuner backend; expected one "
-     "of random, bayesian, hyperband"),
-    (["search", "fashion", "--backend", "keras-tuner", "--pruner", "median"],
-     "Error: Invalid value for '--pruner': 'median' is not a pruner of the keras-tuner backend; expected one of "
-     "none"),
-    (["search", "fashion", "--target", "y"], "Error: --target applies to csv:PATH datasets only"),
-    (["search", "csv:data.csv"], "Error: csv:data.csv needs --target COLUMN naming the column to predict"),
-    (["export", "fashion"], "Error: Missing option '--out'."),
-]
-
-
-@pytest.mark.parametrize("args,line", USAGE_ERRORS, ids=[" ".join(a) for a, _ in USAGE_ERRORS])
-def test_usage_errors_exit_2_with_the_exact_line(args, line, tmp_path):
-    result = sweeper(*args, cwd=tmp_path)
-    assert result.exit_code == 2
-    assert result.output.strip().splitlines()[-1] == line
-    assert not (tmp_path / "mlruns").exists()  # nothing written
-
-
-def test_grid_on_a_space_without_steps_is_a_usage_error(tmp_path):
-    result = sweeper("search", "fashion", "--algorithm", "grid", cwd=tmp_path)
-    assert result.exit_code == 2
-    assert result.output.strip().splitlines()[-1] == (
-        "Error: the grid algorithm needs a `step` on float parameter 'learning_rate' (or a categorical list "
-        "of values), but it has none")
-
-
 def test_bad_space_file_is_an_error_line_naming_file_and_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text((SPACES / "fashion.yaml").read_text().replace("[adam, sgd, rmsprop, adagrad]", "[adam, lion]"))

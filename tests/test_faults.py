@@ -1,0 +1,146 @@
+"""Faults, through the installed command in subprocesses and the real embedded store: kill -9, Ctrl-C,
+SIGTERM, parallel workers. A kill waits until a trial's MLflow run is RUNNING, so it lands mid-trial."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SWEEPER = str(Path(sys.executable).parent / "sweeper")
+#: long enough trials (40 epochs, no early stop) that a signal lands inside one
+SLOW = ["search", "digits", "--max-epochs", 40, "--patience", 40, "--pruner", "none", "--seed", 5]
+
+
+def start(workdir, *args):
+    return subprocess.Popen([SWEEPER, *map(str, args)], cwd=workdir, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "SWEEPER_OFFLINE": "1"})
+
+
+def run(workdir, *args):
+    return subprocess.run([SWEEPER, *map(str, args)], cwd=workdir, capture_output=True, text=True,
+                          env={**os.environ, "SWEEPER_OFFLINE": "1"})
+
+
+def store(workdir):
+    import mlflow
+
+    return mlflow.MlflowClient(f"sqlite:///{workdir}/mlruns/mlflow.db")
+
+
+def runs(workdir, study="digits"):
+    client = store(workdir)
+    experiment = client.get_experiment_by_name(study)
+    return [] if experiment is None else client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def study_trials(workdir, study="digits"):
+    import optuna
+
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(workdir / "mlruns/optuna/journal.log")))
+    return optuna.load_study(study_name=study, storage=storage).trials
+
+
+def _trial_statuses(workdir):
+    """Statuses of the trial runs, read with sqlite3 alone: an MlflowClient here would race the sweep's own
+    creation of the store's schema."""
+    import sqlite3
+
+    query = ("SELECT r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+             "WHERE t.key = 'run_kind' AND t.value = 'trial'")
+    try:
+        with sqlite3.connect(f"file:{workdir}/mlruns/mlflow.db?mode=ro", uri=True, timeout=5) as db:
+            return [status for status, in db.execute(query)]
+    except sqlite3.Error:
+        return []  # not created yet
+
+
+def wait_for_running_trial(workdir, process, after=0):
+    """Until `after` trials have finished and the next one's run is RUNNING (the process is mid-trial)."""
+    while process.poll() is None:
+        statuses = _trial_statuses(workdir)
+        if "RUNNING" in statuses and len(statuses) - statuses.count("RUNNING") >= after:
+            return
+        time.sleep(0.3)
+    pytest.fail(f"the sweep ended before a trial was running: {process.communicate()}")
+
+
+def assert_nothing_running(workdir):
+    assert [r.info.run_id for r in runs(workdir) if r.info.status == "RUNNING"] == []
+    assert [t.number for t in study_trials(workdir) if t.state.name == "RUNNING"] == []
+
+
+def test_kill_9_mid_trial_then_resume_reaps_the_trial_and_retries_it(tmp_path):
+    process = start(tmp_path, *SLOW, "--trials", 3)
+    wait_for_running_trial(tmp_path, process, after=1)
+    process.kill()
+    process.wait()
+    dead = [t for t in study_trials(tmp_path) if t.state.name == "RUNNING"]
+    assert [t.number for t in dead] == [1]  # what a journal store keeps forever without reaping
+
+    resumed = run(tmp_path, "search", "digits", "--trials", 3, "--max-epochs", 1, "--pruner", "none")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Marked failed: trial 1, left running by a worker that died" in resumed.stderr
+    trials = study_trials(tmp_path)
+    assert trials[1].state.name == "FAIL"
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == 1]
+    assert len(retry) == 1 and retry[0].params == trials[1].params and retry[0].state.name == "COMPLETE"
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 3 and trials[0].state.name == "COMPLETE"
+    assert_nothing_running(tmp_path)
+    killed = [r for r in runs(tmp_path) if r.data.tags.get("trial_number") == "1" and r.info.status == "FAILED"]
+    assert len(killed) == 1 and "its worker process" in killed[0].data.tags["state_reason"]
+    searches = sorted((r for r in runs(tmp_path) if r.data.tags["run_kind"] == "search"),
+                      key=lambda r: r.info.start_time)
+    assert [r.info.status for r in searches] == ["KILLED", "FINISHED"]
+
+
+@pytest.mark.parametrize("sig,code,said", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_an_interrupt_records_the_trial_prints_the_summary_and_resumes(tmp_path, sig, code, said):
+    process = start(tmp_path, *SLOW, "--trials", 3)
+    wait_for_running_trial(tmp_path, process, after=1)
+    process.send_signal(sig)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == code, err
+    assert f"Interrupted ({said}): the running trial is recorded as failed" in err
+    assert "Study digits: 1 complete, 0 pruned, 1 failed trials." in out and "Best trials by val_accuracy" in out
+    assert "not yet evaluated on the test split" in out
+    assert "Traceback" not in err
+    assert_nothing_running(tmp_path)
+    interrupted = [r for r in runs(tmp_path) if r.data.tags.get("state") == "interrupted"]
+    assert len(interrupted) == 1 and interrupted[0].info.status == "KILLED"
+    assert [r.info.status for r in runs(tmp_path) if r.data.tags["run_kind"] == "search"] == ["KILLED"]
+
+    resumed = run(tmp_path, "search", "digits", "--trials", 3, "--max-epochs", 1, "--pruner", "none")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming study digits: 1 trial finished before (1 failed)" in resumed.stderr
+    assert sum(t.state.name == "COMPLETE" for t in study_trials(tmp_path)) == 3
+
+
+def test_three_workers_share_one_study_and_the_budget_exactly(tmp_path):
+    result = run(tmp_path, "search", "digits", "--trials", 7, "--jobs", 3, "--max-epochs", 2, "--pruner", "none")
+    assert result.returncode == 0, result.stderr
+    trials = study_trials(tmp_path)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 7 and [t.number for t in trials] == list(range(7))
+    assert len({t.user_attrs["worker"] for t in trials}) == 3
+    trial_runs = [r for r in runs(tmp_path) if r.data.tags["run_kind"] == "trial"]
+    parent, = [r for r in runs(tmp_path) if r.data.tags["run_kind"] == "search"]
+    assert sorted(int(r.data.tags["trial_number"]) for r in trial_runs) == list(range(7))
+    assert {r.data.tags["mlflow.parentRunId"] for r in trial_runs} == {parent.info.run_id}
+    assert all(r.info.status == "FINISHED" for r in trial_runs) and parent.info.status == "FINISHED"
+    assert parent.data.metrics["trials_complete"] == 7 and "test_accuracy" in parent.data.metrics
+
+
+def test_separate_processes_started_together_on_a_new_store_cooperate(tmp_path):
+    args = ["search", "digits", "--trials", 5, "--max-epochs", 2, "--pruner", "none"]
+    processes = [start(tmp_path, *args, "--seed", seed) for seed in (1, 2)]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    assert all("database is locked" not in err for _, err in outputs)
+    trials = study_trials(tmp_path)
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 5 and len({t.number for t in trials}) == len(trials)
+    assert_nothing_running(tmp_path)
+    assert len([r for r in runs(tmp_path) if r.data.tags["run_kind"] == "search"]) == 2
