@@ -1,0 +1,51 @@
+"""Memory of one worker over a 50-trial sweep on tiny real data: resident set after trial 5 and trial 50.
+
+Run: .venv/bin/python bench/memory.py [--trials 50]
+Prints the resident memory after each 5th trial and the growth from trial 5 to the last, measured in
+this one run (a flat line means Keras sessions are cleared and no model outlives its trial).
+"""
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sweeper.search_space import bundled_space_path, load_space  # noqa: E402
+from sweeper.sweep import SweepConfig, SweepListener, run_sweep  # noqa: E402
+
+
+def resident_mib() -> float:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class MemoryLog(SweepListener):
+    def __init__(self):
+        self.after = {}
+
+    def trial_ended(self, number, state, value, note=""):
+        self.after[len(self.after) + 1] = resident_mib()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=50)
+    args = parser.parse_args()
+    space = load_space(bundled_space_path("digits")).with_budget(trials=args.trials, max_epochs=2, patience=1)
+    log = MemoryLog()
+    with tempfile.TemporaryDirectory() as workdir:
+        os.chdir(workdir)
+        run_sweep(SweepConfig(dataset="digits", space=space, pruner="none", subset=300), log)
+    for trial in range(5, args.trials + 1, 5):
+        print(f"after trial {trial:>3}: {log.after[trial]:7.1f} MiB resident")
+    first, last = log.after[5], log.after[args.trials]
+    print(f"growth from trial 5 to {args.trials}: {last - first:+.1f} MiB ({(last / first - 1) * 100:+.1f}%); "
+          f"peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
