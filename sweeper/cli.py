@@ -172,6 +172,9 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
     err.print(f"Sweeping [bold]{dataset}[/] with {backend}/{algorithm} (pruner {pruner}): study "
               f"[bold]{config.study_name}[/], {space.trials} trials, up to {space.max_epochs} epochs each")
     previous = signal.signal(signal.SIGTERM, _terminate)
+    # Started in the background by a script, Python inherits an ignored SIGINT: take it back, so that
+    # `kill -INT` stops a sweep cleanly too.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     import_tensorflow()
     try:
         with LiveProgress(err, space.objective.metric, space.objective.direction, space.max_epochs) as progress:
@@ -183,6 +186,7 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
         sys.exit(143 if stop.terminated else 130)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     _print_summary(result)
 
 

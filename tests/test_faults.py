@@ -50,7 +50,9 @@ def _trial_statuses(workdir):
     creation of the store's schema."""
     import sqlite3
 
-    query = ("SELECT r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+    # a RUNNING trial counts once it has logged an epoch: it is then inside `fit`
+    query = ("SELECT CASE WHEN r.status != 'RUNNING' OR EXISTS (SELECT 1 FROM metrics m WHERE m.run_uuid = "
+             "r.run_uuid) THEN r.status ELSE 'STARTING' END FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
              "WHERE t.key = 'run_kind' AND t.value = 'trial'")
     try:
         with sqlite3.connect(f"file:{workdir}/mlruns/mlflow.db?mode=ro", uri=True, timeout=5) as db:
@@ -63,7 +65,8 @@ def wait_for_running_trial(workdir, process, after=0):
     """Until `after` trials have finished and the next one's run is RUNNING (the process is mid-trial)."""
     while process.poll() is None:
         statuses = _trial_statuses(workdir)
-        if "RUNNING" in statuses and len(statuses) - statuses.count("RUNNING") >= after:
+        finished = [status for status in statuses if status not in ("RUNNING", "STARTING")]
+        if "RUNNING" in statuses and len(finished) >= after:
             return
         time.sleep(0.3)
     pytest.fail(f"the sweep ended before a trial was running: {process.communicate()}")
