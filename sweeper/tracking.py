@@ -145,11 +145,10 @@ class Tracker:
         location = None
         if self.uri == default_tracking_uri():
             location = (STORE_DIR / "artifacts").resolve().as_uri()
-        with store_lock(self.uri):  # another worker may be creating it right now
-            found = self.client.get_experiment_by_name(self.study)
-            if found is not None:
-                return found.experiment_id
-            return self.client.create_experiment(self.study, artifact_location=location)
+        found = self.client.get_experiment_by_name(self.study)  # another worker may have just created it
+        if found is not None:
+            return found.experiment_id
+        return self.client.create_experiment(self.study, artifact_location=location)
 
     def check_study(self, space_signature: dict | None = None, **expected) -> None:
         """Refuse to add a search to a study recorded with another engine, dataset, objective or space."""
@@ -168,9 +167,10 @@ class Tracker:
     def start_search(self, *, params: dict, tags: dict, experiment_tags: dict) -> str:
         from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-        self.experiment_id = self.experiment_id or self._create_experiment()
-        for key, value in experiment_tags.items():
-            self.client.set_experiment_tag(self.experiment_id, key, str(value))
+        with store_lock(self.uri):  # MLflow's tag upsert races between processes on SQLite
+            self.experiment_id = self.experiment_id or self._create_experiment()
+            for key, value in experiment_tags.items():
+                self.client.set_experiment_tag(self.experiment_id, key, str(value))
         self.base_tags = {**{k: str(v) for k, v in tags.items()}, "worker": this_worker()}
         run_name = time.strftime("search-%Y%m%d-%H%M%S")
         run = self.client.create_run(self.experiment_id, tags={**self.base_tags, MLFLOW_RUN_NAME: run_name,
