@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backends import BackendOptions, ShouldPrune, TrialPlan, make_backend
 from .data import Dataset, load_dataset
-from .errors import SweepError, SweeperError, SweepInterrupted, Terminated, TrackingError, TrialFailed, TrialPruned, UsageError
+from .errors import SweepError, SweepInterrupted, Terminated, TrackingError, TrialFailed, TrialPruned, UsageError
 from .search_space import SearchSpace, Suggester
 from .tracking import SPACE_TAG, BestRun, Tracker, best_run, load_run_model, trial_runs
 from .train import evaluate, train_trial
@@ -155,8 +154,10 @@ def run_sweep(config: SweepConfig, listener: SweepListener | None = None) -> Swe
             listener.trials_reaped(reaped)
         runner = TrialRunner(config, dataset, tracker, listener, backend.best_value)
         try:
-            if config.jobs > 1:
-                _run_workers(config, tracker.parent_id)
+            if _in_worker_processes(config, backend):
+                from .pool import run_workers
+
+                run_workers(config, tracker.parent_id, listener)
             else:
                 backend.optimize(runner, trials=space.trials, timeout=config.timeout)
         except KeyboardInterrupt as exc:
@@ -170,72 +171,13 @@ def run_sweep(config: SweepConfig, listener: SweepListener | None = None) -> Swe
         return _finish(config, dataset, backend, tracker)
 
 
-def _run_workers(config: SweepConfig, parent_id: str) -> None:
-    """`--jobs N`: N worker processes share the study; each runs trials until the common budget is spent."""
-    import multiprocessing
+def _in_worker_processes(config: SweepConfig, backend) -> bool:
+    """`--jobs N`, or a sweep long enough that one process would grow (TensorFlow keeps memory per model)."""
+    from .pool import RECYCLE_AFTER
 
-    context = multiprocessing.get_context("spawn")  # a fresh TensorFlow per worker
-    threads = max(1, (os.cpu_count() or 1) // config.jobs)
-    errors = context.SimpleQueue()
-    workers = [context.Process(target=_worker_main, args=(config, parent_id, index, threads, errors),
-                               name=f"sweeper-worker-{index}") for index in range(config.jobs)]
-    for worker in workers:
-        worker.start()
-    try:
-        for worker in workers:
-            worker.join()
-    except KeyboardInterrupt as exc:
-        # Ctrl-C reaches the workers too (one process group) and they record their trials; a signal sent to
-        # this process alone is passed on to them as SIGTERM.
-        for worker in workers:
-            if isinstance(exc, Terminated):
-                worker.terminate()
-            worker.join(timeout=30)
-            if worker.is_alive():
-                worker.terminate()
-                worker.join()
-        raise
-    failures = []
-    while not errors.empty():
-        failures.append(errors.get())
-    reported = {index for index, _ in failures}
-    failures += [(index, f"exited with code {worker.exitcode}") for index, worker in enumerate(workers)
-                 if worker.exitcode and index not in reported]
-    if failures:
-        raise SweepError("; ".join(f"worker {index}: {message}" for index, message in sorted(failures)))
-
-
-def _worker_main(config: SweepConfig, parent_id: str, index: int, threads: int, errors) -> None:
-    """One `--jobs` worker process: its own TensorFlow threads, data, backend and trial runs."""
-    import signal
-
-    from .quiet import import_tensorflow
-    from .report import worker_progress
-
-    def terminate(signum, frame):
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, terminate)
-    import_tensorflow()
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-    space = config.space
-    listener = worker_progress(index, space.objective.metric, space.objective.direction, space.max_epochs)
-    try:
-        dataset = load_dataset(config.dataset, config.target, config.task).subset(config.subset)
-        tracker = Tracker(config.study_name, config.tracking_uri)
-        tracker.join_search(parent_id, {"backend": config.backend, "dataset": config.dataset})
-        options = BackendOptions(config.study_name, space, config.algorithm, config.pruner, config.storage,
-                                 config.seed, worker=index)
-        with make_backend(config.backend, options) as backend:
-            runner = TrialRunner(config, dataset, tracker, listener, backend.best_value)
-            backend.optimize(runner, trials=space.trials, timeout=config.timeout)
-    except KeyboardInterrupt:
-        pass  # its trial is recorded as failed; the parent process reports the interruption
-    except SweeperError as exc:
-        errors.put((index, str(exc)))
+    counts = backend.counts()
+    remaining = config.space.trials - counts["complete"] - counts["pruned"]
+    return config.jobs > 1 or (config.backend == "optuna" and remaining > RECYCLE_AFTER)
 
 
 def _start_search(tracker: Tracker, config: SweepConfig, dataset: Dataset) -> None:

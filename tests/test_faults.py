@@ -147,3 +147,17 @@ def test_separate_processes_started_together_on_a_new_store_cooperate(tmp_path):
     assert sum(t.state.name == "COMPLETE" for t in trials) == 5 and len({t.number for t in trials}) == len(trials)
     assert_nothing_running(tmp_path)
     assert len([r for r in runs(tmp_path) if r.data.tags["run_kind"] == "search"]) == 2
+
+
+def test_a_long_sweep_runs_in_worker_processes_replaced_every_few_trials(tmp_path):
+    env = {**os.environ, "SWEEPER_OFFLINE": "1", "SWEEPER_RECYCLE_AFTER": "2"}
+    result = subprocess.run([SWEEPER, "search", "digits", "--trials", "5", "--max-epochs", "1", "--pruner", "none"],
+                            cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    trials = study_trials(tmp_path)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 5
+    workers = [t.user_attrs["worker"] for t in trials]
+    assert len(set(workers)) == 3 and workers[0] == workers[1] != workers[2] == workers[3] != workers[4]
+    assert all(f"trial   {n} complete" in result.stderr for n in range(5))  # the live lines, forwarded
+    parent, = [r for r in runs(tmp_path) if r.data.tags["run_kind"] == "search"]
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_complete"] == 5

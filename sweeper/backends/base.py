@@ -68,8 +68,10 @@ class Backend(ABC):
         """Let go of what the study holds in this process (a backend is used as a context manager)."""
 
     @abstractmethod
-    def optimize(self, run_trial: TrialFunction, *, trials: int, timeout: float | None) -> None:
-        """Run trials until the study holds `trials` finished (complete or pruned) ones or time is up."""
+    def optimize(self, run_trial: TrialFunction, *, trials: int, timeout: float | None,
+                 max_runs: int | None = None) -> int:
+        """Run trials until the study holds `trials` finished (complete or pruned) ones, time is up, or this
+        call ran `max_runs` trials; returns how many it ran."""
 
     def reap(self) -> list[int]:
         """Fail the running trials whose worker died; returns their numbers."""

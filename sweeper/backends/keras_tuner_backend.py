@@ -182,14 +182,16 @@ class KerasTunerBackend(Backend):
             self.tuner = self._open()
         return self.tuner
 
-    def optimize(self, run_trial: TrialFunction, *, trials: int, timeout: float | None) -> None:
+    def optimize(self, run_trial: TrialFunction, *, trials: int, timeout: float | None,
+                 max_runs: int | None = None) -> int:
         import keras_tuner as kt
 
-        started = time.monotonic()
+        started, before = time.monotonic(), sum(self.counts().values())
 
         def should_stop():
             spent = timeout is not None and time.monotonic() - started >= timeout
-            return spent or self.counts()["complete"] >= trials
+            ran = sum(self.counts().values()) - before
+            return spent or self.counts()["complete"] >= trials or (max_runs is not None and ran >= max_runs)
 
         tuner = self._ensure_open()
         tuner.run_trial_function, tuner.should_stop = run_trial, should_stop
@@ -201,6 +203,7 @@ class KerasTunerBackend(Backend):
             if isinstance(exc.__cause__, SweepError):
                 raise exc.__cause__ from None
             raise
+        return sum(self.counts().values()) - before
 
     def close(self) -> None:
         self._lock.close()  # closing the file releases its lock

@@ -103,25 +103,28 @@ class OptunaBackend(Backend):
             return optuna.pruners.NopPruner()
         raise UsageError(f"unknown pruner '{name}'; expected one of {', '.join(self.pruners)}")
 
-    def optimize(self, run_trial: TrialFunction, *, trials: int, timeout: float | None) -> None:
+    def optimize(self, run_trial: TrialFunction, *, trials: int, timeout: float | None,
+                 max_runs: int | None = None) -> int:
         """Ask, train, tell until the study holds `trials` finished trials, counted across every worker.
 
         A trial is asked only while finished + running trials are under the budget (under a lock that
         the workers of this machine share), so N workers end with exactly `trials` finished ones.
         """
-        started = time.monotonic()
+        started, ran = time.monotonic(), 0
         self.reap()
-        while timeout is None or time.monotonic() - started < timeout:
+        while (timeout is None or time.monotonic() - started < timeout) and (max_runs is None or ran < max_runs):
             with self._slot_lock():
                 finished, running = self._count_finished_and_running()
                 trial = self._ask(running) if finished + running < trials else None
             if trial is not None:
                 self._run(trial, run_trial)
+                ran += 1
             elif finished >= trials:
-                return
+                break
             else:  # the budget is taken by running trials; one of them may still fail and free a slot
                 time.sleep(_POLL_SECONDS)
                 self.reap()
+        return ran
 
     def _ask(self, running: int):
         if running and not self._reseeded:
