@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import SweepError, TrialFailed, UsageError
+from ..workers import hold_lock
 from . import CHOICES
 from .base import Backend, BackendOptions, TrialFunction, TrialPlan
 
@@ -115,24 +116,12 @@ def _tuner_class():
 
 def _lock_study(path: Path, study: str):
     """Keras Tuner's files serve one process at a time: hold a lock on the study while this process lives."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
-        raise SweepError(f"the Keras Tuner study '{study}' is being run by another process (pid {holder}); Keras "
+    held = hold_lock(path)
+    if isinstance(held, str):
+        raise SweepError(f"the Keras Tuner study '{study}' is being run by another process (pid {held}); Keras "
                          f"Tuner keeps one process per study, so wait for it, or use --backend optuna to run "
-                         f"several workers") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
+                         f"several workers")
+    return held
 
 
 class KerasTunerBackend(Backend):
@@ -189,9 +178,10 @@ class KerasTunerBackend(Backend):
         started, before = time.monotonic(), sum(self.counts().values())
 
         def should_stop():
+            counts = self.counts()
             spent = timeout is not None and time.monotonic() - started >= timeout
-            ran = sum(self.counts().values()) - before
-            return spent or self.counts()["complete"] >= trials or (max_runs is not None and ran >= max_runs)
+            ran = sum(counts.values()) - before
+            return spent or counts["complete"] >= trials or (max_runs is not None and ran >= max_runs)
 
         tuner = self._ensure_open()
         tuner.run_trial_function, tuner.should_stop = run_trial, should_stop
