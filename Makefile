@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data search test clean
+.PHONY: setup data search test bench clean
 
 setup: $(VENV)/.installed data
 
@@ -30,6 +30,14 @@ search: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The benchmark suite (about 90 minutes on 2 cores); figures go to bench/RESULTS.md by hand, with the command.
+bench: setup
+	$(BIN)/python bench/epoch_speed.py
+	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/scaling.py
+	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/quality.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -131,9 +131,12 @@ def main(debug):
               help="Stop after this many failed trials in a row.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="Worker processes sharing the study (optuna); the budget counts across them.")
+@click.option("--refit/--no-refit", default=True, show_default=True,
+              help="Retrain the best configuration on training + validation data for its best epoch count "
+                   "before the final test; that model is the one registered.")
 @reports_errors
 def search(dataset, space_file, study, trials, timeout, max_epochs, patience, subset, seed, backend, algorithm,
-           pruner, storage, tracking_uri, target, task, max_failures, jobs):
+           pruner, storage, tracking_uri, target, task, max_failures, jobs, refit):
     """Sweep DATASET's search space and record every trial in MLflow.
 
     DATASET is fashion, mnist, digits, california or csv:PATH (with --target COLUMN).
@@ -165,12 +168,15 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
     config = SweepConfig(dataset=dataset, space=space, study=study, backend=backend, algorithm=algorithm,
                          pruner=pruner, storage=storage, tracking_uri=tracking_uri, timeout=timeout, subset=subset,
                          seed=seed, target=target, task=task, max_failures=max_failures,
-                         jobs=jobs)
+                         jobs=jobs, refit=refit)
     if algorithm == "grid":
         space.grid()  # refuse an ungriddable space before any work starts
     err = Console(stderr=True)
     err.print(f"Sweeping [bold]{dataset}[/] with {backend}/{algorithm} (pruner {pruner}): study "
               f"[bold]{config.study_name}[/], {space.trials} trials, up to {space.max_epochs} epochs each")
+    if space.start and backend != "optuna":
+        err.print(f"Note: the space's `start` configurations are tried first by the optuna backend only; "
+                  f"{backend}'s oracles draw every trial themselves.")
     previous = signal.signal(signal.SIGTERM, _terminate)
     # Started in the background by a script, Python inherits an ignored SIGINT: take it back, so that
     # `kill -INT` stops a sweep cleanly too.

@@ -38,6 +38,8 @@ class TrialFailed(Exception):
 class TrialPruned(Exception):
     """One trial was stopped early by the pruner: recorded as pruned."""
 
+    train_seconds: float | None = None  # time spent in fit until then, set by the trainer
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM: handled like Ctrl-C, so the running trial and the sweep are recorded as interrupted."""

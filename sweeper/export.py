@@ -12,7 +12,8 @@ from pathlib import Path
 from . import __version__
 from .data import load_dataset
 from .errors import SweeperError, TrackingError
-from .tracking import STORE_DIR, best_run, find_experiment, load_run_model, open_client
+from .tracking import (FINAL_MODEL_ARTIFACT, STORE_DIR, best_run, final_model_run, find_experiment, load_run_model,
+                       open_client)
 from .train import evaluate
 
 MODEL_FILE, CARD_FILE = "model.keras", "model.json"
@@ -38,7 +39,9 @@ def export_best(study: str, out: str | Path, *, tracking_uri: str | None = None,
     client = open_client(tracking_uri)
     experiment = find_experiment(client, study)
     best = best_run(client, study)
-    model = load_run_model(client, best.run_id)
+    final = final_model_run(client, study, best)
+    model = load_run_model(client, final.info.run_id, FINAL_MODEL_ARTIFACT) if final else \
+        load_run_model(client, best.run_id)
     tags = experiment.tags
     dataset = load_dataset(tags["dataset"], tags.get("target") or None, tags.get("task"))
     card = {
@@ -51,11 +54,14 @@ def export_best(study: str, out: str | Path, *, tracking_uri: str | None = None,
         "objective": {"metric": tags.get("objective_metric"), "direction": tags.get("objective_direction"),
                       "value": best.objective},
         "hyperparameters": {k: _number(v) for k, v in sorted(best.params.items())},
+        "model": (f"trial {best.trial_number}'s configuration retrained on training + validation data for "
+                  f"{final.data.tags['refit_epochs']} epochs" if final else f"trial {best.trial_number}'s model"),
         "validation_metrics": {k.removeprefix("final_"): v for k, v in best.metrics.items()
                                if k.startswith("final_val_")},
         "test_metrics": evaluate(model, dataset),
         "trial_number": best.trial_number,
         "mlflow_run_id": best.run_id,
+        "mlflow_model_run_id": final.info.run_id if final else best.run_id,
         "mlflow_tracking_uri": client.tracking_uri,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "sweeper_version": __version__,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .data import Dataset
 
 
-def build_model(params: dict, dataset: Dataset):
+def build_model(params: dict, dataset: Dataset, **compile_options):
     """An MLP from one sampled configuration: hidden Dense layers, dropout, task-shaped output."""
     import keras
 
@@ -25,7 +25,7 @@ def build_model(params: dict, dataset: Dataset):
         loss = "mse"
         metrics = [keras.metrics.MeanAbsoluteError(name="mae"), keras.metrics.RootMeanSquaredError(name="rmse")]
     model = keras.Sequential(layers, name="sweeper_mlp")
-    model.compile(optimizer=make_optimizer(params), loss=loss, metrics=metrics)
+    model.compile(optimizer=make_optimizer(params), loss=loss, metrics=metrics, **compile_options)
     return model
 
 

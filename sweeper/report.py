@@ -68,6 +68,10 @@ class LiveProgress(SweepListener):
         detail = f"{self.metric} {_fmt(value)}" if value is not None else note
         self.console.print(f"{self.prefix}trial {number:>3} [{style}]{state:<8}[/] {detail}  ({seconds:.1f}s)")
 
+    def refit_started(self, trial_number, epochs):
+        self.console.print(f"{self.prefix}retraining trial {trial_number}'s configuration on training + validation "
+                           f"data for {epochs} epochs (--no-refit skips this)")
+
     def _best_note(self):
         return f"best {self.metric} {_fmt(self.best)}"
 
@@ -93,6 +97,10 @@ def summary(result: SweepResult) -> Group:
     parts.append(table)
     tests = ", ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
     tests = f"on the test split: {tests}" if tests else "not yet evaluated on the test split"
+    if result.refit_epochs:
+        trial_tests = ", ".join(f"{k} {v:.4f}" for k, v in result.trial_test_metrics.items())
+        tests = (f"retrained on training + validation data for {result.refit_epochs} epochs, {tests} (the trial's "
+                 f"own model: {trial_tests})")
     parts.append(f"Best model: trial {result.best.trial_number}, {result.objective_metric} "
                  f"{result.best.objective:.4f}; {tests}")
     if result.model_version:

@@ -53,6 +53,9 @@ class IntRange:
     def grid(self) -> list:
         return list(range(self.low, self.high + 1, self.step))
 
+    def contains(self, value) -> bool:
+        return self.low <= value <= self.high and (value - self.low) % self.step == 0
+
 
 @dataclass(frozen=True)
 class FloatRange:
@@ -70,6 +73,11 @@ class FloatRange:
         count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
         return [round(self.low + i * self.step, 12) for i in range(count)]
 
+    def contains(self, value) -> bool:
+        on_step = self.step is None or math.isclose((value - self.low) / self.step,
+                                                    round((value - self.low) / self.step), abs_tol=1e-9)
+        return self.low <= value <= self.high and on_step
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -81,6 +89,9 @@ class Choice:
     def grid(self) -> list:
         return list(self.choices)
 
+    def contains(self, value) -> bool:
+        return value in self.choices
+
 
 @dataclass(frozen=True)
 class Fixed:
@@ -91,6 +102,9 @@ class Fixed:
 
     def grid(self) -> list:
         return []
+
+    def contains(self, value) -> bool:
+        return value == self.value
 
 
 ParamSpec = IntRange | FloatRange | Choice | Fixed
@@ -126,7 +140,7 @@ _RULES = {
     "kernel_initializer": _Rule(str, *_one_of(INITIALIZERS), "glorot_uniform"),
     "l2": _Rule(float, lambda v: v >= 0, "a number >= 0", 0.0),
 }
-_TOP_KEYS = ("description", "objective", "trials", "max_epochs", "patience", "params")
+_TOP_KEYS = ("description", "objective", "trials", "max_epochs", "patience", "params", "start")
 _KIND_KEYS = {"int": ("type", "low", "high", "step", "log"),
               "float": ("type", "low", "high", "step", "log"),
               "categorical": ("type", "choices")}
@@ -153,6 +167,8 @@ class SearchSpace:
     patience: int = 3
     description: str = ""
     source: str | None = None
+    #: configurations to try first (engine parameter names, e.g. units_0), before the sampler's own
+    start: tuple[Mapping[str, Any], ...] = ()
 
     def sample(self, suggester: Suggester) -> dict:
         """Draw one configuration; only the parameters this configuration uses are drawn."""
@@ -295,8 +311,55 @@ class _Reader:
         description = doc.get("description", "")
         if not isinstance(description, str):
             self.fail(f"must be text, but got {_show(description)}", doc, "description", "description")
-        return SearchSpace(params=MappingProxyType(self.params(doc)), objective=self.objective(doc),
-                           description=description.strip(), source=self.path, **budget)
+        params = self.params(doc)
+        return SearchSpace(params=MappingProxyType(params), objective=self.objective(doc),
+                           description=description.strip(), source=self.path,
+                           start=self.start(doc.get("start", []), doc, params), **budget)
+
+    def start(self, node, doc, params) -> tuple[dict, ...]:
+        """`start:`, a list of configurations to try first; each value must lie inside the space."""
+        if not isinstance(node, list):
+            self.fail(f"must be a list of configurations, but got {_show(node)}", doc, "start", "start")
+        return tuple(self.start_entry(entry, i, doc, params) for i, entry in enumerate(node))
+
+    def start_entry(self, entry, index, doc, params) -> dict:
+        keypath = f"start[{index}]"
+        if not isinstance(entry, LineDict):
+            self.fail(f"must be a mapping of parameter names to values, but got {_show(entry)}", doc, "start", keypath)
+        self.known_keys(entry, tuple(_RULES), keypath + ".")
+        config = {}
+        for name, value in entry.items():
+            if name == "units":
+                config.update(self.start_units(value, entry, keypath, params))
+                continue
+            value = self.value(value, _RULES[name], entry, name, f"{keypath}.{name}")
+            if not params[name].contains(value):
+                self.fail(f"must lie inside the space ({_describe(params[name])}), but got {_show(value)}",
+                          entry, name, f"{keypath}.{name}")
+            config[name] = value
+        if "units" in entry:
+            layers = config.setdefault("n_layers", len(entry["units"]))
+            if layers != len(entry["units"]) or not params["n_layers"].contains(layers):
+                self.fail(f"must list one size per layer, for n_layers inside the space "
+                          f"({_describe(params['n_layers'])}), but got {len(entry['units'])} sizes "
+                          f"for n_layers={layers}", entry, "units", keypath + ".units")
+        if config.get("optimizer", "sgd") != "sgd" and {"momentum", "nesterov"} & set(config):
+            self.fail(f"momentum and nesterov apply to the sgd optimizer only, but got optimizer "
+                      f"{config['optimizer']!r}", entry, "optimizer", keypath + ".optimizer")
+        return {k: v for k, v in config.items() if not isinstance(params.get(k), Fixed)}
+
+    def start_units(self, sizes, entry, keypath, params) -> dict:
+        if not isinstance(sizes, list) or not sizes:
+            self.fail(f"must be a list of layer sizes, e.g. [256, 128], but got {_show(sizes)}", entry, "units",
+                      keypath + ".units")
+        config = {}
+        for i, size in enumerate(sizes):
+            size = self.value(size, _RULES["units"], entry, "units", f"{keypath}.units[{i}]")
+            if not params["units"].contains(size):
+                self.fail(f"must lie inside the space ({_describe(params['units'])}), but got {_show(size)}",
+                          entry, "units", f"{keypath}.units[{i}]")
+            config[f"units_{i}"] = size
+        return config
 
     def known_keys(self, mapping, allowed, prefix):
         for key in mapping:

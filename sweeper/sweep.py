@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from .data import Dataset, load_dataset
 from .errors import SweepError, SweepInterrupted, Terminated, TrackingError, TrialFailed, TrialPruned, UsageError
 from .search_space import SearchSpace, Suggester
 from .tracking import SPACE_TAG, BestRun, Tracker, best_run, load_run_model, trial_runs
-from .train import evaluate, train_trial
+from .train import evaluate, refit, train_trial
 
 _TASK_METRICS = {"classification": ("val_accuracy", "val_loss"), "regression": ("val_loss", "val_mae", "val_rmse")}
 
@@ -33,6 +34,7 @@ class SweepConfig:
     task: str | None = None
     max_failures: int = 3
     jobs: int = 1
+    refit: bool = True  # retrain the best configuration on train + val before the final test
 
     @property
     def study_name(self) -> str:
@@ -58,6 +60,8 @@ class SweepListener:
 
     def trial_ended(self, number: int, state: str, value: float | None, note: str = "") -> None: ...
 
+    def refit_started(self, trial_number: int, epochs: int) -> None: ...
+
 
 @dataclass
 class SweepResult:
@@ -71,6 +75,8 @@ class SweepResult:
     counts: dict
     top: list = field(default_factory=list)  # best complete trial runs (mlflow Run objects)
     model_version: str | None = None
+    refit_epochs: int | None = None  # the final model was retrained on train + val for this many epochs
+    trial_test_metrics: dict = field(default_factory=dict)  # the best trial's own model, when refit
 
 
 class TrialRunner:
@@ -127,6 +133,9 @@ class TrialRunner:
                 record.log_result(result)
                 if space.objective.better(result.objective, self.incumbent()):
                     record.log_model(result.model)
+            except TrialPruned as exc:
+                record.log_train_seconds(exc.train_seconds)
+                raise
             finally:
                 keras.backend.clear_session()
         return result.objective
@@ -168,7 +177,7 @@ def run_sweep(config: SweepConfig, listener: SweepListener | None = None) -> Swe
         except BaseException:
             tracker.end_search("FAILED", metrics=_count_metrics(backend.counts()))
             raise
-        return _finish(config, dataset, backend, tracker)
+        return _finish(config, dataset, backend, tracker, listener)
 
 
 def _in_worker_processes(config: SweepConfig, backend) -> bool:
@@ -189,18 +198,45 @@ def _start_search(tracker: Tracker, config: SweepConfig, dataset: Dataset) -> No
                                           SPACE_TAG: json.dumps(config.space.signature())})
 
 
-def _finish(config, dataset, backend, tracker) -> SweepResult:
+def _finish(config, dataset, backend, tracker, listener) -> SweepResult:
     counts = backend.counts()
-    metrics, tags, version, test = _count_metrics(counts), {}, None, {}
+    metrics, tags, version, test, trial_test, final = _count_metrics(counts), {}, None, {}, {}, None
     best = _best_or_none(tracker)
     if best is not None:
         model = load_run_model(tracker.client, best.run_id)
         test = evaluate(model, dataset)
+        final = _refit_best(config, dataset, tracker, best, model, listener)
+        if final is not None:
+            model, trial_test, test = final.model, test, evaluate(final.model, dataset)
+            metrics.update({f"trial_{k}": v for k, v in trial_test.items()}, refit_epochs=final.epochs,
+                           refit_seconds=final.seconds)
+            tracker.log_final_model(model, final.epochs)
         version = tracker.log_best_model(model, dataset.x_test[:5], registered_from=best.run_id)
         metrics.update(test, **{f"best_{config.space.objective.metric}": best.objective})
         tags = {"best_trial_number": best.trial_number, "best_run_id": best.run_id, "model_version": version}
     tracker.end_search("FINISHED", metrics=metrics, tags=tags)
-    return _result(config, tracker, counts, best, test, version)
+    result = _result(config, tracker, counts, best, test, version)
+    result.refit_epochs, result.trial_test_metrics = final and final.epochs, trial_test
+    return result
+
+
+@dataclass
+class _Refit:
+    model: object  # keras.Model
+    epochs: int
+    seconds: float
+
+
+def _refit_best(config, dataset, tracker, best: BestRun, trial_model, listener) -> _Refit | None:
+    """The best configuration retrained on train + val for its trial's best epoch count (None: --no-refit)."""
+    epochs = int(best.metrics.get("best_epoch", 0))
+    if not config.refit or epochs < 1:
+        return None
+    listener.refit_started(best.trial_number, epochs)
+    started = time.perf_counter()
+    model = refit(trial_model, dataset, epochs=epochs, batch_size=int(best.params.get("batch_size", 32)),
+                  learning_rates=tracker.learning_rates(best.run_id), seed=config.seed)
+    return _Refit(model, epochs, time.perf_counter() - started)
 
 
 def _best_or_none(tracker) -> BestRun | None:

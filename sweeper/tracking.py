@@ -25,7 +25,8 @@ from .errors import TrackingError, TrialPruned, UsageError
 from .workers import file_lock, is_dead, this_worker
 
 STORE_DIR = Path("mlruns")
-MODEL_ARTIFACT = "model/model.keras"
+MODEL_ARTIFACT = "model/model.keras"  # a trial's model, on its trial run
+FINAL_MODEL_ARTIFACT = "final_model/model.keras"  # the refit model, on the parent run
 CHAMPION = "champion"
 SPACE_TAG = "search_space"  # experiment tag: the space's signature as JSON
 _STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED", "interrupted": "KILLED"}
@@ -113,13 +114,22 @@ class TrialRecorder:
                      train_seconds=result.seconds)
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in final.items()])
 
+    def log_train_seconds(self, seconds: float | None) -> None:
+        """Time in fit of a trial that ends without a result (pruned), so that sweeps can be costed."""
+        if seconds is not None:
+            self.client.log_metric(self.run_id, "train_seconds", float(seconds))
+
     def log_model(self, model) -> None:
         """Keep this trial's trained model (done for trials that beat the study's best)."""
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model.keras"
-            model.save(path)
-            self.client.log_artifact(self.run_id, str(path), artifact_path=str(Path(MODEL_ARTIFACT).parent))
+        _log_keras(self.client, self.run_id, model, MODEL_ARTIFACT)
         self.client.set_tag(self.run_id, "has_model", "true")
+
+
+def _log_keras(client, run_id: str, model, artifact: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact).name
+        model.save(path)
+        client.log_artifact(run_id, str(path), artifact_path=str(Path(artifact).parent))
 
 
 class Tracker:
@@ -251,6 +261,15 @@ class Tracker:
             self.client.set_tag(self.parent_id, key, str(value))
         self.client.set_terminated(self.parent_id, status)
 
+    def learning_rates(self, run_id: str) -> dict[int, float]:
+        """A trial's learning rate per epoch (1-based), as its plateau schedule logged it."""
+        return {m.step: m.value for m in self.client.get_metric_history(run_id, "learning_rate")}
+
+    def log_final_model(self, model, refit_epochs: int) -> None:
+        """Keep the refit model on the parent run as a `.keras` file too (what `sweeper export` writes out)."""
+        _log_keras(self.client, self.parent_id, model, FINAL_MODEL_ARTIFACT)
+        self.client.set_tag(self.parent_id, "refit_epochs", str(refit_epochs))
+
     def log_best_model(self, model, example, *, registered_from: str) -> str | None:
         """Log the model on the parent run as an MLflow model and register it under the study's name.
 
@@ -333,10 +352,25 @@ def best_run(client, study: str) -> BestRun:
     raise TrackingError(f"study '{study}' has no completed trial with a model yet")
 
 
-def load_run_model(client, run_id: str):
-    """Download a trial's `.keras` model and load it."""
+def load_run_model(client, run_id: str, artifact: str = MODEL_ARTIFACT):
+    """Download a run's `.keras` model and load it."""
     import keras
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(run_id, MODEL_ARTIFACT, tmp)
+        path = client.download_artifacts(run_id, artifact, tmp)
         return keras.saving.load_model(path)
+
+
+def final_model_run(client, study: str, best: BestRun):
+    """The parent run holding the study's registered refit model of `best`, or None (then the trial's own
+    model is the study's best model)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        champion = client.get_model_version_by_alias(study, CHAMPION)
+    except MlflowException:
+        return None
+    if champion.tags.get("trial_run_id") != best.run_id:
+        return None
+    run = client.get_run(champion.run_id)
+    return run if "refit_epochs" in run.data.tags else None

@@ -111,7 +111,7 @@ def test_grid_needs_steps_and_enumerates_each_layer(tmp_path):
 
 BAD = [
     ("unknown key", GOOD + "colour: red\n", 10, "colour: unknown key; expected one of description, objective, "
-                                             "trials, max_epochs, patience, params"),
+                                             "trials, max_epochs, patience, params, start"),
     ("unknown param", GOOD + "  widgets: 3\n", 10, "params.widgets: unknown key; expected one of n_layers"),
     ("unknown optimizer", GOOD.replace("[adam, sgd]", "[adam, sgdd]"), 7,
      "params.optimizer.choices: must be one of adam, sgd, rmsprop, adagrad, adamw, nadam, but got 'sgdd' (text)"),
@@ -145,6 +145,25 @@ BAD = [
                                                "but it is also at line 2"),
     ("invalid YAML", GOOD.replace("trials: 5", "trials: [5"), 3, "invalid YAML:"),
     ("bad trials", GOOD.replace("trials: 5", "trials: 0"), 2, "trials: must be an integer >= 1, but got 0 (integer)"),
+    ("start not a list", GOOD + "start: {n_layers: 2}\n", 10, "start: must be a list of configurations, but got a mapping"),
+    ("start unknown name", GOOD + "start:\n  - {n_layer: 2}\n", 11, "start[0].n_layer: unknown key; expected one of"),
+    ("start outside the space", GOOD + "start:\n  - {learning_rate: 0.5}\n", 11,
+     "start[0].learning_rate: must lie inside the space (float 0.0001..0.1 log), but got 0.5 (number)"),
+    ("start off the step", GOOD + "start:\n  - {optimizer: sgd, momentum: 0.25}\n", 11,
+     "start[0].momentum: must lie inside the space (float 0.0..0.9 step 0.1), but got 0.25 (number)"),
+    ("start not a choice", GOOD + "start:\n  - {optimizer: rmsprop}\n", 11,
+     "start[0].optimizer: must lie inside the space (one of ['adam', 'sgd']), but got 'rmsprop' (text)"),
+    ("start fixed value", GOOD + "start:\n  - {activation: elu}\n", 11,
+     "start[0].activation: must lie inside the space (fixed 'relu'), but got 'elu' (text)"),
+    ("start units count", GOOD + "start:\n  - {n_layers: 3, units: [32, 32]}\n", 11,
+     "start[0].units: must list one size per layer, for n_layers inside the space (int 1..3), but got 2 sizes "
+     "for n_layers=3"),
+    ("start too many layers", GOOD + "start:\n  - {units: [32, 32, 32, 32]}\n", 11,
+     "start[0].units: must list one size per layer, for n_layers inside the space (int 1..3), but got 4 sizes"),
+    ("start unit size", GOOD + "start:\n  - {units: [32, 8]}\n", 11,
+     "start[0].units[1]: must lie inside the space (int 16..64 log), but got 8 (integer)"),
+    ("start sgd-only values", GOOD + "start:\n  - {optimizer: adam, momentum: 0.5}\n", 11,
+     "start[0].optimizer: momentum and nesterov apply to the sgd optimizer only, but got optimizer 'adam'"),
 ]
 
 
@@ -155,6 +174,14 @@ def test_bad_files_name_file_line_key_and_what_must_hold(tmp_path, text, line, m
     error = str(info.value)
     assert error.startswith(f"{tmp_path / 'space.yaml'}:{line}: ")
     assert message in error
+
+
+def test_start_configurations_use_engine_names_and_leave_out_fixed_values(tmp_path):
+    space = load(tmp_path, GOOD + "start:\n  - {units: [32, 64], learning_rate: 1e-3, optimizer: sgd, momentum: 0.9,"
+                                  " activation: relu}\n  - {n_layers: 1}\n")
+    assert space.start == ({"units_0": 32, "units_1": 64, "n_layers": 2, "learning_rate": 0.001, "optimizer": "sgd",
+                            "momentum": 0.9}, {"n_layers": 1})
+    assert "start" not in space.signature()  # what a resume compares: start points matter only to a new study
 
 
 def test_not_a_mapping_and_missing_file(tmp_path):

@@ -49,6 +49,10 @@ def test_mlflow_layout_contract(fashion_study, store):
     assert parent.data.tags["best_run_id"] == best.info.run_id
     assert parent.data.tags["best_trial_number"] == best.data.tags["trial_number"]
     assert parent.data.metrics["best_val_accuracy"] == pytest.approx(best.data.metrics["objective"])
+    # the final model: the best configuration retrained on train + val for the trial's best epoch count
+    assert parent.data.metrics["refit_epochs"] == best.data.metrics["best_epoch"] >= 1
+    assert 0 < parent.data.metrics["trial_test_accuracy"] <= 1
+    assert [a.path for a in store.list_artifacts(parent.info.run_id, "final_model")] == ["final_model/model.keras"]
 
 
 def test_best_model_is_logged_with_signature_and_registered(fashion_study, store):
@@ -67,7 +71,8 @@ def test_search_prints_progress_and_a_summary(fashion_study):
     _, result = fashion_study
     assert "trial   0 complete val_accuracy" in result.output
     assert "Best trials by val_accuracy" in result.output
-    assert "on the test split: test_accuracy" in result.output
+    assert "retrained on training + validation data for" in result.output
+    assert "test_accuracy" in result.output and "(the trial's own model: test_accuracy" in result.output
     assert "sweeper export fashion --out best-fashion/" in result.output and "sweeper ui" in result.output
 
 
@@ -113,6 +118,53 @@ def test_a_failed_trial_does_not_stop_the_sweep(tmp_path):
     assert " failed " in result.output and " complete " in result.output
 
 
+PRUNABLE = """\
+objective: {metric: val_accuracy, direction: maximize}
+params:
+  n_layers: 1
+  units: 32
+  learning_rate: {type: categorical, choices: [0.05, 0.0000001]}
+  optimizer: sgd
+"""
+
+
+def test_a_pruned_trial_is_recorded_with_its_cost(tmp_path):
+    import mlflow
+
+    space = write_space(tmp_path / "prunable.yaml", PRUNABLE)
+    result = sweeper("search", "digits", "--space", space, "--trials", 6, "--max-epochs", 5, "--patience", 5,
+                     "--algorithm", "random", "--seed", 1, "--no-refit", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert " pruned " in result.output
+    store = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    experiment = store.get_experiment_by_name("digits")
+    pruned = store.search_runs([experiment.experiment_id], "tags.state = 'pruned'")
+    assert pruned and all(r.info.status == "KILLED" for r in pruned)
+    for run in pruned:
+        assert run.data.tags["state_reason"].startswith("pruned after epoch")
+        assert run.data.params["learning_rate"] == "1e-07" and run.data.metrics["train_seconds"] > 0
+
+
+def test_a_new_study_tries_the_start_configurations_first(tmp_path):
+    import mlflow
+    import optuna
+
+    space = write_space(tmp_path / "start.yaml", PRUNABLE.replace("n_layers: 1", "n_layers: {type: int, low: 1, high: 2}")
+                        + "start:\n  - {units: [32, 32], learning_rate: 0.05}\n")
+    for trials in (2, 3):  # the second run resumes: the start configuration is not tried again
+        result = sweeper("search", "digits", "--space", space, "--trials", trials, "--max-epochs", 1, "--seed", 4,
+                         "--no-refit", cwd=tmp_path)
+        assert result.exit_code == 0, result.output
+    store = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    runs = store.search_runs([store.get_experiment_by_name("digits").experiment_id], "tags.run_kind = 'trial'")
+    first = next(r.data.params for r in runs if r.data.tags["trial_number"] == "0")
+    assert (first["n_layers"], first["units_1"], first["learning_rate"]) == ("2", "32", "0.05")
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "mlruns/optuna/journal.log")))
+    trials = optuna.load_study(study_name="digits", storage=storage).trials
+    assert [t.number for t in trials if "fixed_params" in t.system_attrs] == [0] and len(trials) == 3
+
+
 def test_fixed_seed_repeats_the_same_trials(tmp_path):
     import optuna
 
@@ -138,6 +190,7 @@ def test_export_writes_a_model_that_reproduces_the_logged_test_accuracy(fashion_
     experiment = store.get_experiment_by_name("fashion")
     parent = store.search_runs([experiment.experiment_id], "tags.run_kind = 'search'")[0]
     assert card["mlflow_run_id"] == parent.data.tags["best_run_id"]
+    assert card["mlflow_model_run_id"] == parent.info.run_id and "retrained on training + validation" in card["model"]
     code = ("import sys, numpy as np, keras; from sweeper.data import load_dataset; d = load_dataset('fashion'); "
             "m = keras.saving.load_model(sys.argv[1]); "
             "print(float(np.mean(m.predict(d.x_test, verbose=0).argmax(1) == d.y_test)))")
@@ -151,6 +204,22 @@ def test_export_writes_a_model_that_reproduces_the_logged_test_accuracy(fashion_
                      f"sqlite:///{workdir}/mlruns/mlflow.db")
     assert forced.exit_code == 0 and (out / "model.keras").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["best"]  # nothing half-written beside it
+
+
+def test_no_refit_keeps_the_trials_own_model(tmp_path):
+    import mlflow
+
+    result = sweeper("search", "digits", "--trials", 1, "--max-epochs", 2, "--no-refit", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "retraining" not in result.output and "on the test split: test_accuracy" in result.output
+    store = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    parent = store.search_runs([store.get_experiment_by_name("digits").experiment_id], "tags.run_kind = 'search'")[0]
+    assert "refit_epochs" not in parent.data.metrics and "trial_test_accuracy" not in parent.data.metrics
+    exported = sweeper("export", "digits", "--out", tmp_path / "best", cwd=tmp_path)
+    assert exported.exit_code == 0, exported.output
+    card = json.loads((tmp_path / "best" / "model.json").read_text())
+    assert card["model"] == "trial 0's model" and card["mlflow_model_run_id"] == card["mlflow_run_id"]
+    assert card["test_metrics"]["test_accuracy"] == pytest.approx(parent.data.metrics["test_accuracy"], abs=1e-6)
 
 
 def test_export_of_an_unknown_study(fashion_study):

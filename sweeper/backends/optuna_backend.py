@@ -66,6 +66,9 @@ class OptunaBackend(Backend):
         with self._slot_lock():  # workers starting together on a new store create the study once
             self.study = optuna.create_study(study_name=options.study, storage=make_storage(options.storage),
                                              direction=space.objective.direction, load_if_exists=True)
+            if not self.study.trials:  # a new study tries the space's `start` configurations first
+                for config in space.start:
+                    self.study.enqueue_trial(dict(config), skip_if_exists=True)
         if self.study.direction.name.lower() != space.objective.direction:
             raise UsageError(f"study '{options.study}' was created to {self.study.direction.name.lower()} "
                              f"its objective, but the search space asks to {space.objective.direction}; "
@@ -83,7 +86,9 @@ class OptunaBackend(Backend):
         space = self.options.space
         if name == "tpe":
             startup = max(3, min(10, space.trials // 3))
-            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+            # Multivariate TPE models the parameters jointly; group splits the conditional space (units_i,
+            # momentum) into the subspaces that occur together.
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, group=True)
         if name == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         if name == "grid":

@@ -1,0 +1,86 @@
+"""Overhead: the share of a sweep's wall time that is not model training, and `sweeper --help` latency.
+
+Run: .venv/bin/python bench/overhead.py [--trials 12] [--max-epochs 15]
+Times `sweeper --help` (and an argument error) as a user's shell does, then runs one default
+`sweeper search fashion --trials N` in a fresh folder, timed from process start to exit, and splits
+its wall time with the sweep's own MLflow records: training is the time inside Keras' fit (each
+trial's `train_seconds`, the final refit's `refit_seconds`); the rest is start-up (process start to
+the first trial), per-trial bookkeeping (a trial run's span outside fit: building the model,
+tracking, pruning, saving the best model), the gaps between trials (sampler, storage), and the
+finish (after the last trial: test evaluation, model logging and registry; the refit excluded).
+"""
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def command_seconds(args: list[str], repeats: int = 5) -> float:
+    """Median wall time of a command, as a shell runs it (the interpreter's start-up included)."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def breakdown(workdir: Path, started: float, ended: float, study: str = "fashion") -> dict:
+    """Seconds of a finished sweep's wall time by phase, from its MLflow store (epoch-second clock)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(study).experiment_id], max_results=10_000)
+    parent = next(r for r in runs if r.data.tags.get("run_kind") == "search")
+    trials = sorted((r for r in runs if r.data.tags.get("run_kind") == "trial"), key=lambda r: r.info.start_time)
+    spans = [(r.info.start_time / 1000, r.info.end_time / 1000) for r in trials]
+    fit = sum(r.data.metrics.get("train_seconds", 0.0) for r in trials)
+    refit = parent.data.metrics.get("refit_seconds", 0.0)
+    return {
+        "wall": ended - started,
+        "training": fit + refit,
+        "start-up": spans[0][0] - started,
+        "per-trial bookkeeping": sum(end - start for start, end in spans) - fit,
+        "between trials": sum(max(0.0, spans[i + 1][0] - spans[i][1]) for i in range(len(spans) - 1)),
+        "finish (refit excluded)": ended - spans[-1][1] - refit,
+        "trials": len(trials),
+    }
+
+
+def print_breakdown(parts: dict) -> None:
+    wall = parts["wall"]
+    print(f"sweep wall time {wall:.1f} s over {parts['trials']} trials; training (inside fit) "
+          f"{parts['training']:.1f} s = {parts['training'] / wall:.1%}")
+    for phase in ("start-up", "per-trial bookkeeping", "between trials", "finish (refit excluded)"):
+        print(f"  {phase:<26} {parts[phase]:7.1f} s = {parts[phase] / wall:6.2%} of wall time")
+    other = wall - parts["training"]
+    print(f"  {'not training, in all':<26} {other:7.1f} s = {other / wall:6.2%} of wall time")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--max-epochs", type=int, default=15)
+    args = parser.parse_args()
+    sweeper = str(BIN / "sweeper")
+    help_s = command_seconds([sweeper, "--help"])
+    error_s = command_seconds([sweeper, "search", "fashion", "--trials", "0"])
+    python_s = command_seconds([sys.executable, "-c", "pass"])
+    print(f"`sweeper --help` {help_s:.3f} s; an argument error {error_s:.3f} s; a bare `python -c pass` "
+          f"{python_s:.3f} s (medians of 5)")
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as workdir:
+        started = time.time()
+        subprocess.run([sweeper, "search", "fashion", "--trials", str(args.trials), "--max-epochs",
+                        str(args.max_epochs)], cwd=workdir, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        print_breakdown(breakdown(Path(workdir), started, time.time()))
+
+
+if __name__ == "__main__":
+    main()

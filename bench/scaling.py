@@ -1,0 +1,57 @@
+"""Parallel scaling: trials per hour of `sweeper search --jobs 1` against `--jobs 2` on this machine's cores.
+
+Run: .venv/bin/python bench/scaling.py [--trials 10] [--max-epochs 6] [--jobs 1 2]
+Runs the same default sweep (Optuna TPE + median pruning, full Fashion-MNIST) with each --jobs in
+a fresh folder, one after the other, and prints wall time, trials and epochs trained per hour, and
+the best validation and test accuracy, so that throughput is compared at the quality it bought.
+"""
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def sweep(jobs: int, args) -> dict:
+    from mlflow import MlflowClient
+
+    with tempfile.TemporaryDirectory(prefix=f"bench-jobs{jobs}-") as workdir:
+        started = time.time()
+        subprocess.run([str(BIN / "sweeper"), "search", "fashion", "--trials", str(args.trials), "--max-epochs",
+                        str(args.max_epochs), "--jobs", str(jobs), "--seed", str(args.seed)], cwd=workdir,
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wall = time.time() - started
+        client = MlflowClient(f"sqlite:///{workdir}/mlruns/mlflow.db")
+        runs = client.search_runs([client.get_experiment_by_name("fashion").experiment_id], max_results=10_000)
+        parent = next(r for r in runs if r.data.tags.get("run_kind") == "search")
+        trials = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
+        epochs = sum(len(client.get_metric_history(r.info.run_id, "loss")) for r in trials)
+    return {"wall": wall, "trials": len(trials), "epochs": epochs,
+            "best_val": parent.data.metrics["best_val_accuracy"], "test": parent.data.metrics["test_accuracy"]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--max-epochs", type=int, default=6)
+    parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    results = {}
+    for jobs in args.jobs:
+        r = results[jobs] = sweep(jobs, args)
+        print(f"--jobs {jobs}: {r['wall']:6.0f} s, {r['trials']} trials ({r['trials'] / r['wall'] * 3600:5.0f}/hour), "
+              f"{r['epochs']} epochs ({r['epochs'] / r['wall'] * 3600:5.0f}/hour); best val {r['best_val']:.4f}, "
+              f"test {r['test']:.4f}", flush=True)
+    base = results[args.jobs[0]]
+    for jobs, r in list(results.items())[1:]:
+        print(f"--jobs {jobs} over --jobs {args.jobs[0]}: trials/hour x{base['wall'] / r['wall'] * r['trials'] / base['trials']:.2f}, "
+              f"epochs/hour x{(r['epochs'] / r['wall']) / (base['epochs'] / base['wall']):.2f}")
+
+
+if __name__ == "__main__":
+    main()
