@@ -287,29 +287,80 @@ def ui(tracking_uri, port):
     sys.exit(subprocess.call(command))
 
 
+FORMAT_NAMES = ("keras", "savedmodel", "onnx", "tflite")  # sweeper.formats.FORMATS, without importing it
+
+
 @main.command()
 @click.argument("study")
 @click.option("--out", required=True, type=click.Path(file_okay=False), metavar="DIR",
-              help="Folder to create with model.keras and model.json.")
+              help="Folder to create with the model files, model.json and MODEL_CARD.md.")
+@click.option("--format", "formats", type=click.Choice(FORMAT_NAMES), multiple=True, default=["keras"],
+              show_default=True, help="Format to write; repeat for several (onnx and tflite need sweeper[onnx] "
+                                      "and sweeper[tflite]).")
+@click.option("--retrain", is_flag=True, help="Export the best configuration retrained on training + validation "
+                                              "data for its best epoch count (reuses the sweep's refit model).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of a retraining.")
 @click.option("--force", is_flag=True, help="Replace DIR if it exists.")
 @tracking_option
 @reports_errors
-def export(study, out, force, tracking_uri):
-    """Export STUDY's best model: DIR/model.keras plus DIR/model.json (its card).
+def export(study, out, formats, retrain, seed, force, tracking_uri):
+    """Export STUDY's best model to DIR, each file checked by loading it back, with a model card.
 
     \b
     Example:
       sweeper export fashion --out best-fashion/
-      python -c "import keras; keras.saving.load_model('best-fashion/model.keras').summary()"
+      sweeper export fashion --format keras --format onnx --format tflite --out best/ --force
+      sweeper export fashion --retrain --out best-retrained/
+      sweeper predict best-fashion/ shoe.png
     """
     from .export import export_best
     from .quiet import import_tensorflow
 
     import_tensorflow()
-    exported = export_best(study, out, tracking_uri=tracking_uri, force=force)
-    tests = ", ".join(f"{k} {v:.4f}" for k, v in exported.card["test_metrics"].items())
-    click.echo(f"Exported trial {exported.card['trial_number']} of study '{study}' to {exported.directory}/ "
-               f"(model.keras, model.json); on the test split: {tests}")
+    exported = export_best(study, out, formats=formats, retrain=retrain, tracking_uri=tracking_uri, force=force,
+                           seed=seed, say=lambda line: click.echo(line, err=True))
+    card = exported.card
+    tests = ", ".join(f"{k} {v:.4f}" for k, v in card["test_metrics"].items())
+    files = ", ".join(path.name for path, _ in exported.files.values())
+    click.echo(f"Exported {card['model']} (study '{study}') to {exported.directory}/: {files}, model.json, "
+               f"MODEL_CARD.md; on the test split: {tests}")
+
+
+@main.command()
+@click.argument("model", metavar="MODEL")
+@click.argument("inputs", metavar="INPUT", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per input) instead of a table.")
+@tracking_option
+@reports_errors
+def predict(model, inputs, as_json, tracking_uri):
+    """Predict with MODEL (an export folder or a models:/ URI) on INPUT.
+
+    INPUT is a PNG/JPEG image or a folder of them (grey-scaled and resized to the model's input), a .npy
+    array of raw values (one example or a batch), or a CSV table with the model's feature columns.
+
+    \b
+    Example:
+      sweeper predict best-fashion/ shoe.png
+      sweeper predict models:/fashion@champion images/ --json
+    """
+    import json
+
+    from .predict import load_predictor, read_inputs
+    from .quiet import import_tensorflow
+
+    import_tensorflow()
+    predictor = load_predictor(model, tracking_uri)
+    rows = predictor.predict(*read_inputs(inputs, predictor))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*rows[0].keys(), title=f"Predictions of {predictor.source}")
+    for row in rows:
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
+    Console(width=120 if not sys.stdout.isatty() else None).print(table)
 
 
 if __name__ == "__main__":

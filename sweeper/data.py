@@ -51,6 +51,12 @@ class Dataset:
     def n_outputs(self) -> int:
         return len(self.class_names) if self.class_names else 1
 
+    def metadata(self) -> dict:
+        """What a user of a model trained on this dataset needs to feed it and read its outputs."""
+        return {"dataset": self.name, "task": self.task, "input_shape": list(self.input_shape),
+                "class_names": list(self.class_names) if self.class_names else None,
+                "preprocessing": self.preprocessing}
+
     def subset(self, n: int | None) -> "Dataset":
         """The same dataset with only the first `n` (already shuffled) training examples."""
         if not n or n >= len(self.x_train):

@@ -51,3 +51,7 @@ class SweepInterrupted(KeyboardInterrupt):
     def __init__(self, result, terminated: bool = False):
         super().__init__("interrupted")
         self.result, self.terminated = result, terminated
+
+
+class ExportError(SweeperError):
+    """A model cannot be written, read back or used in the format asked for."""

@@ -1,4 +1,5 @@
-"""The best model of a study -> a folder a user can load and serve: model.keras + model.json."""
+"""The best model of a study -> a folder a user can load and serve: the formats asked for, each checked by
+loading it back, plus model.json and MODEL_CARD.md with its figures; written atomically."""
 
 from __future__ import annotations
 
@@ -6,88 +7,221 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from . import __version__
-from .data import load_dataset
-from .errors import SweeperError, TrackingError
-from .tracking import (FINAL_MODEL_ARTIFACT, STORE_DIR, best_run, final_model_run, find_experiment, load_run_model,
-                       open_client)
-from .train import evaluate
+from . import __version__, card as cards
+from .data import Dataset, load_dataset
+from .errors import ExportError, SweeperError, TrackingError
+from .formats import FORMATS, check_installed, write_and_check
+from .tracking import (FINAL_MODEL_ARTIFACT, STORE_DIR, BestRun, best_run, find_experiment, learning_rates,
+                       load_run_model, log_folder, log_metrics, log_refit_model, metric_histories, open_client,
+                       refit_run, start_retrain_run)
+from .train import evaluate, refit
 
-MODEL_FILE, CARD_FILE = "model.keras", "model.json"
+#: How many test inputs each written file is checked on (the whole test split of Fashion-MNIST).
+CHECKED_INPUTS = 10_000
+
+
+@dataclass
+class Chosen:
+    """The model to export and where MLflow holds it."""
+
+    model: object  # keras.Model
+    description: str
+    run_id: str  # the run holding the model (the trial's, or the one that retrained it)
+    retrained_now: bool = False
 
 
 @dataclass
 class Exported:
     directory: Path
     card: dict
+    files: dict = field(default_factory=dict)  # format -> (path, max abs difference)
 
 
-def export_best(study: str, out: str | Path, *, tracking_uri: str | None = None, force: bool = False) -> Exported:
-    """Write the study's best completed trial's model, with its card, into `out` (atomically)."""
+def export_best(study: str, out: str | Path, *, formats=("keras",), retrain: bool = False,
+                tracking_uri: str | None = None, force: bool = False, seed: int = 0,
+                say: Callable[[str], None] = lambda line: None) -> Exported:
+    """Write the study's best model into `out` in each of `formats`, with its card (atomically).
+
+    The model is the best completed trial's own, or with `retrain` its configuration retrained on the
+    training and validation splits together (reusing such a model when the sweep or an earlier export
+    made one)."""
     out = Path(out)
-    if out.exists() and not force:
-        raise SweeperError(f"{out} already exists; choose another --out or add --force to replace it")
-    blocked = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
-    if blocked is not None:
-        raise SweeperError(f"cannot create {out}: {blocked} is a file, not a folder")
+    formats = list(dict.fromkeys(formats))
+    _check_out(out, force)
+    check_installed(formats)
     if tracking_uri is None and not (STORE_DIR / "mlflow.db").is_file():
         raise TrackingError(f"no MLflow store here ({STORE_DIR / 'mlflow.db'}); run `sweeper search` in this "
                             f"folder first, or give --tracking-uri")
     client = open_client(tracking_uri)
     experiment = find_experiment(client, study)
     best = best_run(client, study)
-    final = final_model_run(client, study, best)
-    model = load_run_model(client, final.info.run_id, FINAL_MODEL_ARTIFACT) if final else \
-        load_run_model(client, best.run_id)
     tags = experiment.tags
-    dataset = load_dataset(tags["dataset"], tags.get("target") or None, tags.get("task"))
-    card = {
+    search = _search_params(client, best)
+    dataset = load_dataset(tags["dataset"], tags.get("target") or None, tags.get("task")).subset(
+        _subset(search))  # the data the sweep trained on
+    chosen = _choose_model(client, experiment, best, dataset, retrain, seed, say)
+    test = evaluate(chosen.model, dataset)
+    log_metrics(client, chosen.run_id, test)
+    card = _card(client, study, best, chosen, dataset, test, search)
+    staging = _staging(out)
+    try:
+        files = _write_formats(chosen.model, formats, staging, dataset, say)
+        card["formats"] = {name: {"file": path.name, "max_abs_difference": diff, "checked_on": n}
+                           for name, (path, diff, n) in files.items()}
+        _write_card(card, chosen.model, dataset, client, best, staging)
+        log_folder(client, chosen.run_id, staging / "card", "model_card")
+        _move_into_place(staging, out, force)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Exported(out, card, {name: (out / path.name, diff) for name, (path, diff, _) in files.items()})
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not force:
+        raise SweeperError(f"{out} already exists; choose another --out or add --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise SweeperError(f"{out} is a file; --out names a folder to create")
+    blocked = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
+    if blocked is not None:
+        raise SweeperError(f"cannot create {out}: {blocked} is a file, not a folder")
+
+
+def _choose_model(client, experiment, best: BestRun, dataset: Dataset, retrain: bool, seed: int, say) -> Chosen:
+    trial_model = load_run_model(client, best.run_id)
+    if not retrain:
+        return Chosen(trial_model, f"trial {best.trial_number}'s model", best.run_id)
+    done = refit_run(client, experiment, best)
+    if done is not None:
+        epochs = done.data.tags["refit_epochs"]
+        say(f"Reusing trial {best.trial_number}'s configuration as already retrained on training + validation "
+            f"data for {epochs} epochs (run {done.info.run_id}).")
+        return Chosen(load_run_model(client, done.info.run_id, FINAL_MODEL_ARTIFACT),
+                      _retrained(best, epochs), done.info.run_id)
+    epochs = int(best.metrics.get("best_epoch", 0))
+    if epochs < 1:
+        raise ExportError(f"trial {best.trial_number} recorded no best epoch, so its training cannot be repeated; "
+                          f"export it without --retrain")
+    say(f"Retraining trial {best.trial_number}'s configuration on training + validation data for {epochs} epochs...")
+    run_id = start_retrain_run(client, experiment, best)
+    started = time.perf_counter()
+    try:
+        model = refit(trial_model, dataset, epochs=epochs, batch_size=int(best.params.get("batch_size", 32)),
+                      learning_rates=learning_rates(client, best.run_id), seed=seed)
+        log_refit_model(client, run_id, model, epochs, best.run_id)
+        log_metrics(client, run_id, {"refit_seconds": time.perf_counter() - started, "refit_epochs": epochs})
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return Chosen(model, _retrained(best, epochs), run_id, retrained_now=True)
+
+
+def _retrained(best: BestRun, epochs) -> str:
+    return f"trial {best.trial_number}'s configuration retrained on training + validation data for {epochs} epochs"
+
+
+def _search_params(client, best: BestRun) -> dict:
+    """The settings of the search that ran the best trial (its parent run's params)."""
+    search_id = client.get_run(best.run_id).data.tags.get("mlflow.parentRunId", "")
+    return {**client.get_run(search_id).data.params, "run_id": search_id} if search_id else {}
+
+
+def _subset(search: dict) -> int | None:
+    value = _number(search.get("subset", "None"))
+    return value if isinstance(value, int) else None
+
+
+def _card(client, study: str, best: BestRun, chosen: Chosen, dataset: Dataset, test: dict, search: dict) -> dict:
+    trial = client.get_run(best.run_id)
+    return {
         "study": study,
-        "dataset": dataset.name,
-        "task": dataset.task,
-        "class_names": list(dataset.class_names) if dataset.class_names else None,
-        "input_shape": list(dataset.input_shape),
-        "preprocessing": dataset.preprocessing,
-        "objective": {"metric": tags.get("objective_metric"), "direction": tags.get("objective_direction"),
+        **dataset.metadata(),
+        "splits": {"training": len(dataset.x_train), "validation": len(dataset.x_val), "test": len(dataset.x_test)},
+        "objective": {"metric": client.get_experiment(trial.info.experiment_id).tags.get("objective_metric"),
                       "value": best.objective},
         "hyperparameters": {k: _number(v) for k, v in sorted(best.params.items())},
-        "model": (f"trial {best.trial_number}'s configuration retrained on training + validation data for "
-                  f"{final.data.tags['refit_epochs']} epochs" if final else f"trial {best.trial_number}'s model"),
+        "model": chosen.description,
+        "parameter_count": int(chosen.model.count_params()),
+        "architecture": " -> ".join(_layer_summary(layer) for layer in chosen.model.layers),
         "validation_metrics": {k.removeprefix("final_"): v for k, v in best.metrics.items()
                                if k.startswith("final_val_")},
-        "test_metrics": evaluate(model, dataset),
+        "test_metrics": test,
         "trial_number": best.trial_number,
+        "best_epoch": int(best.metrics.get("best_epoch", 0)),
+        "search": {k: v for k, v in search.items() if k != "run_id"},
         "mlflow_run_id": best.run_id,
-        "mlflow_model_run_id": final.info.run_id if final else best.run_id,
+        "mlflow_model_run_id": chosen.run_id,
+        "mlflow_search_run_id": search.get("run_id", ""),
         "mlflow_tracking_uri": client.tracking_uri,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "sweeper_version": __version__,
+        "versions": cards.library_versions(),
     }
-    _write_atomically(out, model, card, force)
-    return Exported(out, card)
 
 
-def _write_atomically(out: Path, model, card: dict, force: bool) -> None:
-    """Build the folder beside `out`, then rename it into place: never a half-written export."""
+def _layer_summary(layer) -> str:
+    config = layer.get_config()
+    if "units" in config:
+        return f"Dense({config['units']}, {config.get('activation')})"
+    if "rate" in config:
+        return f"Dropout({config['rate']:g})"
+    return type(layer).__name__
+
+
+def _write_formats(model, formats, staging: Path, dataset: Dataset, say) -> dict:
+    x = dataset.x_test[:CHECKED_INPUTS]
+    files = {}
+    for name in formats:
+        fmt = FORMATS[name]
+        path = staging / fmt.filename
+        difference = write_and_check(fmt, model, path, x)
+        say(f"  {name:<10} {fmt.filename:<13} reloaded: outputs within {difference:.1e} of the trained model "
+            f"on {len(x):,} test inputs")
+        files[name] = (path, difference, len(x))
+    return files
+
+
+def _write_card(card: dict, model, dataset: Dataset, client, best: BestRun, staging: Path) -> None:
+    """model.json and MODEL_CARD.md with its figures, in the export folder and (copied) in staging/card."""
+    if dataset.class_names:
+        matrix = cards.confusion_matrix(model, dataset)
+        card["confusion_matrix"] = matrix.tolist()
+        card["per_class_accuracy"] = {name: (acc, int(n)) for name, acc, n in
+                                      zip(dataset.class_names, cards.per_class_accuracy(matrix), matrix.sum(axis=1))}
+        cards.plot_confusion(matrix, dataset.class_names, staging / cards.CONFUSION_PNG)
+    curves = metric_histories(client, best.run_id, ["loss", "val_loss", "accuracy", "val_accuracy", "mae",
+                                                    "val_mae", "rmse", "val_rmse"])
+    cards.plot_learning_curves(curves, staging / cards.CURVES_PNG)
+    (staging / cards.CARD_JSON).write_text(json.dumps(card, indent=2) + "\n")
+    (staging / cards.CARD_FILE).write_text(cards.render(card))
+    (staging / "card").mkdir()
+    for name in (cards.CARD_FILE, cards.CARD_JSON, cards.CONFUSION_PNG, cards.CURVES_PNG):
+        if (staging / name).exists():
+            shutil.copy(staging / name, staging / "card" / name)
+
+
+def _staging(out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    try:
-        model.save(staging / MODEL_FILE)
-        (staging / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
-        if out.exists() and force:
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            staging.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return staging
+
+
+def _move_into_place(staging: Path, out: Path, force: bool) -> None:
+    """Rename the finished folder into place: never a half-written export."""
+    shutil.rmtree(staging / "card")
+    if out.exists() and force:
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(out)
 
 
 def _number(text: str):

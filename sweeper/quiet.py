@@ -1,22 +1,24 @@
-"""Import TensorFlow without the start-up lines its C++ logging writes to stderr before any setting applies."""
+"""Quiet the lines TensorFlow's and LiteRT's C++ code writes to stderr, which no Python setting reaches."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
+import warnings
 
 
-def import_tensorflow() -> None:
-    """Import TensorFlow with file descriptor 2 pointed away; the lines come back only if the import fails."""
-    if "tensorflow" in sys.modules:
-        return
+@contextlib.contextmanager
+def quiet_stderr():
+    """Point file descriptor 2 away for the block; what was written comes back only if the block fails."""
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as captured:
+    with tempfile.TemporaryFile(mode="w+b") as captured, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
+            yield
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)
@@ -25,3 +27,11 @@ def import_tensorflow() -> None:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow without its start-up lines."""
+    if "tensorflow" in sys.modules:
+        return
+    with quiet_stderr():
+        import tensorflow  # noqa: F401

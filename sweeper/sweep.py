@@ -11,7 +11,7 @@ from .backends import BackendOptions, ShouldPrune, TrialPlan, make_backend
 from .data import Dataset, load_dataset
 from .errors import SweepError, SweepInterrupted, Terminated, TrackingError, TrialFailed, TrialPruned, UsageError
 from .search_space import SearchSpace, Suggester
-from .tracking import SPACE_TAG, BestRun, Tracker, best_run, load_run_model, trial_runs
+from .tracking import SPACE_TAG, BestRun, Tracker, best_run, learning_rates, load_run_model, trial_runs
 from .train import evaluate, refit, train_trial
 
 _TASK_METRICS = {"classification": ("val_accuracy", "val_loss"), "regression": ("val_loss", "val_mae", "val_rmse")}
@@ -210,8 +210,9 @@ def _finish(config, dataset, backend, tracker, listener) -> SweepResult:
             model, trial_test, test = final.model, test, evaluate(final.model, dataset)
             metrics.update({f"trial_{k}": v for k, v in trial_test.items()}, refit_epochs=final.epochs,
                            refit_seconds=final.seconds)
-            tracker.log_final_model(model, final.epochs)
-        version = tracker.log_best_model(model, dataset.x_test[:5], registered_from=best.run_id)
+            tracker.log_final_model(model, final.epochs, best.run_id)
+        version = tracker.log_best_model(model, dataset.x_test[:5], registered_from=best.run_id,
+                                         metadata=dataset.metadata())
         metrics.update(test, **{f"best_{config.space.objective.metric}": best.objective})
         tags = {"best_trial_number": best.trial_number, "best_run_id": best.run_id, "model_version": version}
     tracker.end_search("FINISHED", metrics=metrics, tags=tags)
@@ -235,7 +236,7 @@ def _refit_best(config, dataset, tracker, best: BestRun, trial_model, listener) 
     listener.refit_started(best.trial_number, epochs)
     started = time.perf_counter()
     model = refit(trial_model, dataset, epochs=epochs, batch_size=int(best.params.get("batch_size", 32)),
-                  learning_rates=tracker.learning_rates(best.run_id), seed=config.seed)
+                  learning_rates=learning_rates(tracker.client, best.run_id), seed=config.seed)
     return _Refit(model, epochs, time.perf_counter() - started)
 
 

@@ -261,16 +261,11 @@ class Tracker:
             self.client.set_tag(self.parent_id, key, str(value))
         self.client.set_terminated(self.parent_id, status)
 
-    def learning_rates(self, run_id: str) -> dict[int, float]:
-        """A trial's learning rate per epoch (1-based), as its plateau schedule logged it."""
-        return {m.step: m.value for m in self.client.get_metric_history(run_id, "learning_rate")}
+    def log_final_model(self, model, refit_epochs: int, trial_run_id: str) -> None:
+        """Keep the refit model on the parent run as a `.keras` file too (what `sweeper export --retrain` reuses)."""
+        log_refit_model(self.client, self.parent_id, model, refit_epochs, trial_run_id)
 
-    def log_final_model(self, model, refit_epochs: int) -> None:
-        """Keep the refit model on the parent run as a `.keras` file too (what `sweeper export` writes out)."""
-        _log_keras(self.client, self.parent_id, model, FINAL_MODEL_ARTIFACT)
-        self.client.set_tag(self.parent_id, "refit_epochs", str(refit_epochs))
-
-    def log_best_model(self, model, example, *, registered_from: str) -> str | None:
+    def log_best_model(self, model, example, *, registered_from: str, metadata: dict | None = None) -> str | None:
         """Log the model on the parent run as an MLflow model and register it under the study's name.
 
         A new registry version is made only when the study's best trial changed since the last one;
@@ -284,7 +279,8 @@ class Tracker:
         signature = infer_signature(example, model.predict(example, verbose=0))
         with mlflow.start_run(run_id=self.parent_id, experiment_id=self.experiment_id):
             info = mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=example,
-                                               pip_requirements=_requirements())
+                                               pip_requirements=_requirements(),
+                                               metadata={"sweeper": metadata or {}})
         return self._register(info.model_uri, registered_from)
 
     def _register(self, model_uri, trial_run_id) -> str:
@@ -358,19 +354,50 @@ def load_run_model(client, run_id: str, artifact: str = MODEL_ARTIFACT):
 
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(run_id, artifact, tmp)
-        return keras.saving.load_model(path)
+        return keras.saving.load_model(path, safe_mode=True)
 
 
-def final_model_run(client, study: str, best: BestRun):
-    """The parent run holding the study's registered refit model of `best`, or None (then the trial's own
-    model is the study's best model)."""
-    from mlflow.exceptions import MlflowException
+def learning_rates(client, run_id: str) -> dict[int, float]:
+    """A trial's learning rate per epoch (1-based), as its plateau schedule logged it."""
+    return {m.step: m.value for m in client.get_metric_history(run_id, "learning_rate")}
 
-    try:
-        champion = client.get_model_version_by_alias(study, CHAMPION)
-    except MlflowException:
-        return None
-    if champion.tags.get("trial_run_id") != best.run_id:
-        return None
-    run = client.get_run(champion.run_id)
-    return run if "refit_epochs" in run.data.tags else None
+
+def metric_histories(client, run_id: str, names) -> dict[str, list[tuple[int, float]]]:
+    """Per-epoch values of the named metrics of a run, `name: [(epoch, value), ...]`, for those it logged."""
+    histories = {name: sorted((m.step, m.value) for m in client.get_metric_history(run_id, name)) for name in names}
+    return {name: points for name, points in histories.items() if points}
+
+
+def log_refit_model(client, run_id: str, model, refit_epochs: int, trial_run_id: str) -> None:
+    """Keep a model retrained from trial `trial_run_id`'s configuration on `run_id`, findable by refit_run."""
+    _log_keras(client, run_id, model, FINAL_MODEL_ARTIFACT)
+    client.set_tag(run_id, "refit_epochs", str(refit_epochs))
+    client.set_tag(run_id, "refit_of", trial_run_id)
+
+
+def refit_run(client, experiment, best: BestRun):
+    """The latest run holding a model retrained from `best`'s configuration (by a search or an export), or None."""
+    found = client.search_runs([experiment.experiment_id], f"tags.refit_of = '{best.run_id}'",
+                               order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0] if found else None
+
+
+def start_retrain_run(client, experiment, best: BestRun) -> str:
+    """A run for a retraining done by `sweeper export --retrain`, under the search that ran the trial."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+    trial = client.get_run(best.run_id)
+    tags = {"run_kind": "retrain", "worker": this_worker(), MLFLOW_RUN_NAME: f"retrain-trial-{best.trial_number:03d}",
+            MLFLOW_PARENT_RUN_ID: trial.data.tags.get(MLFLOW_PARENT_RUN_ID, "")}
+    return client.create_run(experiment.experiment_id, tags=tags).info.run_id
+
+
+def log_metrics(client, run_id: str, metrics: dict) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+
+def log_folder(client, run_id: str, folder: Path, artifact_path: str) -> None:
+    client.log_artifacts(run_id, str(folder), artifact_path=artifact_path)

@@ -23,13 +23,14 @@ def run(*args, cwd=None):
 def test_help_answers_without_importing_tensorflow_mlflow_or_optuna():
     code = ("import sys; from click.testing import CliRunner; from sweeper.cli import main; "
             "r = CliRunner().invoke(main, ['search', '--help']); assert r.exit_code == 0; "
-            "CliRunner().invoke(main, ['search', 'nope']); "
+            "CliRunner().invoke(main, ['search', 'nope']); CliRunner().invoke(main, ['export', '--help']); "
+            "CliRunner().invoke(main, ['predict', '--help']); CliRunner().invoke(main, ['export', 'x', '--format', 'zip']); "
             "print(sorted(m for m in ('tensorflow', 'keras', 'mlflow', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize("command", [[], ["search"], ["validate"], ["datasets"], ["ui"], ["export"]])
+@pytest.mark.parametrize("command", [[], ["search"], ["validate"], ["datasets"], ["ui"], ["export"], ["predict"]])
 def test_every_help_has_an_example(command):
     result = sweeper(*command, "--help")
     assert result.exit_code == 0 and "Example:" in result.output

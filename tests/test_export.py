@@ -1,0 +1,251 @@
+"""The hand-over: every export format checked by loading it back, the model card's real figures, `predict`,
+`export --retrain`, and the registered champion served by MLflow's own CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sweeper.data import load_dataset
+from sweeper.formats import FORMATS, TOLERANCE
+
+from .conftest import sweeper
+
+ALL_FORMATS = ["--format", "keras", "--format", "savedmodel", "--format", "onnx", "--format", "tflite"]
+
+
+@pytest.fixture(scope="module")
+def exported(fashion_study, tmp_path_factory):
+    """The shared study's best model exported once in all four formats."""
+    workdir, _ = fashion_study
+    out = tmp_path_factory.mktemp("export") / "best"
+    result = sweeper("export", "fashion", *ALL_FORMATS, "--out", out, cwd=workdir)
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    return load_dataset("fashion")
+
+
+@pytest.fixture(scope="module")
+def two_models(fashion):
+    """Two real, differently trained models on a few hundred Fashion-MNIST images."""
+    import keras
+
+    from sweeper.model import build_model
+
+    params = {"n_layers": 1, "units_0": 32, "activation": "relu", "kernel_initializer": "he_normal", "dropout": 0.1,
+              "optimizer": "adam", "learning_rate": 1e-3}
+    models = []
+    for seed in (0, 1):
+        keras.utils.set_random_seed(seed)
+        model = build_model(params, fashion)
+        model.fit(fashion.x_train[:300], fashion.y_train[:300], epochs=1, verbose=0)
+        models.append(model)
+    return models
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_each_format_reads_back_what_it_wrote_and_tells_models_apart(name, two_models, fashion, tmp_path):
+    model, other = two_models
+    fmt = FORMATS[name]
+    path = tmp_path / fmt.filename
+    fmt.write(model, path)
+    x = fashion.x_test[:200]
+    got = fmt.load(path)(x)
+    assert np.abs(got - model.predict(x, verbose=0)).max() <= TOLERANCE
+    assert np.abs(got - other.predict(x, verbose=0)).max() > 100 * TOLERANCE
+
+
+def test_export_writes_four_formats_that_agree_on_the_whole_test_set(exported, fashion):
+    out, result = exported
+    assert sorted(p.name for p in out.iterdir()) == ["MODEL_CARD.md", "confusion_matrix.png", "learning_curves.png",
+                                                     "model.json", "model.keras", "model.onnx", "model.tflite",
+                                                     "savedmodel"]
+    outputs = {name: np.asarray(fmt.load(out / fmt.filename)(fashion.x_test)).reshape(-1, 10)
+               for name, fmt in FORMATS.items()}
+    reference = outputs.pop("keras")
+    for name, probabilities in outputs.items():
+        assert np.abs(probabilities - reference).max() <= TOLERANCE, name
+    for name in FORMATS:
+        assert f"  {name:<10} {FORMATS[name].filename:<13} reloaded: outputs within" in result.output
+    card = json.loads((out / "model.json").read_text())
+    assert set(card["formats"]) == set(FORMATS) and card["formats"]["onnx"]["checked_on"] == 10_000
+
+
+def test_the_model_card_holds_the_runs_real_figures(exported, fashion, store):
+    out, _ = exported
+    card = json.loads((out / "model.json").read_text())
+    matrix = np.array(card["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == 10_000
+    assert np.trace(matrix) / 10_000 == pytest.approx(card["test_metrics"]["test_accuracy"], abs=1e-4)
+    assert card["per_class_accuracy"]["Ankle boot"][0] == pytest.approx(matrix[9, 9] / matrix[9].sum())
+    assert card["splits"] == {"training": 300, "validation": 5000, "test": 10_000}  # the sweep's --subset 300
+    assert card["search"]["backend"] == "optuna" and card["search"]["trials"] == "3"
+    assert card["parameter_count"] > 7850 and card["versions"]["keras"].startswith("3.")
+    trial = store.get_run(card["mlflow_run_id"])
+    assert card["model"] == f"trial {trial.data.tags['trial_number']}'s model"
+    assert card["mlflow_search_run_id"] == trial.data.tags["mlflow.parentRunId"]
+    assert trial.data.metrics["test_accuracy"] == pytest.approx(card["test_metrics"]["test_accuracy"])
+    text = (out / "MODEL_CARD.md").read_text()
+    assert f"- Parameters: {card['parameter_count']:,}" in text and "| Ankle boot |" in text
+    assert "![confusion matrix](confusion_matrix.png)" in text and card["mlflow_run_id"] in text
+    for png in ("confusion_matrix.png", "learning_curves.png"):
+        with Image.open(out / png) as image:
+            assert image.format == "PNG" and image.size[0] > 400
+    logged = {a.path for a in store.list_artifacts(card["mlflow_run_id"], "model_card")}
+    assert {"model_card/MODEL_CARD.md", "model_card/model.json", "model_card/confusion_matrix.png",
+            "model_card/learning_curves.png"} == logged
+
+
+@pytest.fixture(scope="module")
+def test_images(fashion, tmp_path_factory):
+    """A few real test images saved as PNG (0-255 grey, as a user's files would be)."""
+    folder = tmp_path_factory.mktemp("images")
+    for i in range(6):
+        Image.fromarray(np.round(fashion.x_test[i] * 255).astype(np.uint8)).save(folder / f"test{i}.png")
+    return folder
+
+
+def test_predict_names_the_class_the_model_gives_each_image(exported, fashion, test_images):
+    import keras
+
+    out, _ = exported
+    result = sweeper("predict", out, test_images, "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    probabilities = keras.saving.load_model(out / "model.keras").predict(fashion.x_test[:6], verbose=0)
+    assert [r["input"] for r in rows] == [str(test_images / f"test{i}.png") for i in range(6)]
+    assert [r["class"] for r in rows] == [fashion.class_names[i] for i in probabilities.argmax(1)]
+    assert [r["probability"] for r in rows] == pytest.approx(probabilities.max(1).tolist(), abs=1e-5)
+    table = sweeper("predict", out, test_images / "test0.png")
+    assert table.exit_code == 0 and rows[0]["class"] in table.output
+
+
+def test_predict_reads_npy_arrays_of_raw_pixels_like_images(exported, fashion, test_images, tmp_path):
+    out, _ = exported
+    np.save(tmp_path / "batch.npy", np.round(fashion.x_test[:3] * 255).astype(np.uint8))
+    batch = json.loads(sweeper("predict", out, tmp_path / "batch.npy", "--json").output)
+    images = json.loads(sweeper("predict", out, test_images, "--json").output)[:3]
+    assert [r["input"] for r in batch] == ["batch.npy[0]", "batch.npy[1]", "batch.npy[2]"]
+    assert [r["class"] for r in batch] == [r["class"] for r in images]
+    assert [r["probability"] for r in batch] == pytest.approx([r["probability"] for r in images], abs=1e-6)
+
+
+def test_predict_from_the_registry_uri(fashion_study, test_images):
+    workdir, _ = fashion_study
+    result = sweeper("predict", "models:/fashion@champion", test_images / "test0.png", "--json", cwd=workdir)
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.output)[0]
+    assert row["class"] in load_dataset("fashion").class_names and 0.1 <= row["probability"] <= 1
+
+
+def test_mlflow_models_predict_serves_the_champion_from_a_fresh_shell(fashion_study, fashion, tmp_path):
+    workdir, _ = fashion_study
+    (tmp_path / "input.json").write_text(json.dumps({"inputs": fashion.x_test[:3].tolist()}))
+    env = {"PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin", "HOME": str(tmp_path),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlruns/mlflow.db"}
+    done = subprocess.run(["mlflow", "models", "predict", "-m", "models:/fashion@champion", "-i", "input.json",
+                           "-t", "json", "--env-manager", "local", "-o", "predictions.json"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    predictions = np.array(json.loads((tmp_path / "predictions.json").read_text())["predictions"])
+    assert predictions.shape == (3, 10) and np.allclose(predictions.sum(axis=1), 1, atol=1e-4)
+
+
+def test_the_registry_gets_a_version_only_when_a_sweep_improves_the_best(tmp_path):
+    import mlflow
+
+    for trials in (1, 1, 5):
+        result = sweeper("search", "digits", "--trials", trials, "--max-epochs", 2, "--no-refit", cwd=tmp_path)
+        assert result.exit_code == 0, result.output
+    store = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    searches = store.search_runs([store.get_experiment_by_name("digits").experiment_id], "tags.run_kind = 'search'",
+                                 order_by=["attributes.start_time ASC"])
+    bests = [run.data.tags["best_run_id"] for run in searches]
+    improvements = 1 + sum(before != after for before, after in zip(bests, bests[1:]))
+    versions = store.search_model_versions("name = 'digits'")
+    assert len(searches) == 3 and len(versions) == improvements
+    champion = store.get_model_version_by_alias("digits", "champion")
+    assert champion.tags["trial_run_id"] == bests[-1] and int(champion.version) == len(versions)
+
+
+def test_retrain_trains_once_then_reuses_the_retrained_model(tmp_path):
+    import mlflow
+
+    result = sweeper("search", "digits", "--trials", 2, "--max-epochs", 3, "--no-refit", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    first = sweeper("export", "digits", "--retrain", "--out", tmp_path / "a", cwd=tmp_path)
+    assert first.exit_code == 0, first.output
+    assert "Retraining trial" in first.output and "retrained on training + validation data" in first.output
+    store = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    [retrain] = store.search_runs([store.get_experiment_by_name("digits").experiment_id], "tags.run_kind = 'retrain'")
+    card = json.loads((tmp_path / "a" / "model.json").read_text())
+    assert retrain.info.status == "FINISHED" and card["mlflow_model_run_id"] == retrain.info.run_id
+    assert retrain.data.tags["refit_of"] == card["mlflow_run_id"]
+    assert retrain.data.metrics["test_accuracy"] == pytest.approx(card["test_metrics"]["test_accuracy"])
+    again = sweeper("export", "digits", "--retrain", "--out", tmp_path / "b", cwd=tmp_path)
+    assert again.exit_code == 0 and f"(run {retrain.info.run_id})" in again.output
+    assert json.loads((tmp_path / "b" / "model.json").read_text())["test_metrics"] == card["test_metrics"]
+
+
+def test_a_format_whose_converter_is_missing_names_the_extra(fashion_study, tmp_path, monkeypatch):
+    workdir, _ = fashion_study
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    result = sweeper("export", "fashion", "--format", "keras", "--format", "onnx", "--out", tmp_path / "best",
+                     cwd=workdir)
+    assert result.exit_code == 1 and not (tmp_path / "best").exists()
+    assert result.output.strip() == ("Error: the onnx format needs onnxruntime, which is not installed; install it "
+                                     "with: pip install 'sweeper[onnx]'")
+
+
+@pytest.mark.parametrize("make,line", [
+    (lambda d: d / "missing.png", "Error: {d}/missing.png does not exist; expected an image (PNG/JPEG), a folder "
+                                  "of images, a .npy array or a .csv table"),
+    (lambda d: (d / "bad.png").write_text("not an image") and d / "bad.png",
+     "Error: {d}/bad.png: not a readable image (cannot identify image file '{d}/bad.png')"),
+    (lambda d: np.save(d / "wrong.npy", np.zeros((2, 8, 8))) or d / "wrong.npy",
+     "Error: {d}/wrong.npy: array of shape (2, 8, 8) (float64); expected numbers of shape (28, 28) or (N, 28, 28)"),
+    (lambda d: (d / "rows.csv").write_text("a,b\n1,2\n") and d / "rows.csv",
+     "Error: {d}/rows.csv: this model takes inputs of shape (28, 28); a CSV fits tabular models only"),
+    (lambda d: (d / "notes.txt").write_text("hi") and d / "notes.txt",
+     "Error: {d}/notes.txt: cannot read .txt; expected .png, .jpg, .jpeg, .npy or .csv"),
+    (lambda d: (d / "empty").mkdir() or d / "empty", "Error: {d}/empty holds no PNG or JPEG images"),
+], ids=["missing", "not-an-image", "npy-shape", "csv-for-images", "suffix", "empty-folder"])
+def test_predict_refuses_bad_input_with_one_line(exported, tmp_path, make, line):
+    out, _ = exported
+    result = sweeper("predict", out, make(tmp_path))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip() == line.format(d=tmp_path)
+
+
+def test_predict_refuses_a_folder_that_is_not_an_export(tmp_path):
+    result = sweeper("predict", tmp_path, tmp_path)
+    assert result.exit_code == 1
+    assert result.output.strip() == (f"Error: {tmp_path} is not an export folder (expected model.keras and model.json "
+                                     f"in it, as `sweeper export` writes) nor a models:/NAME@ALIAS or "
+                                     f"models:/NAME/VERSION URI")
+
+
+def test_predict_on_a_csv_table_for_a_tabular_model(tmp_path):
+    import csv
+
+    rows = [[i, (i * 7) % 11, i % 2] for i in range(120)]
+    with open(tmp_path / "table.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["a", "b", "y"]] + rows)
+    result = sweeper("search", f"csv:{tmp_path / 'table.csv'}", "--target", "y", "--study", "table", "--trials", 1,
+                     "--max-epochs", 2, "--no-refit", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert sweeper("export", "table", "--out", tmp_path / "best", cwd=tmp_path).exit_code == 0
+    (tmp_path / "new.csv").write_text("b,a\n3,1\n5,2\n")
+    rows = json.loads(sweeper("predict", tmp_path / "best", tmp_path / "new.csv", "--json").output)
+    assert [r["input"] for r in rows] == ["new.csv:2", "new.csv:3"] and {r["class"] for r in rows} <= {"0", "1"}
+    (tmp_path / "short.csv").write_text("a\n1\n")
+    missing = sweeper("predict", tmp_path / "best", tmp_path / "short.csv")
+    assert missing.output.strip() == f"Error: {tmp_path}/short.csv: missing column b; the model takes a, b"
