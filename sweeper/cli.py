@@ -265,26 +265,125 @@ def datasets():
 @main.command()
 @tracking_option
 @click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.option("--study", metavar="NAME", help="Print the URL of this study's experiment page.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in a web browser.")
 @reports_errors
-def ui(tracking_uri, port):
+def ui(tracking_uri, port, study, open_browser):
     """Browse every study and trial in the MLflow UI, on 127.0.0.1 only.
 
     \b
     Example:
-      sweeper ui --port 5000   # then open http://127.0.0.1:5000
+      sweeper ui --port 5000 --study fashion --open
+      optuna-dashboard mlruns/optuna/journal.log   # the Optuna view of the same studies
     """
-    import subprocess
+    from .ui import serve
 
-    from .tracking import STORE_DIR, default_tracking_uri
+    sys.exit(serve(tracking_uri, port, study, open_browser, say=lambda line: click.echo(line, err=True)))
 
-    uri = tracking_uri or default_tracking_uri()
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
-               "--port", str(port)]
-    if uri == default_tracking_uri():
-        STORE_DIR.mkdir(exist_ok=True)
-        command += ["--default-artifact-root", (STORE_DIR / "artifacts").resolve().as_uri()]
-    click.echo(f"MLflow UI on http://127.0.0.1:{port} (store {uri}); Ctrl-C to stop.", err=True)
-    sys.exit(subprocess.call(command))
+
+def output_options(command):
+    command = click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")(command)
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(command)
+
+
+@main.command()
+@click.argument("study")
+@click.option("--sort", type=click.Choice(["objective", "number"]), default="objective", show_default=True,
+              help="Order of the rows: best objective first, or trial number.")
+@output_options
+@tracking_option
+@reports_errors
+def trials(study, sort, as_json, as_csv, tracking_uri):
+    """List STUDY's trials: state, objective, duration, epochs and the key parameters.
+
+    \b
+    Example:
+      sweeper trials fashion
+      sweeper trials fashion --sort number --csv > trials.csv
+    """
+    from .records import load_study
+    from .tracking import open_client
+
+    record = load_study(open_client(tracking_uri), study)
+    rows = [t.row() for t in record.sorted_trials(sort)]
+    _print_rows(rows, as_json, as_csv, lambda: _table("trials_table", record, sort))
+
+
+@main.command()
+@output_options
+@tracking_option
+@reports_errors
+def studies(as_json, as_csv, tracking_uri):
+    """List every study in the store: engine, trial counts and best value.
+
+    \b
+    Example:
+      sweeper studies
+    """
+    from .records import all_studies
+    from .tracking import open_client
+
+    records = all_studies(open_client(tracking_uri))
+    rows = [{"study": r.name, "engine": r.backend, "dataset": r.dataset, "metric": r.metric,
+             "direction": r.direction, **{s: r.count(s) for s in ("complete", "pruned", "failed")},
+             "best": r.best() and r.best().value, "best_trial": r.best() and r.best().number} for r in records]
+    _print_rows(rows, as_json, as_csv, lambda: _table("studies_table", records))
+
+
+def _table(name, *args):
+    from . import report
+
+    return getattr(report, name)(*args)
+
+
+def _print_rows(rows, as_json, as_csv, table):
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv cannot be used together")
+    if as_json:
+        import json
+
+        click.echo(json.dumps(rows, indent=2))
+    elif as_csv:
+        import csv
+        import io
+
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        click.echo(buffer.getvalue(), nl=False)
+    else:
+        from rich.console import Console
+
+        Console(width=None if sys.stdout.isatty() else 140).print(table())
+
+
+@main.command()
+@click.argument("study")
+@click.option("--out", default="report.html", show_default=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="HTML file to write (replaced if it exists).")
+@tracking_option
+@reports_errors
+def report(study, out, tracking_uri):
+    """Write STUDY's figures into one self-contained HTML file (also logged on its search run in MLflow).
+
+    Optimisation history, parameter importances, parallel coordinates, slices, learning curves of the top
+    trials against the pruned ones, and the best model's confusion matrix and per-class accuracy.
+
+    \b
+    Example:
+      sweeper report fashion --out report.html
+    """
+    from .html_report import build_report
+
+    built = build_report(study, out, tracking_uri=tracking_uri)
+    drawn = [f.key for f in built.figures if f.figure is not None]
+    skipped = [f"{f.key} ({f.note})" for f in built.figures if f.figure is None]
+    click.echo(f"Wrote {built.path}: {len(drawn)} figures ({', '.join(drawn)})"
+               + (f"; not drawn: {'; '.join(skipped)}" if skipped else "")
+               + (f". Also logged on search run {built.search_run_id} (artifacts/report/)." if built.search_run_id
+                  else "."))
 
 
 FORMAT_NAMES = ("keras", "savedmodel", "onnx", "tflite")  # sweeper.formats.FORMATS, without importing it

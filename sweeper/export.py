@@ -17,7 +17,7 @@ from .errors import ExportError, SweeperError, TrackingError
 from .formats import FORMATS, check_installed, write_and_check
 from .tracking import (FINAL_MODEL_ARTIFACT, STORE_DIR, BestRun, best_run, find_experiment, learning_rates,
                        load_run_model, log_folder, log_metrics, log_refit_model, metric_histories, open_client,
-                       refit_run, start_retrain_run)
+                       parse_param, refit_run, start_retrain_run)
 from .train import evaluate, refit
 
 #: How many test inputs each written file is checked on (the whole test split of Fashion-MNIST).
@@ -131,7 +131,7 @@ def _search_params(client, best: BestRun) -> dict:
 
 
 def _subset(search: dict) -> int | None:
-    value = _number(search.get("subset", "None"))
+    value = parse_param(search.get("subset", "None"))
     return value if isinstance(value, int) else None
 
 
@@ -143,7 +143,7 @@ def _card(client, study: str, best: BestRun, chosen: Chosen, dataset: Dataset, t
         "splits": {"training": len(dataset.x_train), "validation": len(dataset.x_val), "test": len(dataset.x_test)},
         "objective": {"metric": client.get_experiment(trial.info.experiment_id).tags.get("objective_metric"),
                       "value": best.objective},
-        "hyperparameters": {k: _number(v) for k, v in sorted(best.params.items())},
+        "hyperparameters": {k: parse_param(v) for k, v in sorted(best.params.items())},
         "model": chosen.description,
         "parameter_count": int(chosen.model.count_params()),
         "architecture": " -> ".join(_layer_summary(layer) for layer in chosen.model.layers),
@@ -222,12 +222,3 @@ def _move_into_place(staging: Path, out: Path, force: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         staging.rename(out)
-
-
-def _number(text: str):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return {"True": True, "False": False}.get(text, text)

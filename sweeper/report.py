@@ -110,6 +110,37 @@ def summary(result: SweepResult) -> Group:
     return Group(*parts)
 
 
+def trials_table(record, order: str) -> Table:
+    """`sweeper trials`: one row per trial, with the parameters that shape an MLP."""
+    table = Table(title=f"Study {escape(record.name)}: {record.direction} {record.metric}", padding=(0, 1),
+                  pad_edge=False)
+    for header in ("trial", "state", record.metric, "seconds", "epochs", "units", "lr", "batch", "optimizer",
+                   "dropout", "activation"):
+        table.add_column(header, justify="left" if header in ("state", "optimizer", "activation") else "right")
+    style = {"complete": "green", "pruned": "yellow", "failed": "red"}
+    for trial in record.sorted_trials(order):
+        p = {k: str(v) for k, v in trial.params.items()}
+        units = "-".join(p[f"units_{i}"] for i in range(int(p.get("n_layers", 0))) if f"units_{i}" in p)
+        table.add_row(str(trial.number), f"[{style.get(trial.state, 'white')}]{trial.state}[/]", _fmt(trial.value),
+                      _fmt(trial.seconds, 1), _fmt(trial.epochs, 0), units,
+                      *(_fmt_param(p.get(name)) for name in _SHOWN_PARAMS[1:]))
+    return table
+
+
+def studies_table(records) -> Table:
+    """`sweeper studies`: every study in the store."""
+    table = Table(title="Studies", padding=(0, 1), pad_edge=False)
+    for header in ("study", "engine", "dataset", "objective", "complete", "pruned", "failed", "best", "best trial"):
+        table.add_column(header, justify="right" if header in ("complete", "pruned", "failed", "best",
+                                                               "best trial") else "left")
+    for record in records:
+        best = record.best()
+        table.add_row(escape(record.name), record.backend, record.dataset, f"{record.direction[:3]} {record.metric}",
+                      *(str(record.count(state)) for state in ("complete", "pruned", "failed")),
+                      _fmt(best and best.value), str(best.number) if best else "-")
+    return table
+
+
 def _fmt(value, digits=4):
     if value is None:
         return "-"

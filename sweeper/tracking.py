@@ -348,6 +348,16 @@ def best_run(client, study: str) -> BestRun:
     raise TrackingError(f"study '{study}' has no completed trial with a model yet")
 
 
+def parse_param(text: str):
+    """A param as MLflow stores it (text) back to the number or flag it was."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"True": True, "False": False, "None": None}.get(text, text)
+
+
 def load_run_model(client, run_id: str, artifact: str = MODEL_ARTIFACT):
     """Download a run's `.keras` model and load it."""
     import keras

@@ -127,3 +127,17 @@ def test_a_keras_tuner_study_serves_one_process_at_a_time(tmp_path):
         f"keeps one process per study, so wait for it, or use --backend optuna to run several workers")
     again = sweeper("search", "digits", "--backend", "keras-tuner", "--trials", 1, "--max-epochs", 1, cwd=tmp_path)
     assert again.exit_code == 0, again.output  # the lock goes with the process that held it
+
+
+def test_a_keras_tuner_study_is_reported_from_its_mlflow_records(hyperband_study, tmp_path):
+    workdir, _ = hyperband_study
+    trials = sweeper("trials", STUDY, "--json", cwd=workdir)
+    assert trials.exit_code == 0, trials.output
+    rows = __import__("json").loads(trials.output)
+    assert len(rows) == 4 and {r["state"] for r in rows} <= {"complete", "pruned", "failed"}
+    out = tmp_path / "report.html"
+    result = sweeper("report", STUDY, "--out", out, cwd=workdir)
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    for key in ("optimization_history", "parallel_coordinate", "slice", "learning_curves", "confusion_matrix"):
+        assert f'id="plot-{key}"' in page, key

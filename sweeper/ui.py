@@ -1,0 +1,80 @@
+"""`sweeper ui`: the MLflow UI over the study store, on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from typing import Callable
+
+from .errors import SweeperError
+from .tracking import STORE_DIR, default_tracking_uri
+
+HOST = "127.0.0.1"
+
+
+def check_port_free(port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise SweeperError(f"port {port} on {HOST} is already in use; choose another with --port") from None
+            raise SweeperError(f"cannot listen on {HOST}:{port}: {exc.strerror}") from None
+
+
+def page_url(port: int, experiment_id: str | None = None) -> str:
+    base = f"http://{HOST}:{port}/"
+    return f"{base}#/experiments/{experiment_id}/runs" if experiment_id else base
+
+
+def server_command(uri: str, port: int) -> list[str]:
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", HOST,
+               "--port", str(port), "--workers", "1"]
+    if uri == default_tracking_uri():
+        STORE_DIR.mkdir(exist_ok=True)
+        command += ["--default-artifact-root", (STORE_DIR / "artifacts").resolve().as_uri()]
+    return command
+
+
+def serve(tracking_uri: str | None, port: int, study: str | None, open_browser: bool,
+          say: Callable[[str], None]) -> int:
+    """Run the MLflow UI until Ctrl-C; returns its exit status."""
+    uri = tracking_uri or default_tracking_uri()
+    check_port_free(port)
+    url = page_url(port, _experiment_id(tracking_uri, study) if study else None)
+    say(f"MLflow UI on {page_url(port)} (store {uri}); Ctrl-C to stop.")
+    if study:
+        say(f"Study {study}: {url}")
+    server = subprocess.Popen(server_command(uri, port))
+    if open_browser:
+        threading.Thread(target=_open_when_up, args=(port, url), daemon=True).start()
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        server.terminate()
+        server.wait()
+        return 130
+
+
+def _experiment_id(tracking_uri: str | None, study: str) -> str:
+    from .tracking import find_experiment, open_client
+
+    return find_experiment(open_client(tracking_uri), study).experiment_id
+
+
+def _open_when_up(port: int, url: str, wait_s: float = 60) -> None:
+    import webbrowser
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{page_url(port)}health", timeout=2).read()
+            webbrowser.open(url)
+            return
+        except OSError:
+            time.sleep(0.5)
