@@ -5,14 +5,14 @@ BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data browser search test bench clean
+.PHONY: setup data test-tools search test bench clean
 
 setup: $(VENV)/.installed data
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,onnx,tflite,dashboard]'
+	$(BIN)/pip install --quiet -e '.[test,onnx,tflite,dashboard,postgres]'
 	touch $@
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist package when it is not already here.
@@ -25,20 +25,24 @@ data:
 	  echo "Fashion-MNIST not found and no apt-get: put the four IDX .gz files in \$$SWEEPER_DATA_DIR/fashion-mnist/"; \
 	fi
 
-# The browser tests drive Debian's chromium (headless, no network); without apt-get they are skipped.
-browser:
-	@if command -v chromium >/dev/null; then \
-	  echo "chromium: present"; \
+# What the tests start for real, from Debian's packages: headless chromium (browser tests) and PostgreSQL
+# (a throwaway cluster on 127.0.0.1 for the multi-worker tests). Without apt-get those tests are skipped.
+test-tools:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -z "$$missing" ]; then \
+	  echo "chromium, postgresql: present"; \
 	elif command -v apt-get >/dev/null; then \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	else \
-	  echo "chromium not found and no apt-get: the browser tests will be skipped"; \
+	  echo "missing:$$missing and no apt-get: the tests that need them will be skipped"; \
 	fi
 
 search: setup
 	$(BIN)/sweeper search fashion --trials 20 --max-epochs 10
 
-test: setup browser
+test: setup test-tools
 	$(BIN)/python -m pytest
 
 # The benchmark suite (about 90 minutes on 2 cores); figures go to bench/RESULTS.md by hand, with the command.

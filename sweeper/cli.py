@@ -83,10 +83,21 @@ def reports_errors(command):
     return wrapper
 
 
+def checked_url(ctx, param, value):
+    """A store URL that SQLAlchemy and MLflow will read as the user meant (see sweeper.urls)."""
+    from .errors import UsageError
+    from .urls import check_url
+
+    try:
+        return check_url(value, param.opts[0])
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 def tracking_option(command):
-    return click.option("--tracking-uri", metavar="URL",
-                        help="MLflow tracking URI (default: sqlite:///mlruns/mlflow.db under the current "
-                             "directory).")(command)
+    return click.option("--tracking-uri", metavar="URL", envvar="MLFLOW_TRACKING_URI", callback=checked_url,
+                        help="MLflow tracking URI, or $MLFLOW_TRACKING_URI (default: sqlite:///mlruns/mlflow.db "
+                             "under the current directory).")(command)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -120,9 +131,10 @@ def main(debug):
 @click.option("--algorithm", metavar="NAME", help="optuna: tpe (default), random, grid, cmaes; "
                                                   "keras-tuner: random (default), bayesian, hyperband.")
 @click.option("--pruner", metavar="NAME", help="optuna: median (default), hyperband, none; keras-tuner: none.")
-@click.option("--storage", metavar="URL", help="optuna: an RDB URL or a journal file (default: "
-                                                "mlruns/optuna/journal.log); keras-tuner: a folder (default: "
-                                                "mlruns/keras-tuner).")
+@click.option("--storage", metavar="URL", envvar="SWEEPER_STORAGE", callback=checked_url,
+              help="optuna: an RDB URL (e.g. postgresql+psycopg2://...) or a journal file (default: "
+                   "mlruns/optuna/journal.log); keras-tuner: a folder (default: mlruns/keras-tuner). "
+                   "Also from $SWEEPER_STORAGE, so a password need not be typed on a command line.")
 @tracking_option
 @click.option("--target", metavar="COLUMN", help="Column to predict (csv:PATH datasets).")
 @click.option("--task", type=click.Choice(["classification", "regression"]),
@@ -131,12 +143,15 @@ def main(debug):
               help="Stop after this many failed trials in a row.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="Worker processes sharing the study (optuna); the budget counts across them.")
+@click.option("--grace-period", type=click.IntRange(min=4), default=60, show_default=True, metavar="SECONDS",
+              help="RDB storages: a trial whose worker sent no heartbeat for this long is failed by the others "
+                   "and retried once.")
 @click.option("--refit/--no-refit", default=True, show_default=True,
               help="Retrain the best configuration on training + validation data for its best epoch count "
                    "before the final test; that model is the one registered.")
 @reports_errors
 def search(dataset, space_file, study, trials, timeout, max_epochs, patience, subset, seed, backend, algorithm,
-           pruner, storage, tracking_uri, target, task, max_failures, jobs, refit):
+           pruner, storage, tracking_uri, target, task, max_failures, jobs, grace_period, refit):
     """Sweep DATASET's search space and record every trial in MLflow.
 
     DATASET is fashion, mnist, digits, california or csv:PATH (with --target COLUMN).
@@ -168,7 +183,7 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
     config = SweepConfig(dataset=dataset, space=space, study=study, backend=backend, algorithm=algorithm,
                          pruner=pruner, storage=storage, tracking_uri=tracking_uri, timeout=timeout, subset=subset,
                          seed=seed, target=target, task=task, max_failures=max_failures,
-                         jobs=jobs, refit=refit)
+                         jobs=jobs, refit=refit, grace_period=grace_period)
     if algorithm == "grid":
         space.grid()  # refuse an ungriddable space before any work starts
     err = Console(stderr=True)
@@ -324,9 +339,7 @@ def studies(as_json, as_csv, tracking_uri):
     from .tracking import open_client
 
     records = all_studies(open_client(tracking_uri))
-    rows = [{"study": r.name, "engine": r.backend, "dataset": r.dataset, "metric": r.metric,
-             "direction": r.direction, **{s: r.count(s) for s in ("complete", "pruned", "failed")},
-             "best": r.best() and r.best().value, "best_trial": r.best() and r.best().number} for r in records]
+    rows = [record.row() for record in records]
     _print_rows(rows, as_json, as_csv, lambda: _table("studies_table", records))
 
 

@@ -41,6 +41,11 @@ class TrialPruned(Exception):
     train_seconds: float | None = None  # time spent in fit until then, set by the trainer
 
 
+class TrialAbandoned(Exception):
+    """Other workers failed this trial while it ran (its heartbeats stopped: the process was paused past the
+    grace period); its result is dropped, its MLflow run ended KILLED, and the worker goes on."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM: handled like Ctrl-C, so the running trial and the sweep are recorded as interrupted."""
 

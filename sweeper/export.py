@@ -19,6 +19,7 @@ from .tracking import (FINAL_MODEL_ARTIFACT, STORE_DIR, BestRun, best_run, find_
                        load_run_model, log_folder, log_metrics, log_refit_model, metric_histories, open_client,
                        parse_param, refit_run, start_retrain_run)
 from .train import evaluate, refit
+from .urls import mask
 
 #: How many test inputs each written file is checked on (the whole test split of Fashion-MNIST).
 CHECKED_INPUTS = 10_000
@@ -156,7 +157,7 @@ def _card(client, study: str, best: BestRun, chosen: Chosen, dataset: Dataset, t
         "mlflow_run_id": best.run_id,
         "mlflow_model_run_id": chosen.run_id,
         "mlflow_search_run_id": search.get("run_id", ""),
-        "mlflow_tracking_uri": client.tracking_uri,
+        "mlflow_tracking_uri": mask(client.tracking_uri),
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "sweeper_version": __version__,
         "versions": cards.library_versions(),

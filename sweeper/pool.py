@@ -121,9 +121,9 @@ def _worker_main(config, parent_id, index, threads, deadline, failures_in_a_row,
         tracker = Tracker(config.study_name, config.tracking_uri)
         tracker.join_search(parent_id, {"backend": config.backend, "dataset": config.dataset})
         options = BackendOptions(config.study_name, space, config.algorithm, config.pruner, config.storage,
-                                 config.seed, worker=index)
+                                 config.seed, worker=index, grace_period=config.grace_period)
         with make_backend(config.backend, options) as backend:
-            runner = TrialRunner(config, dataset, tracker, listener, backend.best_value)
+            runner = TrialRunner(config, dataset, tracker, listener, backend.best_value, backend.take_reaped)
             runner.failures_in_a_row = failures_in_a_row
             timeout = None if deadline is None else max(0.0, deadline - time.time())
             ran = backend.optimize(runner, trials=space.trials, timeout=timeout, max_runs=RECYCLE_AFTER)

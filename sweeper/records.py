@@ -21,7 +21,7 @@ class TrialRecord:
     search_run_id: str
 
 
-    def row(self, key_params=()) -> dict:
+    def row(self) -> dict:
         """One flat row for --json/--csv: the columns of the table, then every parameter."""
         return {"number": self.number, "state": self.state, "objective": self.value,
                 "seconds": None if self.seconds is None else round(self.seconds, 2), "epochs": self.epochs,
@@ -59,6 +59,13 @@ class StudyRecord:
     def best(self) -> TrialRecord | None:
         completed = self.completed()
         return completed[0] if completed else None
+
+    def row(self) -> dict:
+        """One flat row for `sweeper studies --json/--csv`."""
+        best = self.best()
+        return {"study": self.name, "engine": self.backend, "dataset": self.dataset, "metric": self.metric,
+                "direction": self.direction, **{s: self.count(s) for s in ("complete", "pruned", "failed")},
+                "best": best and best.value, "best_trial": best and best.number}
 
 
 def load_study(client, name: str) -> StudyRecord:

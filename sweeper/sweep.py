@@ -9,10 +9,12 @@ from pathlib import Path
 
 from .backends import BackendOptions, ShouldPrune, TrialPlan, make_backend
 from .data import Dataset, load_dataset
-from .errors import SweepError, SweepInterrupted, Terminated, TrackingError, TrialFailed, TrialPruned, UsageError
+from .errors import (SweepError, SweepInterrupted, Terminated, TrackingError, TrialAbandoned, TrialFailed, TrialPruned,
+                     UsageError)
 from .search_space import SearchSpace, Suggester
 from .tracking import SPACE_TAG, BestRun, Tracker, best_run, learning_rates, load_run_model, trial_runs
 from .train import evaluate, refit, train_trial
+from .urls import mask
 
 _TASK_METRICS = {"classification": ("val_accuracy", "val_loss"), "regression": ("val_loss", "val_mae", "val_rmse")}
 
@@ -35,6 +37,7 @@ class SweepConfig:
     max_failures: int = 3
     jobs: int = 1
     refit: bool = True  # retrain the best configuration on train + val before the final test
+    grace_period: int = 60  # RDB storages: seconds without a heartbeat before a trial counts as dead
 
     @property
     def study_name(self) -> str:
@@ -79,18 +82,23 @@ class SweepResult:
     trial_test_metrics: dict = field(default_factory=dict)  # the best trial's own model, when refit
 
 
+_REAPED_NOTE = "its worker stopped sending heartbeats (killed, or paused past the grace period)"
+
+
 class TrialRunner:
     """The objective every backend calls: sample, train, record; failures become TrialFailed."""
 
     def __init__(self, config: SweepConfig, dataset: Dataset, tracker: Tracker, listener: SweepListener,
-                 incumbent):
+                 incumbent, take_reaped=lambda: []):
         self.space, self.config, self.dataset = config.space, config, dataset
         self.tracker, self.listener, self.incumbent = tracker, listener, incumbent
+        self.take_reaped = take_reaped  # trials other workers' heartbeats timed out: end their MLflow runs
         self.failures_in_a_row = 0
 
     def __call__(self, suggester: Suggester, number: int, should_prune: ShouldPrune,
                  plan: TrialPlan = TrialPlan()) -> float:
         self.tracker.reap_dead_runs()
+        self.tracker.end_trial_runs(self.take_reaped(), _REAPED_NOTE)
         params = self.space.sample(suggester)
         self.listener.trial_started(number, params)
         try:
@@ -98,6 +106,9 @@ class TrialRunner:
         except TrialPruned as exc:
             self.failures_in_a_row = 0
             self.listener.trial_ended(number, "pruned", None, str(exc))
+            raise
+        except TrialAbandoned as exc:  # not this configuration's fault: no count toward --max-failures
+            self.listener.trial_ended(number, "failed", None, str(exc))
             raise
         except (TrialFailed, Exception) as exc:  # any error inside a trial fails that trial only
             reason = str(exc) if isinstance(exc, TrialFailed) else f"{type(exc).__name__}: {exc}"
@@ -154,14 +165,16 @@ def run_sweep(config: SweepConfig, listener: SweepListener | None = None) -> Swe
     tracker.check_study(space.signature(), backend=config.backend, dataset=config.dataset,
                         objective_metric=space.objective.metric, objective_direction=space.objective.direction)
     tracker.reap_dead_runs()
-    with make_backend(config.backend, BackendOptions(study, space, config.algorithm, config.pruner, config.storage,
-                                                     config.seed)) as backend:
+    options = BackendOptions(study, space, config.algorithm, config.pruner, config.storage, config.seed,
+                             grace_period=config.grace_period)
+    with make_backend(config.backend, options) as backend:
         _start_search(tracker, config, dataset)
         reaped = backend.reap()
+        tracker.end_trial_runs(backend.take_reaped(), _REAPED_NOTE)
         listener.search_started(study, space.trials, backend.counts(), backend.best_value())
         if reaped:
             listener.trials_reaped(reaped)
-        runner = TrialRunner(config, dataset, tracker, listener, backend.best_value)
+        runner = TrialRunner(config, dataset, tracker, listener, backend.best_value, backend.take_reaped)
         try:
             if _in_worker_processes(config, backend):
                 from .pool import run_workers
@@ -271,6 +284,6 @@ def _search_params(config: SweepConfig) -> dict:
             "trials": space.trials, "max_epochs": space.max_epochs, "patience": space.patience,
             "objective": f"{space.objective.direction} {space.objective.metric}", "seed": config.seed,
             "subset": config.subset, "timeout_s": config.timeout, "space_file": space.source,
-            "storage": config.storage or "embedded", "max_failures": config.max_failures}
+            "storage": mask(config.storage) or "embedded", "max_failures": config.max_failures}
 
 

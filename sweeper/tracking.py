@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import TrackingError, TrialPruned, UsageError
+from .errors import TrackingError, TrialAbandoned, TrialPruned, UsageError
+from .urls import mask, scrub
 from .workers import file_lock, is_dead, this_worker
 
 STORE_DIR = Path("mlruns")
@@ -29,7 +30,9 @@ MODEL_ARTIFACT = "model/model.keras"  # a trial's model, on its trial run
 FINAL_MODEL_ARTIFACT = "final_model/model.keras"  # the refit model, on the parent run
 CHAMPION = "champion"
 SPACE_TAG = "search_space"  # experiment tag: the space's signature as JSON
-_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED", "interrupted": "KILLED"}
+MLFLOW_PARENT_RUN_ID_TAG = "mlflow.parentRunId"
+_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED", "interrupted": "KILLED",
+           "abandoned": "KILLED"}
 
 
 def default_tracking_uri() -> str:
@@ -61,7 +64,7 @@ def open_client(tracking_uri: str | None):
             client = mlflow.MlflowClient(uri)
             client.search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds for a bad store
-        raise TrackingError(f"cannot open the MLflow store {uri}: {exc}") from None
+        raise TrackingError(f"cannot open the MLflow store {mask(uri)}: {scrub(str(exc), uri)}") from None
     return client
 
 
@@ -80,7 +83,7 @@ def _check_server(uri: str) -> None:
         urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).read()
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise TrackingError(f"cannot reach the MLflow tracking server {uri}: {reason}; start it, or leave "
+        raise TrackingError(f"cannot reach the MLflow tracking server {mask(uri)}: {reason}; start it, or leave "
                             f"out --tracking-uri to use the embedded store") from None
 
 
@@ -155,10 +158,18 @@ class Tracker:
         location = None
         if self.uri == default_tracking_uri():
             location = (STORE_DIR / "artifacts").resolve().as_uri()
+        from mlflow.exceptions import MlflowException
+
         found = self.client.get_experiment_by_name(self.study)  # another worker may have just created it
         if found is not None:
             return found.experiment_id
-        return self.client.create_experiment(self.study, artifact_location=location)
+        try:
+            return self.client.create_experiment(self.study, artifact_location=location)
+        except MlflowException:  # a worker on another host won the race (a server serialises, we cannot lock)
+            found = self.client.get_experiment_by_name(self.study)
+            if found is None:
+                raise
+            return found.experiment_id
 
     def check_study(self, space_signature: dict | None = None, **expected) -> None:
         """Refuse to add a search to a study recorded with another engine, dataset, objective or space."""
@@ -180,7 +191,7 @@ class Tracker:
         with store_lock(self.uri):  # MLflow's tag upsert races between processes on SQLite
             self.experiment_id = self.experiment_id or self._create_experiment()
             for key, value in experiment_tags.items():
-                self.client.set_experiment_tag(self.experiment_id, key, str(value))
+                _retry_once(self.client.set_experiment_tag, self.experiment_id, key, str(value))
         self.base_tags = {**{k: str(v) for k, v in tags.items()}, "worker": this_worker()}
         run_name = time.strftime("search-%Y%m%d-%H%M%S")
         run = self.client.create_run(self.experiment_id, tags={**self.base_tags, MLFLOW_RUN_NAME: run_name,
@@ -217,6 +228,9 @@ class Tracker:
         except TrialPruned as exc:
             self._end_trial(run_id, "pruned", str(exc))
             raise
+        except TrialAbandoned as exc:
+            self._end_trial(run_id, "abandoned", str(exc))
+            raise
         except KeyboardInterrupt:
             self._end_trial(run_id, "interrupted", "interrupted by the user")
             raise
@@ -244,6 +258,21 @@ class Tracker:
                 self.client.set_terminated(run.info.run_id, "KILLED")
             ended += 1
         return ended
+
+    def end_trial_runs(self, numbers, note: str) -> None:
+        """End as FAILED the still-running MLflow runs of these trials, failed in the study because their
+        worker went silent (on any host), and as KILLED that worker's search run."""
+        for number in numbers if self.experiment_id else ():
+            query = f"tags.run_kind = 'trial' and tags.trial_number = '{number}' and attributes.status = 'RUNNING'"
+            for run in self.client.search_runs([self.experiment_id], query):
+                self._end_trial(run.info.run_id, "failed", note)
+                self._end_silent_search(run, note)
+
+    def _end_silent_search(self, trial_run, note: str) -> None:
+        search = self.client.get_run(trial_run.data.tags.get(MLFLOW_PARENT_RUN_ID_TAG, ""))
+        if search.info.status == "RUNNING" and search.data.tags.get("worker") == trial_run.data.tags.get("worker"):
+            self.client.set_tag(search.info.run_id, "state_reason", note)
+            self.client.set_terminated(search.info.run_id, "KILLED")
 
     def _end_trial(self, run_id, state, note=None):
         self.client.set_tag(run_id, "state", state)
@@ -281,30 +310,46 @@ class Tracker:
             info = mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=example,
                                                pip_requirements=_requirements(),
                                                metadata={"sweeper": metadata or {}})
-        return self._register(info.model_uri, registered_from)
+        return self._register(info, registered_from)
 
-    def _register(self, model_uri, trial_run_id) -> str:
+    def _register(self, info, trial_run_id) -> str:
         with store_lock(self.uri):  # workers ending together register one version
-            return self._register_locked(model_uri, trial_run_id)
+            return self._register_locked(info, trial_run_id)
 
-    def _register_locked(self, model_uri, trial_run_id) -> str:
+    def _register_locked(self, info, trial_run_id) -> str:
         from mlflow.exceptions import MlflowException
 
         client = self.client
         try:
             client.get_registered_model(self.study)
         except MlflowException:
-            client.create_registered_model(self.study, description=f"Best model of the sweeper study '{self.study}'")
+            try:
+                client.create_registered_model(self.study,
+                                               description=f"Best model of the sweeper study '{self.study}'")
+            except MlflowException:  # a worker on another host created it meanwhile
+                client.get_registered_model(self.study)
         try:
             champion = client.get_model_version_by_alias(self.study, CHAMPION)
             if champion.tags.get("trial_run_id") == trial_run_id:
                 return champion.version
         except MlflowException:
             pass
-        version = client.create_model_version(self.study, model_uri, run_id=self.parent_id,
-                                              tags={"trial_run_id": trial_run_id})
+        version = client.create_model_version(self.study, info.model_uri, run_id=self.parent_id,
+                                              tags={"trial_run_id": trial_run_id}, model_id=info.model_id)
         client.set_registered_model_alias(self.study, CHAMPION, version.version)
         return version.version
+
+
+def _retry_once(call, *args):
+    """Some MLflow writes are upserts that race between hosts writing the same key; the second try finds
+    the row the other host made."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        call(*args)
+    except MlflowException:
+        time.sleep(0.5)
+        call(*args)
 
 
 def _changes(before: dict, now: dict) -> list[str]:
@@ -325,7 +370,7 @@ def find_experiment(client, study: str):
     if experiment is None or experiment.lifecycle_stage == "deleted":
         names = [e.name for e in client.search_experiments() if e.name != "Default"]
         known = ", ".join(names) if names else "none yet: run `sweeper search` first"
-        raise TrackingError(f"no study '{study}' in the MLflow store {client.tracking_uri}; studies: {known}")
+        raise TrackingError(f"no study '{study}' in the MLflow store {mask(client.tracking_uri)}; studies: {known}")
     return experiment
 
 

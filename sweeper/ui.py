@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from typing import Callable
 
 from .errors import SweeperError
 from .tracking import STORE_DIR, default_tracking_uri
+from .urls import mask
 
 HOST = "127.0.0.1"
 
@@ -47,18 +49,25 @@ def serve(tracking_uri: str | None, port: int, study: str | None, open_browser: 
     uri = tracking_uri or default_tracking_uri()
     check_port_free(port)
     url = page_url(port, _experiment_id(tracking_uri, study) if study else None)
-    say(f"MLflow UI on {page_url(port)} (store {uri}); Ctrl-C to stop.")
+    say(f"MLflow UI on {page_url(port)} (store {mask(uri)}); Ctrl-C to stop.")
     if study:
         say(f"Study {study}: {url}")
     server = subprocess.Popen(server_command(uri, port))
     if open_browser:
         threading.Thread(target=_open_when_up, args=(port, url), daemon=True).start()
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM must not leave the server orphaned
     try:
         return server.wait()
     except KeyboardInterrupt:
         server.terminate()
         server.wait()
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _experiment_id(tracking_uri: str | None, study: str) -> str:

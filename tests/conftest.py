@@ -16,6 +16,9 @@ SMALL = ["--subset", "300", "--max-epochs", "2", "--patience", "1"]
 
 def sweeper(*args, cwd=None):
     """Run the CLI in-process (CliRunner); the embedded store lands in `cwd`."""
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which `--tracking-uri` reads: one in-process
+    # command must not hand its store to the next (a real command is a fresh process).
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
     old = os.getcwd()
     os.chdir(cwd or old)
     try:
@@ -50,3 +53,105 @@ def store(fashion_study):
 def write_space(path, text):
     path.write_text(text)
     return path
+
+
+#: A password with every character a URL must escape, as users' passwords have.
+PG_PASSWORD = "p@ss:w/rd%1"
+
+
+def _pg_bin(name):
+    import glob
+    import shutil
+
+    found = shutil.which(name) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[-1:] or [None]
+    return found if isinstance(found, str) else found[0]
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (initdb + pg_ctl on a free port, as the postgres user when
+    run as root), torn down at the end; yields (host, port, user, password)."""
+    import getpass
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        pytest.skip("PostgreSQL is not installed (make test installs Debian's postgresql package)")
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    user = "postgres" if as_postgres else getpass.getuser()
+    home = Path(tempfile.mkdtemp(prefix="sweeper-pg-"))  # not under pytest's private tmp: postgres must reach it
+    data, password_file = home / "data", home / "password"
+    password_file.write_text(PG_PASSWORD + "\n")
+    if as_postgres:
+        subprocess.run(["chown", "-R", "postgres", str(home)], check=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    subprocess.run(as_postgres + [initdb, "-D", str(data), "-U", user, "--pwfile", str(password_file),
+                                  "--auth", "scram-sha-256", "--no-sync"], check=True, capture_output=True)
+    options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    subprocess.run(as_postgres + [pg_ctl, "-D", str(data), "-o", options, "-l", str(home / "log"), "-w", "start"],
+                   check=True, capture_output=True)
+    try:
+        yield "127.0.0.1", port, user, PG_PASSWORD
+    finally:
+        subprocess.run(as_postgres + [pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_database(postgres, request):
+    """A fresh database in the throwaway cluster; yields its SQLAlchemy URL (password percent-encoded)."""
+    import re
+
+    return _create_database(postgres, re.sub(r"\W", "_", request.node.name.lower())[:50])
+
+
+def _create_database(postgres, name):
+    from urllib.parse import quote
+
+    import psycopg
+
+    host, port, user, password = postgres
+    with psycopg.connect(host=host, port=port, user=user, password=password, dbname="postgres",
+                         autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql+psycopg://{user}:{quote(password, safe='')}@{host}:{port}/{name}"
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(postgres, tmp_path_factory):
+    """An MLflow tracking server on 127.0.0.1 backed by the throwaway PostgreSQL; yields its URL."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    store = _create_database(postgres, "mlflow_server")
+    home = tmp_path_factory.mktemp("mlflow-server")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with open(home / "server.log", "w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
+                                   "--artifacts-destination", (home / "artifacts").as_uri(), "--host", "127.0.0.1",
+                                   "--port", str(port), "--workers", "2"], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2).read()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, (home / "server.log").read_text()
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

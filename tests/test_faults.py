@@ -90,7 +90,7 @@ def test_kill_9_mid_trial_then_resume_reaps_the_trial_and_retries_it(tmp_path):
     assert "Marked failed: trial 1, left running by a worker that died" in resumed.stderr
     trials = study_trials(tmp_path)
     assert trials[1].state.name == "FAIL"
-    retry = [t for t in trials if t.user_attrs.get("retry_of") == 1]
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == 1]
     assert len(retry) == 1 and retry[0].params == trials[1].params and retry[0].state.name == "COMPLETE"
     assert sum(t.state.name == "COMPLETE" for t in trials) == 3 and trials[0].state.name == "COMPLETE"
     assert_nothing_running(tmp_path)

@@ -141,6 +141,9 @@ def test_sweeper_ui_shows_the_search_run_with_its_trials(fashion_study, store, b
     finally:
         server.terminate()
         server.wait(timeout=30)
+    time.sleep(1)
+    with socket.socket() as probe:  # the MLflow server went with it, port free again
+        probe.bind(("127.0.0.1", port))
 
 
 def _wait_for_study_url(server, port: int, log: Path) -> str:

@@ -48,6 +48,7 @@ class BackendOptions:
     storage: str | None = None
     seed: int = 0
     worker: int = 0  # index of this worker among those a `--jobs N` sweep started
+    grace_period: int = 60  # RDB storages: seconds without a heartbeat before other workers fail a trial
 
 
 class Backend(ABC):
@@ -75,6 +76,10 @@ class Backend(ABC):
 
     def reap(self) -> list[int]:
         """Fail the running trials whose worker died; returns their numbers."""
+        return []
+
+    def take_reaped(self) -> list[int]:
+        """Numbers of the trials this process reaped since the last call (their MLflow runs are to be ended)."""
         return []
 
     @abstractmethod

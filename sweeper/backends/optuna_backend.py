@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
+import hashlib
 import time
 import warnings
 from pathlib import Path
 
-from ..errors import SweeperError, TrialFailed, TrialPruned, UsageError
+from ..errors import SweeperError, TrialAbandoned, TrialFailed, TrialPruned, UsageError
+from ..urls import mask, scrub
 from . import CHOICES
 from ..workers import file_lock, is_dead, this_worker
 from .base import Backend, BackendOptions, TrialFunction
 
 JOURNAL_PATH = Path("mlruns") / "optuna" / "journal.log"
 _POLL_SECONDS = 2.0
+
+
+def _retry_once(study, trial):
+    """Optuna's retry of a trial whose worker died: the same parameters once more (system attr failed_trial)."""
+    import optuna
+
+    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
+
 
 
 def journal_path(url: str | None) -> Path | None:
@@ -24,10 +35,12 @@ def journal_path(url: str | None) -> Path | None:
     return (Path(url) if url else JOURNAL_PATH).resolve()
 
 
-def make_storage(url: str | None):
+def make_storage(url: str | None, grace_period: int = 60):
     """Optuna storage for a URL: an RDB URL (sqlite://, postgresql://, ...) or a journal file path.
 
-    Default: a journal file under ./mlruns, which several local processes share safely.
+    Default: a journal file under ./mlruns, which several local processes share safely. On an RDB storage
+    every running trial sends heartbeats; one silent for `grace_period` seconds (its worker was killed, on
+    any host) is failed by the other workers and retried once with the same parameters.
     """
     import optuna
     from optuna.storages.journal import JournalFileBackend
@@ -35,20 +48,49 @@ def make_storage(url: str | None):
     path = journal_path(url)
     if path is None:
         try:
-            return optuna.storages.RDBStorage(url)
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=max(1, grace_period // 4), grace_period=grace_period,
+                heartbeat_stale_trial_callback=_retry_once)
+        except ImportError:
+            raise SweeperError(f"the Optuna storage {mask(url)} needs a database driver that is not installed; "
+                               f"for PostgreSQL: pip install 'sweeper[postgres]'") from None
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds for a bad URL
-            raise SweeperError(f"cannot open the Optuna storage {_redact(url)}: {exc}") from None
+            raise SweeperError(f"cannot open the Optuna storage {mask(url)}: {scrub(str(exc), url)}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
-def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
+@contextlib.contextmanager
+def database_lock(url: str, study: str):
+    """A lock that every worker of `study` takes in the database itself: PostgreSQL's advisory lock, or a
+    file beside an SQLite database (one host). Other databases: none, so the budget may be passed by up
+    to one trial per worker."""
+    import sqlalchemy
 
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001
-        return url
+    parsed = sqlalchemy.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        with file_lock(Path(parsed.database).resolve().with_suffix(".slots")):
+            yield
+        return
+    if parsed.get_backend_name() != "postgresql":
+        yield
+        return
+    key = int.from_bytes(hashlib.sha256(f"sweeper:{study}".encode()).digest()[:8], "big", signed=True)
+    engine = _lock_engine(url)
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        try:
+            yield
+        finally:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            connection.commit()
+
+
+@functools.lru_cache(maxsize=4)
+def _lock_engine(url: str):
+    import sqlalchemy
+
+    return sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
 
 
 class OptunaBackend(Backend):
@@ -61,14 +103,23 @@ class OptunaBackend(Backend):
         super().__init__(options)
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        # We run the heartbeat thread around each trial ourselves (ask and tell keep the budget exact).
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         space = options.space
         self.journal_path = journal_path(options.storage)
-        with self._slot_lock():  # workers starting together on a new store create the study once
-            self.study = optuna.create_study(study_name=options.study, storage=make_storage(options.storage),
-                                             direction=space.objective.direction, load_if_exists=True)
-            if not self.study.trials:  # a new study tries the space's `start` configurations first
-                for config in space.start:
-                    self.study.enqueue_trial(dict(config), skip_if_exists=True)
+        import sqlalchemy
+
+        try:
+            with self._slot_lock():  # workers starting together on a new store create the study once
+                self.study = optuna.create_study(study_name=options.study,
+                                                 storage=make_storage(options.storage, options.grace_period),
+                                                 direction=space.objective.direction, load_if_exists=True)
+                if not self.study.trials:  # a new study tries the space's `start` configurations first
+                    for config in space.start:
+                        self.study.enqueue_trial(dict(config), skip_if_exists=True)
+        except sqlalchemy.exc.SQLAlchemyError as exc:  # the database refused us: say why, without a password
+            reason = scrub(str(getattr(exc, "orig", None) or exc), options.storage).strip().splitlines()[0]
+            raise SweeperError(f"cannot open the Optuna storage {mask(options.storage)}: {reason}") from None
         if self.study.direction.name.lower() != space.objective.direction:
             raise UsageError(f"study '{options.study}' was created to {self.study.direction.name.lower()} "
                              f"its objective, but the search space asks to {space.objective.direction}; "
@@ -79,6 +130,7 @@ class OptunaBackend(Backend):
         self.study.sampler = self._sampler(options.algorithm or "tpe", seed)
         self.study.pruner = self._pruner(options.pruner or "median")
         self._reseeded = False
+        self._reaped: list[int] = []
 
     def _sampler(self, name, seed):
         import optuna
@@ -142,40 +194,56 @@ class OptunaBackend(Backend):
         return trial
 
     def _run(self, trial, run_trial) -> None:
+        from optuna.storages._heartbeat import get_heartbeat_thread  # what study.optimize runs around a trial
         from optuna.trial import TrialState
 
+        heartbeats = self.journal_path is None
+
         def should_prune(epoch, value):
+            if heartbeats and not self._still_running(trial.number):
+                raise TrialAbandoned(f"failed by another worker after {self.options.grace_period} s without a "
+                                     f"heartbeat from this one (was this process paused?); its result is dropped")
             trial.report(value, epoch)
             return trial.should_prune()
 
-        try:
-            value = run_trial(trial, trial.number, should_prune)
-        except TrialPruned:
-            self.study.tell(trial, state=TrialState.PRUNED)
-        except TrialFailed:
-            self.study.tell(trial, state=TrialState.FAIL)
-        except BaseException:  # Ctrl-C, SIGTERM or the failure cap: this trial failed, the sweep stops
-            self.study.tell(trial, state=TrialState.FAIL)
-            raise
-        else:
-            self.study.tell(trial, value)
+        # skip_if_finished: another worker may have failed the trial meanwhile; Optuna then warns, not raises
+        with get_heartbeat_thread(trial._trial_id, self.study._storage):
+            try:
+                value = run_trial(trial, trial.number, should_prune)
+            except TrialPruned:
+                self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+            except TrialAbandoned:
+                pass  # already failed (and its retry queued) by the worker that found it silent
+            except TrialFailed:
+                self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            except BaseException:  # Ctrl-C, SIGTERM or the failure cap: this trial failed, the sweep stops
+                self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                raise
+            else:
+                self.study.tell(trial, value, skip_if_finished=True)
         gc.collect()
 
+    def _still_running(self, number: int) -> bool:
+        from optuna.trial import TrialState
+
+        return any(t.number == number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
     def _slot_lock(self):
-        if self.journal_path is None:
-            return contextlib.nullcontext()  # an RDB storage: no lock across hosts
-        # not journal.log.lock: that name is Optuna's own lock
-        return file_lock(self.journal_path.with_name(self.journal_path.name + ".slots"))
+        """Held while counting and asking, so that workers on any host never take more than the budget."""
+        if self.journal_path is not None:  # not journal.log.lock: that name is Optuna's own lock
+            return file_lock(self.journal_path.with_name(self.journal_path.name + ".slots"))
+        return database_lock(self.options.storage, self.options.study)
 
     def _count_finished_and_running(self) -> tuple[int, int]:
         counts = self.counts()
         return counts["complete"] + counts["pruned"], counts["running"]
 
     def reap(self) -> list[int]:
-        """Fail the running trials whose worker process died; retry each one's parameters once."""
+        """Fail the running trials whose worker process died (this host) or whose heartbeats stopped (an RDB
+        storage, any host); retry each one's parameters once."""
         from optuna.trial import TrialState
 
-        reaped = []
+        reaped = self._reap_silent() if self.journal_path is None else []
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if is_dead(trial.user_attrs.get("worker")):
                 try:
@@ -183,10 +251,25 @@ class OptunaBackend(Backend):
                 except (RuntimeError, ValueError):
                     continue  # another worker reaped it first
                 self.study.set_user_attr(f"reaped_{trial.number}", trial.user_attrs["worker"])
-                if "retry_of" not in trial.user_attrs:
-                    self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+                _retry_once(self.study, self.study.trials[trial.number])  # as the heartbeat check does
                 reaped.append(trial.number)
+        self._reaped += reaped
         return reaped
+
+    def _reap_silent(self) -> list[int]:
+        """Optuna's own check of the heartbeats; its callback queues the retry."""
+        import optuna
+        from optuna.trial import TrialState
+
+        running = {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        optuna.storages.fail_stale_trials(self.study)
+        still = {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        failed = {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+        return sorted((running - still) & failed)
+
+    def take_reaped(self) -> list[int]:
+        taken, self._reaped = self._reaped, []
+        return taken
 
     def best_value(self) -> float | None:
         try:

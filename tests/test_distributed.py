@@ -1,0 +1,150 @@
+"""Many workers on one study through a real PostgreSQL (a throwaway cluster on 127.0.0.1): the global budget,
+heartbeats that fail a killed worker's trial and retry it, a paused worker that goes on, secrets kept."""
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+
+import pytest
+
+from .conftest import PG_PASSWORD, sweeper
+from .test_faults import SWEEPER, runs
+
+#: trials long enough (up to 40 epochs on digits, no early stop) that a signal lands inside one
+SLOW = ["search", "digits", "--max-epochs", 40, "--patience", 40, "--pruner", "none", "--grace-period", 6]
+
+
+def start_worker(workdir, storage, *args, env=None):
+    """A `sweeper search` process that reads the storage URL (with its password) from SWEEPER_STORAGE."""
+    env = {**os.environ, "SWEEPER_OFFLINE": "1", "SWEEPER_STORAGE": storage, **(env or {})}
+    return subprocess.Popen([SWEEPER, *map(str, args)], cwd=workdir, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def load(storage, study="digits"):
+    import optuna
+
+    return optuna.load_study(study_name=study, storage=storage)
+
+
+def wait_for_trial_of(storage, process, timeout=180):
+    """The RUNNING trial of `process` (by the worker id it tags its trials with), once it is in `fit`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[0]
+        try:
+            trials = load(storage).trials
+        except KeyError:  # the study is not created yet
+            trials = []
+        for trial in trials:
+            worker = trial.user_attrs.get("worker", "")
+            if trial.state.name == "RUNNING" and worker.split(":")[1:2] == [str(process.pid)] and trial.intermediate_values:
+                return trial
+        time.sleep(0.3)
+    pytest.fail("no trial of the worker started in time")
+
+
+def finish(processes, timeout=600):
+    return [process.communicate(timeout=timeout)[0] for process in processes]
+
+
+def test_three_workers_meet_the_global_budget_and_retry_a_killed_workers_trial(pg_database, tmp_path):
+    workers = [start_worker(tmp_path, pg_database, *SLOW, "--trials", 6, "--max-epochs", 8, "--patience", 8,
+                            "--seed", i) for i in range(3)]
+    victim = wait_for_trial_of(pg_database, workers[0])
+    workers[0].send_signal(signal.SIGKILL)
+    workers[0].wait()
+    outputs = finish(workers[1:])
+    assert [w.returncode for w in workers[1:]] == [0, 0], outputs
+    trials = load(pg_database).trials
+    states = Counter(t.state.name for t in trials)
+    assert states["COMPLETE"] == 6 and states["RUNNING"] == 0  # the budget, exactly, across the workers
+    assert sorted(t.number for t in trials) == list(range(len(trials)))  # no duplicate or missing numbers
+    killed = next(t for t in trials if t.number == victim.number)
+    assert killed.state.name == "FAIL"
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1 and retries[0].params == victim.params and retries[0].state.name == "COMPLETE"
+    trial_runs = [r for r in runs(tmp_path) if r.data.tags.get("run_kind") == "trial"]
+    assert [r.info.run_id for r in runs(tmp_path) if r.info.status == "RUNNING"] == []  # MLflow repaired
+    complete = sorted(int(r.data.tags["trial_number"]) for r in trial_runs if r.data.tags["state"] == "complete")
+    assert complete == sorted(t.number for t in trials if t.state.name == "COMPLETE")
+    [victim_run] = [r for r in trial_runs if r.data.tags["trial_number"] == str(victim.number)]
+    assert victim_run.info.status == "FAILED"
+    assert all(PG_PASSWORD not in output and "p%40ss" not in output for output in outputs)
+
+
+def test_a_paused_worker_finds_its_trial_failed_warns_and_goes_on(pg_database, tmp_path):
+    paused, other = (start_worker(tmp_path, pg_database, *SLOW, "--trials", 3, "--max-epochs", 12, "--patience",
+                                  12, "--seed", i) for i in range(2))
+    trial = wait_for_trial_of(pg_database, paused)
+    paused.send_signal(signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 120  # the other worker fails it after the 6 s grace period
+        while load(pg_database).trials[trial.number].state.name == "RUNNING":
+            assert time.monotonic() < deadline, "the silent trial was not failed"
+            time.sleep(0.5)
+    finally:
+        paused.send_signal(signal.SIGCONT)
+    paused_output, other_output = finish([paused, other])
+    assert paused.returncode == 0 and "Cannot tell" not in paused_output, paused_output
+    assert f"trial {trial.number:>3} failed" in paused_output and "failed by another worker" in paused_output
+    trials = load(pg_database).trials
+    assert Counter(t.state.name for t in trials)["COMPLETE"] == 3
+    [run] = [r for r in runs(tmp_path) if r.data.tags.get("trial_number") == str(trial.number)]
+    assert run.info.status == "KILLED" and run.data.tags["state"] == "abandoned"
+
+
+def test_the_storage_password_never_reaches_output_or_mlflow(pg_database, tmp_path):
+    result = sweeper("search", "digits", "--trials", 1, "--max-epochs", 1, "--storage", pg_database, cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    recorded = [str(r.data.params) + str(r.data.tags) for r in runs(tmp_path)]
+    parent = next(r for r in runs(tmp_path) if r.data.tags.get("run_kind") == "search")
+    assert parent.data.params["storage"].startswith("postgresql+psycopg://postgres:***@127.0.0.1:")
+    for text in [result.output, *recorded]:
+        assert PG_PASSWORD not in text and "p%40ss" not in text
+
+
+def test_a_wrong_password_is_one_error_line_without_it(pg_database, tmp_path):
+    wrong = pg_database.replace("p%40ss", "n0t-it")
+    result = sweeper("search", "digits", "--trials", 1, "--storage", wrong, cwd=tmp_path)
+    assert result.exit_code == 1 and "n0t-it" not in result.output
+    assert result.output.strip().splitlines()[-1].startswith(
+        "Error: cannot open the Optuna storage postgresql+psycopg://postgres:***@127.0.0.1:")
+
+
+@pytest.mark.parametrize("url,line", [
+    ("postgresql://me:pa{ss@127.0.0.1/db", "Error: --storage postgresql://me:***@127.0.0.1/db contains { or }; "
+     "percent-encode them in the password ({ as %7B, } as %7D), as every special character (@ : / %) must be"),
+    ("postgresql://me:pw@127.0.0.1:port/db", "Error: --storage postgresql://me:***@127.0.0.1:port/db is not a valid "
+     "URL (Port could not be cast to integer value as 'port'); a password with @ : / % must be percent-encoded "
+     "(@ as %40, : as %3A, / as %2F, % as %25)"),
+])
+def test_a_malformed_storage_url_is_refused_before_any_work(url, line, tmp_path):
+    result = sweeper("search", "digits", "--storage", url, cwd=tmp_path)
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1] == line
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_four_workers_started_together_share_a_study_and_a_tracking_server(pg_database, mlflow_server, tmp_path):
+    import mlflow
+
+    env = {"MLFLOW_TRACKING_URI": mlflow_server}
+    workers = [start_worker(tmp_path, pg_database, "search", "digits", "--study", "together", "--trials", 8,
+                            "--max-epochs", 2, "--pruner", "none", "--seed", i, env=env) for i in range(4)]
+    outputs = finish(workers)
+    assert [w.returncode for w in workers] == [0, 0, 0, 0], outputs
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()  # everything went to the server
+    trials = load(pg_database, "together").trials
+    assert Counter(t.state.name for t in trials) == {"COMPLETE": 8}
+    client = mlflow.MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("together")
+    found = client.search_runs([experiment.experiment_id], max_results=100)
+    searches = {r.info.run_id for r in found if r.data.tags["run_kind"] == "search"}
+    trial_runs = [r for r in found if r.data.tags["run_kind"] == "trial"]
+    assert sorted(int(r.data.tags["trial_number"]) for r in trial_runs) == list(range(8))
+    assert all(r.data.tags["mlflow.parentRunId"] in searches for r in trial_runs)
+    assert all(r.info.status == "FINISHED" for r in found)
+    assert client.get_model_version_by_alias("together", "champion").tags["trial_run_id"] in {
+        r.info.run_id for r in trial_runs}
