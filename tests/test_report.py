@@ -141,9 +141,18 @@ def test_sweeper_ui_shows_the_search_run_with_its_trials(fashion_study, store, b
     finally:
         server.terminate()
         server.wait(timeout=30)
-    time.sleep(1)
-    with socket.socket() as probe:  # the MLflow server went with it, port free again
-        probe.bind(("127.0.0.1", port))
+    assert _stops_answering(port), "the MLflow server outlived `sweeper ui`"
+
+
+def _stops_answering(port: int, within_s: float = 30) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def _wait_for_study_url(server, port: int, log: Path) -> str:
