@@ -120,7 +120,8 @@ def _free_port() -> int:
 
 
 @needs_browser
-def test_sweeper_ui_shows_the_search_run_with_its_trials(fashion_study, store, browser, tmp_path):
+def test_sweeper_ui_shows_the_search_run_with_its_trials_and_the_report(fashion_study, store, report, browser,
+                                                                        tmp_path):
     workdir, _ = fashion_study
     port, log = _free_port(), tmp_path / "ui.log"
     with open(log, "w") as output:
@@ -138,6 +139,10 @@ def test_sweeper_ui_shows_the_search_run_with_its_trials(fashion_study, store, b
         for number in range(3):
             page.get_by_text(f"trial-{number:03d}", exact=True).first.wait_for(timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "mlflow-ui.png"))
+        run_id = re.search(r"search run (\w+)", report[1].output).group(1)
+        page.goto(f"{url.removesuffix('/runs')}/runs/{run_id}/artifacts/report/report.html")
+        assert _plots_drawn_in_frames(page) == 7  # the report's figures, drawn inside the UI's artifact view
+        page.screenshot(path=str(ARTIFACTS / "mlflow-ui-report.png"))
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -153,6 +158,18 @@ def _stops_answering(port: int, within_s: float = 30) -> bool:
             return True
         time.sleep(0.5)
     return False
+
+
+def _plots_drawn_in_frames(page, within_s: float = 60) -> int:
+    """Plot containers that drew their SVG, in any frame of the page, once they stop increasing."""
+    deadline, drawn = time.monotonic() + within_s, -1
+    while time.monotonic() < deadline:
+        now = sum(frame.locator(".js-plotly-plot:has(.main-svg)").count() for frame in page.frames)
+        if now == drawn and now > 0:
+            return now
+        drawn = now
+        time.sleep(2)
+    return drawn
 
 
 def _wait_for_study_url(server, port: int, log: Path) -> str:
