@@ -317,11 +317,12 @@ def trials(study, sort, as_json, as_csv, tracking_uri):
       sweeper trials fashion --sort number --csv > trials.csv
     """
     from .records import load_study
+    from .report import trials_table
     from .tracking import open_client
 
     record = load_study(open_client(tracking_uri), study)
     rows = [t.row() for t in record.sorted_trials(sort)]
-    _print_rows(rows, as_json, as_csv, lambda: _table("trials_table", record, sort))
+    _print_rows(rows, as_json, as_csv, lambda: trials_table(record, sort))
 
 
 @main.command()
@@ -336,17 +337,12 @@ def studies(as_json, as_csv, tracking_uri):
       sweeper studies
     """
     from .records import all_studies
+    from .report import studies_table
     from .tracking import open_client
 
     records = all_studies(open_client(tracking_uri))
     rows = [record.row() for record in records]
-    _print_rows(rows, as_json, as_csv, lambda: _table("studies_table", records))
-
-
-def _table(name, *args):
-    from . import report
-
-    return getattr(report, name)(*args)
+    _print_rows(rows, as_json, as_csv, lambda: studies_table(records))
 
 
 def _print_rows(rows, as_json, as_csv, table):

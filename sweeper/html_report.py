@@ -114,18 +114,14 @@ def _summary(record: StudyRecord) -> str:
 
 
 def _write_atomically(out: Path, page: str) -> None:
+    """Write beside `out`, then rename: a reader never sees half a page."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, staging = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o666 & ~umask)  # mkstemp makes it private; a report is for sharing
+        staging.write_text(page, encoding="utf-8")
         os.replace(staging, out)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def _log_on_search_run(client, record: StudyRecord, page: Path) -> str | None:

@@ -59,12 +59,22 @@ def write_space(path, text):
 PG_PASSWORD = "p@ss:w/rd%1"
 
 
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def _pg_bin(name):
+    """A PostgreSQL program: on PATH, else Debian's newest /usr/lib/postgresql/N/bin (None if neither)."""
     import glob
     import shutil
 
-    found = shutil.which(name) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[-1:] or [None]
-    return found if isinstance(found, str) else found[0]
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return shutil.which(name) or (candidates[-1] if candidates else None)
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +83,6 @@ def postgres():
     run as root), torn down at the end; yields (host, port, user, password)."""
     import getpass
     import shutil
-    import socket
     import subprocess
     import tempfile
 
@@ -87,9 +96,7 @@ def postgres():
     password_file.write_text(PG_PASSWORD + "\n")
     if as_postgres:
         subprocess.run(["chown", "-R", "postgres", str(home)], check=True)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     subprocess.run(as_postgres + [initdb, "-D", str(data), "-U", user, "--pwfile", str(password_file),
                                   "--auth", "scram-sha-256", "--no-sync"], check=True, capture_output=True)
     options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
@@ -126,7 +133,6 @@ def _create_database(postgres, name):
 @pytest.fixture(scope="session")
 def mlflow_server(postgres, tmp_path_factory):
     """An MLflow tracking server on 127.0.0.1 backed by the throwaway PostgreSQL; yields its URL."""
-    import socket
     import subprocess
     import sys
     import time
@@ -134,9 +140,7 @@ def mlflow_server(postgres, tmp_path_factory):
 
     store = _create_database(postgres, "mlflow_server")
     home = tmp_path_factory.mktemp("mlflow-server")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     with open(home / "server.log", "w") as log:
         server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
                                    "--artifacts-destination", (home / "artifacts").as_uri(), "--host", "127.0.0.1",

@@ -1,7 +1,6 @@
 """The command line: help without TensorFlow, exact error lines, exit codes, the installed command."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SPACES, sweeper
+from .conftest import SPACES, free_port, sweeper
 
 SWEEPER = str(Path(sys.executable).parent / "sweeper")
 
@@ -75,15 +74,9 @@ def test_datasets_lists_each_dataset_and_where_it_is():
     assert "scikit-learn (bundled)" in result.output and "csv:PATH" in result.output
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ui_serves_the_store_on_localhost(fashion_study):
     workdir, _ = fashion_study
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([SWEEPER, "ui", "--port", str(port)], cwd=workdir, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:

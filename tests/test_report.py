@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, sweeper
+from .conftest import ROOT, free_port, sweeper
 
 #: Screenshots of the browser tests are kept here (git-ignored) for a person to look at.
 ARTIFACTS = ROOT / "test-artifacts"
@@ -113,17 +113,11 @@ def test_the_report_renders_in_a_browser_without_errors(report, browser):
     assert errors == []
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @needs_browser
 def test_sweeper_ui_shows_the_search_run_with_its_trials_and_the_report(fashion_study, store, report, browser,
                                                                         tmp_path):
     workdir, _ = fashion_study
-    port, log = _free_port(), tmp_path / "ui.log"
+    port, log = free_port(), tmp_path / "ui.log"
     with open(log, "w") as output:
         server = subprocess.Popen([sys.executable, "-m", "sweeper", "ui", "--port", str(port), "--study", "fashion"],
                                   cwd=workdir, stdout=output, stderr=subprocess.STDOUT)
@@ -207,7 +201,7 @@ def test_report_of_an_unknown_study(fashion_study, tmp_path):
 
 def test_optuna_dashboard_reads_the_study_storage(fashion_study, tmp_path):
     workdir, _ = fashion_study
-    port = _free_port()
+    port = free_port()
     with open(tmp_path / "dashboard.log", "w") as output:
         dashboard = subprocess.Popen([str(Path(sys.executable).parent / "optuna-dashboard"),
                                       "mlruns/optuna/journal.log", "--host", "127.0.0.1", "--port", str(port)],
