@@ -114,16 +114,65 @@ def main(debug):
     """
 
 
+def space_options(command):
+    """The search space and its budget: --space, --trials, --max-epochs, --patience."""
+    for option in reversed([
+        click.option("--space", "space_file", type=click.Path(dir_okay=False), metavar="FILE",
+                     help="Search-space YAML (default: the bundled one for DATASET)."),
+        click.option("--trials", type=click.IntRange(min=1), help="Finished trials the study should hold (default: "
+                                                                   "the study's, else the space file's)."),
+        click.option("--max-epochs", type=click.IntRange(min=1), help="Epoch cap per trial (default: the study's, "
+                                                                      "else the space file's)."),
+        click.option("--patience", type=click.IntRange(min=0), help="Early-stopping patience (default: the "
+                                                                    "study's, else the space file's)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def storage_option(command):
+    return click.option("--storage", metavar="URL", envvar="SWEEPER_STORAGE", callback=checked_url,
+                        help="optuna: an RDB URL (e.g. postgresql+psycopg://...) or a journal file (default: "
+                             "mlruns/optuna/journal.log); keras-tuner: a folder (default: mlruns/keras-tuner). "
+                             "Also from $SWEEPER_STORAGE, so a password need not be typed on a command "
+                             "line.")(command)
+
+
+def csv_options(command):
+    command = click.option("--task", type=click.Choice(["classification", "regression"]),
+                           help="Task of a csv:PATH dataset (default: inferred from the target).")(command)
+    return click.option("--target", metavar="COLUMN", help="Column to predict (csv:PATH datasets).")(command)
+
+
+def grace_option(command):
+    return click.option("--grace-period", type=click.IntRange(min=4), default=60, show_default=True,
+                        metavar="SECONDS", help="RDB storages: a trial whose worker sent no heartbeat for this "
+                                                "long is failed by the others and retried once.")(command)
+
+
+def _load_space(dataset, space_file, trials, max_epochs, patience):
+    """The space file (or DATASET's bundled one) with the budget options given -> (space, explicit budget)."""
+    from .search_space import bundled_space_path, load_space
+
+    budget = {k: v for k, v in dict(trials=trials, max_epochs=max_epochs, patience=patience).items()
+              if v is not None}
+    return load_space(space_file or bundled_space_path(dataset)).with_budget(**budget), budget
+
+
+def _check_dataset_options(dataset, target):
+    if target and not dataset.startswith("csv:"):
+        raise click.UsageError("--target applies to csv:PATH datasets only")
+    if dataset.startswith("csv:") and not target:
+        raise click.UsageError(f"{dataset} needs --target COLUMN naming the column to predict")
+
+
 @main.command()
 @click.argument("dataset", type=DatasetName())
-@click.option("--space", "space_file", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Search-space YAML (default: the bundled one for DATASET).")
-@click.option("--study", metavar="NAME", help="Study name; the same name resumes it (default: the dataset's name, "
-                                               "plus -keras-tuner for that backend).")
-@click.option("--trials", type=click.IntRange(min=1), help="Finished trials the study should hold (default: from the space file).")
+@space_options
+@click.option("--study", metavar="NAME", help="Study name; the same name resumes it, or joins it while other "
+                                               "workers run it (default: the dataset's name, plus -keras-tuner "
+                                               "for that backend).")
 @click.option("--timeout", type=Duration(), metavar="DURATION", help="Stop starting trials after this long, e.g. 30m or 2h.")
-@click.option("--max-epochs", type=click.IntRange(min=1), help="Epoch cap per trial (default: from the space file).")
-@click.option("--patience", type=click.IntRange(min=0), help="Early-stopping patience (default: from the space file).")
 @click.option("--subset", type=click.IntRange(min=1), metavar="N", help="Train on only N training examples (quick looks).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampler and of every trial.")
 @click.option("--backend", type=click.Choice(list(BACKENDS)), default="optuna", show_default=True,
@@ -131,21 +180,14 @@ def main(debug):
 @click.option("--algorithm", metavar="NAME", help="optuna: tpe (default), random, grid, cmaes; "
                                                   "keras-tuner: random (default), bayesian, hyperband.")
 @click.option("--pruner", metavar="NAME", help="optuna: median (default), hyperband, none; keras-tuner: none.")
-@click.option("--storage", metavar="URL", envvar="SWEEPER_STORAGE", callback=checked_url,
-              help="optuna: an RDB URL (e.g. postgresql+psycopg2://...) or a journal file (default: "
-                   "mlruns/optuna/journal.log); keras-tuner: a folder (default: mlruns/keras-tuner). "
-                   "Also from $SWEEPER_STORAGE, so a password need not be typed on a command line.")
+@storage_option
 @tracking_option
-@click.option("--target", metavar="COLUMN", help="Column to predict (csv:PATH datasets).")
-@click.option("--task", type=click.Choice(["classification", "regression"]),
-              help="Task of a csv:PATH dataset (default: inferred from the target).")
+@csv_options
 @click.option("--max-failures", type=click.IntRange(min=1), default=3, show_default=True,
               help="Stop after this many failed trials in a row.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="Worker processes sharing the study (optuna); the budget counts across them.")
-@click.option("--grace-period", type=click.IntRange(min=4), default=60, show_default=True, metavar="SECONDS",
-              help="RDB storages: a trial whose worker sent no heartbeat for this long is failed by the others "
-                   "and retried once.")
+@grace_option
 @click.option("--refit/--no-refit", default=True, show_default=True,
               help="Retrain the best configuration on training + validation data for its best epoch count "
                    "before the final test; that model is the one registered.")
@@ -166,24 +208,19 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
       sweeper search csv:houses.csv --target price --timeout 30m
     """
     algorithm, pruner = _check_engine(backend, algorithm, pruner)
-    if target and not dataset.startswith("csv:"):
-        raise click.UsageError("--target applies to csv:PATH datasets only")
-    if dataset.startswith("csv:") and not target:
-        raise click.UsageError(f"{dataset} needs --target COLUMN naming the column to predict")
+    _check_dataset_options(dataset, target)
     from rich.console import Console
 
     from .errors import SweepInterrupted
     from .report import LiveProgress
-    from .search_space import bundled_space_path, load_space
     from .quiet import import_tensorflow
     from .sweep import SweepConfig, run_sweep
 
-    space = load_space(space_file or bundled_space_path(dataset))
-    space = space.with_budget(trials=trials, max_epochs=max_epochs, patience=patience)
+    space, budget = _load_space(dataset, space_file, trials, max_epochs, patience)
     config = SweepConfig(dataset=dataset, space=space, study=study, backend=backend, algorithm=algorithm,
                          pruner=pruner, storage=storage, tracking_uri=tracking_uri, timeout=timeout, subset=subset,
                          seed=seed, target=target, task=task, max_failures=max_failures,
-                         jobs=jobs, refit=refit, grace_period=grace_period)
+                         jobs=jobs, refit=refit, grace_period=grace_period, budget=budget)
     if algorithm == "grid":
         space.grid()  # refuse an ungriddable space before any work starts
     err = Console(stderr=True)
@@ -209,6 +246,48 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
     _print_summary(result)
+
+
+@main.group()
+def study():
+    """Studies that workers on many hosts share (Optuna on an RDB storage, MLflow on a tracking server)."""
+
+
+@study.command("create")
+@click.argument("name")
+@click.option("--dataset", required=True, type=DatasetName(), help="Dataset every worker trains on (the same "
+                                                                       "files must be on each host).")
+@space_options
+@storage_option
+@tracking_option
+@csv_options
+@reports_errors
+def study_create(name, dataset, space_file, trials, max_epochs, patience, storage, tracking_uri, target, task):
+    """Create study NAME and its MLflow sweep run, for workers on any host to join.
+
+    The study records its space, objective and budget; each `sweeper search DATASET --study NAME` then
+    joins it (started together or one by one), its trials counted against one global budget and nested
+    under one parent run. The last worker to finish evaluates and registers the best model.
+
+    \b
+    Example:
+      export SWEEPER_STORAGE=postgresql+psycopg://sweeper:PASSWORD@db-host/sweeper
+      export MLFLOW_TRACKING_URI=http://mlflow-host:5000
+      sweeper study create fashion-pg --dataset fashion --trials 12 --max-epochs 10
+      sweeper search fashion --study fashion-pg     # on each host
+    """
+    _check_dataset_options(dataset, target)
+    from .sweep import SweepConfig, create_study
+
+    space, _ = _load_space(dataset, space_file, trials, max_epochs, patience)
+    created = create_study(SweepConfig(dataset=dataset, space=space, study=name, storage=storage,
+                                       tracking_uri=tracking_uri, target=target, task=task))
+    space = created.space
+    click.echo(f"Created study '{name}' in {created.storage}: {space.trials} trials of up to {space.max_epochs} "
+               f"epochs (patience {space.patience}), {space.objective.direction} {space.objective.metric}.\n"
+               f"MLflow: experiment '{name}', sweep run {created.parent_run_id} at {created.tracking_uri}.\n"
+               f"Start workers on any host (same sweeper version, {dataset} available locally, the same "
+               f"SWEEPER_STORAGE and MLFLOW_TRACKING_URI):\n  sweeper search {dataset} --study {name}")
 
 
 def _terminate(signum, frame):

@@ -44,6 +44,10 @@ class LiveProgress(SweepListener):
                                f"({counts['failed']} failed), best {self.metric} {_fmt(best)}")
         self.progress.update(self.trials, total=trials, completed=min(done, trials), note=self._best_note())
 
+    def sweep_joined(self, parent_run_id):
+        self.console.print(f"Joined the study's running sweep (MLflow run {parent_run_id}): trials count against "
+                           f"one budget across every worker, nested under that run.")
+
     def trials_reaped(self, numbers):
         listed = ", ".join(map(str, numbers))
         self.console.print(f"Marked failed: trial {listed}, left running by a worker that died; each is run "
@@ -103,6 +107,9 @@ def summary(result: SweepResult) -> Group:
                  f"own model: {trial_tests})")
     parts.append(f"Best model: trial {result.best.trial_number}, {result.objective_metric} "
                  f"{result.best.objective:.4f}; {tests}")
+    if result.finished_elsewhere:
+        parts.append("Other workers still run trials of this study: the last to finish evaluates the best model "
+                     "on the test split, registers it and ends the sweep run.")
     if result.model_version:
         parts.append(f"Registered in MLflow as models:/{result.study}@champion (version {result.model_version}).")
     parts.append(f"\nBrowse every trial:  sweeper ui\nExport the best model:  sweeper export {result.study} "

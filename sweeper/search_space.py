@@ -225,6 +225,12 @@ class SearchSpace:
         return dataclasses.replace(self, **changes)
 
 
+def signature_changes(before: dict, now: dict) -> list[str]:
+    """What differs between two `SearchSpace.signature()`s, in words, e.g. ["units: was int 16..256, now ..."]."""
+    return [f"{name}: was {before.get(name, 'absent')}, now {now.get(name, 'absent')}"
+            for name in sorted(set(before) | set(now)) if before.get(name) != now.get(name)]
+
+
 _INACTIVE = object()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .backends import BackendOptions, ShouldPrune, TrialPlan, make_backend
@@ -12,7 +12,7 @@ from .data import Dataset, load_dataset
 from .errors import (SweepError, SweepInterrupted, Terminated, TrackingError, TrialAbandoned, TrialFailed, TrialPruned,
                      UsageError)
 from .search_space import SearchSpace, Suggester
-from .tracking import SPACE_TAG, BestRun, Tracker, best_run, learning_rates, load_run_model, trial_runs
+from .tracking import BUDGET_TAG, SPACE_TAG, BestRun, Tracker, best_run, learning_rates, load_run_model, trial_runs
 from .train import evaluate, refit, train_trial
 from .urls import mask
 
@@ -38,6 +38,7 @@ class SweepConfig:
     jobs: int = 1
     refit: bool = True  # retrain the best configuration on train + val before the final test
     grace_period: int = 60  # RDB storages: seconds without a heartbeat before a trial counts as dead
+    budget: dict = field(default_factory=dict)  # trials, max_epochs, patience given on the command line
 
     @property
     def study_name(self) -> str:
@@ -56,6 +57,8 @@ class SweepListener:
     def search_started(self, study: str, trials: int, counts: dict, best: float | None) -> None: ...
 
     def trials_reaped(self, numbers: list[int]) -> None: ...
+
+    def sweep_joined(self, parent_run_id: str) -> None: ...
 
     def trial_started(self, number: int, params: dict) -> None: ...
 
@@ -80,6 +83,7 @@ class SweepResult:
     model_version: str | None = None
     refit_epochs: int | None = None  # the final model was retrained on train + val for this many epochs
     trial_test_metrics: dict = field(default_factory=dict)  # the best trial's own model, when refit
+    finished_elsewhere: bool = False  # another worker of the study is still at work and will finish it
 
 
 _REAPED_NOTE = "its worker stopped sending heartbeats (killed, or paused past the grace period)"
@@ -153,25 +157,30 @@ class TrialRunner:
 
 
 def run_sweep(config: SweepConfig, listener: SweepListener | None = None) -> SweepResult:
-    """Run (or resume) a study until its budget is spent, then evaluate, log and register its best model."""
+    """Run (or resume, or join) a study until its budget is spent; the last worker to finish evaluates,
+    logs and registers its best model."""
     listener = listener or SweepListener()
-    space, study = config.space, config.study_name
     if config.jobs > 1 and config.backend != "optuna":
         raise UsageError(f"--jobs {config.jobs} needs the optuna backend: a {config.backend} study serves one "
                          f"process at a time")
     dataset = load_dataset(config.dataset, config.target, config.task).subset(config.subset)
+    tracker = Tracker(config.study_name, config.tracking_uri)
+    config = _with_recorded_budget(config, tracker)
+    space, study = config.space, config.study_name
     _check_objective(space, dataset)
-    tracker = Tracker(study, config.tracking_uri)
     tracker.check_study(space.signature(), backend=config.backend, dataset=config.dataset,
                         objective_metric=space.objective.metric, objective_direction=space.objective.direction)
     tracker.reap_dead_runs()
     options = BackendOptions(study, space, config.algorithm, config.pruner, config.storage, config.seed,
                              grace_period=config.grace_period)
     with make_backend(config.backend, options) as backend:
-        _start_search(tracker, config, dataset)
+        with backend.study_lock():
+            _open_search(tracker, config, dataset)
         reaped = backend.reap()
         tracker.end_trial_runs(backend.take_reaped(), _REAPED_NOTE)
         listener.search_started(study, space.trials, backend.counts(), backend.best_value())
+        if tracker.joined:
+            listener.sweep_joined(tracker.parent_id)
         if reaped:
             listener.trials_reaped(reaped)
         runner = TrialRunner(config, dataset, tracker, listener, backend.best_value, backend.take_reaped)
@@ -184,13 +193,75 @@ def run_sweep(config: SweepConfig, listener: SweepListener | None = None) -> Swe
                 backend.optimize(runner, trials=space.trials, timeout=config.timeout)
         except KeyboardInterrupt as exc:
             counts = backend.counts()
-            tracker.end_search("KILLED", metrics=_count_metrics(counts))
+            _stop_search(tracker, backend, "KILLED", counts)
             raise SweepInterrupted(_result(config, tracker, counts, _best_or_none(tracker)),
                                    terminated=isinstance(exc, Terminated)) from None
         except BaseException:
-            tracker.end_search("FAILED", metrics=_count_metrics(backend.counts()))
+            _stop_search(tracker, backend, "FAILED", backend.counts())
             raise
+        if not _last_to_finish(tracker, backend):
+            result = _result(config, tracker, backend.counts(), _best_or_none(tracker))
+            result.finished_elsewhere = True
+            return result
         return _finish(config, dataset, backend, tracker, listener)
+
+
+@dataclass
+class CreatedStudy:
+    study: str
+    dataset: str
+    space: SearchSpace
+    storage: str  # masked, as every URL shown
+    tracking_uri: str
+    parent_run_id: str
+
+
+def create_study(config: SweepConfig) -> CreatedStudy:
+    """Make a study and its sweep run once, for workers on any host to join (`sweeper search --study NAME`):
+    N workers then start together without racing to create anything, and take the budget recorded here."""
+    if config.backend != "optuna":
+        raise UsageError(f"only optuna studies can be shared by workers; a {config.backend} study serves one "
+                         f"process at a time")
+    study = config.study_name
+    dataset = load_dataset(config.dataset, config.target, config.task)
+    _check_objective(config.space, dataset)
+    tracker = Tracker(study, config.tracking_uri)
+    objective = config.space.objective
+    tracker.check_study(config.space.signature(), backend=config.backend, dataset=config.dataset,
+                        objective_metric=objective.metric, objective_direction=objective.direction)
+    options = BackendOptions(study, config.space, storage=config.storage, grace_period=config.grace_period)
+    with make_backend(config.backend, options) as backend, backend.study_lock():
+        if not backend.is_new:
+            raise UsageError(f"study '{study}' already exists in {mask(config.storage) or 'the embedded store'} "
+                             f"({sum(backend.counts().values())} trials); workers join it with: sweeper search "
+                             f"{config.dataset} --study {study}")
+        _open_search(tracker, config, dataset, shared=True)
+    return CreatedStudy(study, config.dataset, config.space, mask(config.storage) or "the embedded store",
+                        mask(tracker.uri), tracker.parent_id)
+
+
+def _with_recorded_budget(config: SweepConfig, tracker: Tracker) -> SweepConfig:
+    """A worker joining a study made by `sweeper study create` takes its budget, unless given one."""
+    recorded = tracker.recorded_budget()
+    if not recorded:
+        return config
+    return replace(config, space=config.space.with_budget(**{**recorded, **config.budget}))
+
+
+def _stop_search(tracker: Tracker, backend, status: str, counts: dict) -> None:
+    """End the sweep run on an interrupt or a fatal error, unless other workers still run trials under it."""
+    if tracker.joined and backend.running_elsewhere():
+        return
+    tracker.end_search(status, metrics=_count_metrics(counts))
+
+
+def _last_to_finish(tracker: Tracker, backend) -> bool:
+    """Whether this worker evaluates, registers and ends the sweep: no trial runs anywhere, and no other
+    worker has claimed it (decided under the study's lock, so exactly one worker does)."""
+    backend.reap()
+    tracker.end_trial_runs(backend.take_reaped(), _REAPED_NOTE)
+    with backend.study_lock():
+        return not backend.running_elsewhere() and tracker.claim_finish()
 
 
 def _in_worker_processes(config: SweepConfig, backend) -> bool:
@@ -202,13 +273,16 @@ def _in_worker_processes(config: SweepConfig, backend) -> bool:
     return config.jobs > 1 or (config.backend == "optuna" and remaining > RECYCLE_AFTER)
 
 
-def _start_search(tracker: Tracker, config: SweepConfig, dataset: Dataset) -> None:
-    objective = config.space.objective
-    tracker.start_search(params=_search_params(config), tags={"backend": config.backend, "dataset": config.dataset},
-                         experiment_tags={"backend": config.backend, "dataset": config.dataset, "task": dataset.task,
-                                          "target": config.target or "", "objective_metric": objective.metric,
-                                          "objective_direction": objective.direction,
-                                          SPACE_TAG: json.dumps(config.space.signature())})
+def _open_search(tracker: Tracker, config: SweepConfig, dataset: Dataset, shared: bool = False) -> bool:
+    space = config.space
+    experiment_tags = {"backend": config.backend, "dataset": config.dataset, "task": dataset.task,
+                       "target": config.target or "", "objective_metric": space.objective.metric,
+                       "objective_direction": space.objective.direction, SPACE_TAG: json.dumps(space.signature())}
+    if shared:
+        budget = {"trials": space.trials, "max_epochs": space.max_epochs, "patience": space.patience}
+        experiment_tags[BUDGET_TAG] = json.dumps(budget)
+    return tracker.open_search(params=_search_params(config), experiment_tags=experiment_tags, shared=shared,
+                               tags={"backend": config.backend, "dataset": config.dataset})
 
 
 def _finish(config, dataset, backend, tracker, listener) -> SweepResult:

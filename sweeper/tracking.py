@@ -1,9 +1,11 @@
-"""MLflow, and only MLflow: one experiment per study, a parent run per search, a nested run per trial.
+"""MLflow, and only MLflow: one experiment per study, a parent run per sweep, a nested run per trial.
 
 The layout is a contract (see README, "What MLflow holds"):
 - experiment = study name; experiment tags carry the dataset and the objective,
-- parent run per `sweeper search`: sweep settings as params, best trial as tags, test metrics,
-  the best model as an MLflow model (signature + input example), registered under the study name,
+- parent run per sweep: started by `sweeper study create` or by the first `sweeper search`, joined by
+  every worker (any host) that starts while it runs, ended by the last to finish; sweep settings as
+  params, best trial as tags, test metrics, the best model as an MLflow model (signature + input
+  example), registered under the study name,
 - child run per trial: sampled params, per-epoch metrics with `step=epoch`, `final_*` metrics (the
   model the trial returns, i.e. its best epoch), tags backend, dataset, trial_number, state.
   complete -> FINISHED, pruned -> KILLED, failed -> FAILED, interrupted -> KILLED; never RUNNING.
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import TrackingError, TrialAbandoned, TrialPruned, UsageError
+from .search_space import signature_changes
 from .urls import mask, scrub
 from .workers import file_lock, is_dead, this_worker
 
@@ -30,6 +33,8 @@ MODEL_ARTIFACT = "model/model.keras"  # a trial's model, on its trial run
 FINAL_MODEL_ARTIFACT = "final_model/model.keras"  # the refit model, on the parent run
 CHAMPION = "champion"
 SPACE_TAG = "search_space"  # experiment tag: the space's signature as JSON
+SWEEP_TAG = "sweep_run_id"  # experiment tag: the parent run that every worker of the study's sweep joins
+BUDGET_TAG = "budget"  # experiment tag (from `sweeper study create`): trials, max_epochs, patience as JSON
 MLFLOW_PARENT_RUN_ID_TAG = "mlflow.parentRunId"
 _STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED", "interrupted": "KILLED",
            "abandoned": "KILLED"}
@@ -146,6 +151,7 @@ class Tracker:
         self.experiment_id = self.experiment.experiment_id if self.experiment else None
         self.parent_id = None
         self.base_tags = {}
+        self.joined = False  # True when this process attached to a sweep run that another one started
 
     def _existing_experiment(self):
         found = self.client.get_experiment_by_name(self.study)
@@ -180,12 +186,16 @@ class Tracker:
                                  f"but this search has {value}; resume it with the same settings or choose "
                                  f"another --study")
         if space_signature is not None and SPACE_TAG in tags:
-            changes = _changes(json.loads(tags[SPACE_TAG]), space_signature)
+            changes = signature_changes(json.loads(tags[SPACE_TAG]), space_signature)
             if changes:
                 raise UsageError(f"study '{self.study}' was run with another search space ({'; '.join(changes)}); "
                                  f"resume it with the same space or choose another --study")
 
-    def start_search(self, *, params: dict, tags: dict, experiment_tags: dict) -> str:
+    def open_search(self, *, params: dict, tags: dict, experiment_tags: dict, shared: bool = False) -> bool:
+        """Attach to the study's running sweep run (one parent per sweep, however many workers on however
+        many hosts), or start one. Call it under the study's lock so that workers starting together make
+        one parent. `shared`: the run belongs to no process (`sweeper study create`). Returns whether it
+        joined a running one."""
         from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
         with store_lock(self.uri):  # MLflow's tag upsert races between processes on SQLite
@@ -193,12 +203,43 @@ class Tracker:
             for key, value in experiment_tags.items():
                 _retry_once(self.client.set_experiment_tag, self.experiment_id, key, str(value))
         self.base_tags = {**{k: str(v) for k, v in tags.items()}, "worker": this_worker()}
+        current = self._running_sweep()
+        if current is not None:
+            self.parent_id, self.joined = current, True
+            return True
+        owner = {"worker": "", "created_by": this_worker(), "shared": "true"} if shared else {}
         run_name = time.strftime("search-%Y%m%d-%H%M%S")
-        run = self.client.create_run(self.experiment_id, tags={**self.base_tags, MLFLOW_RUN_NAME: run_name,
+        run = self.client.create_run(self.experiment_id, tags={**self.base_tags, **owner, MLFLOW_RUN_NAME: run_name,
                                                                "run_kind": "search"})
         self.parent_id = run.info.run_id
         self._log_params(self.parent_id, params)
-        return self.parent_id
+        _retry_once(self.client.set_experiment_tag, self.experiment_id, SWEEP_TAG, self.parent_id)
+        return False
+
+    def _running_sweep(self) -> str | None:
+        run_id = self.client.get_experiment(self.experiment_id).tags.get(SWEEP_TAG)
+        if not run_id:
+            return None
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:  # deleted by hand
+            return None
+        return run_id if run.info.status == "RUNNING" and run.info.lifecycle_stage == "active" else None
+
+    def recorded_budget(self) -> dict:
+        """The budget `sweeper study create` recorded for the study's workers ({} for a study it did not make)."""
+        tags = self.experiment.tags if self.experiment else {}
+        return json.loads(tags[BUDGET_TAG]) if BUDGET_TAG in tags else {}
+
+    def claim_finish(self) -> bool:
+        """Whether this process is the one to evaluate, register and end the sweep run (call under the
+        study's lock, once no trial of the study runs): the first worker to ask is."""
+        if "finished_by" in self.client.get_run(self.parent_id).data.tags:
+            return False
+        self.client.set_tag(self.parent_id, "finished_by", this_worker())
+        return True
 
     def join_search(self, parent_id: str, tags: dict) -> None:
         """Record trials under a search run that another process started (a `--jobs` worker)."""
@@ -242,22 +283,22 @@ class Tracker:
 
     def reap_dead_runs(self) -> int:
         """End the RUNNING runs of this study whose worker process died (MLflow never does): a trial as
-        FAILED, a search as KILLED. Returns how many were ended."""
+        FAILED; a search as KILLED, unless live workers still run trials under it. Returns how many."""
         if self.experiment_id is None:
             return 0
-        ended = 0
-        for run in self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
-            worker = run.data.tags.get("worker")
-            if not is_dead(worker):
-                continue
-            note = f"its worker process ({worker}) died"
-            if run.data.tags.get("run_kind") == "trial":
-                self._end_trial(run.info.run_id, "failed", note)
-            else:
-                self.client.set_tag(run.info.run_id, "state_reason", note)
-                self.client.set_terminated(run.info.run_id, "KILLED")
-            ended += 1
-        return ended
+        running = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
+        trials = [run for run in running if run.data.tags.get("run_kind") == "trial"]
+        dead_trials = [run for run in trials if is_dead(run.data.tags.get("worker"))]
+        for run in dead_trials:
+            self._end_trial(run.info.run_id, "failed", f"its worker process ({run.data.tags['worker']}) died")
+        ended = {run.info.run_id for run in dead_trials}
+        in_use = {run.data.tags.get(MLFLOW_PARENT_RUN_ID_TAG) for run in trials if run.info.run_id not in ended}
+        dead_searches = [run for run in running if run.data.tags.get("run_kind") == "search"
+                         and is_dead(run.data.tags.get("worker")) and run.info.run_id not in in_use]
+        for run in dead_searches:
+            self.client.set_tag(run.info.run_id, "state_reason", f"its worker process ({run.data.tags['worker']}) died")
+            self.client.set_terminated(run.info.run_id, "KILLED")
+        return len(dead_trials) + len(dead_searches)
 
     def end_trial_runs(self, numbers, note: str) -> None:
         """End as FAILED the still-running MLflow runs of these trials, failed in the study because their
@@ -269,7 +310,10 @@ class Tracker:
                 self._end_silent_search(run, note)
 
     def _end_silent_search(self, trial_run, note: str) -> None:
-        search = self.client.get_run(trial_run.data.tags.get(MLFLOW_PARENT_RUN_ID_TAG, ""))
+        search_id = trial_run.data.tags.get(MLFLOW_PARENT_RUN_ID_TAG, "")
+        if search_id == self.parent_id:  # the sweep run this process works under: the silent worker joined it
+            return
+        search = self.client.get_run(search_id)
         if search.info.status == "RUNNING" and search.data.tags.get("worker") == trial_run.data.tags.get("worker"):
             self.client.set_tag(search.info.run_id, "state_reason", note)
             self.client.set_terminated(search.info.run_id, "KILLED")
@@ -350,11 +394,6 @@ def _retry_once(call, *args):
     except MlflowException:
         time.sleep(0.5)
         call(*args)
-
-
-def _changes(before: dict, now: dict) -> list[str]:
-    return [f"{name}: was {before.get(name, 'absent')}, now {now.get(name, 'absent')}"
-            for name in sorted(set(before) | set(now)) if before.get(name) != now.get(name)]
 
 
 def _requirements() -> list[str]:

@@ -29,8 +29,8 @@ def check_port_free(port: int) -> None:
             raise SweeperError(f"cannot listen on {HOST}:{port}: {exc.strerror}") from None
 
 
-def page_url(port: int, experiment_id: str | None = None) -> str:
-    base = f"http://{HOST}:{port}/"
+def page_url(base: str, experiment_id: str | None = None) -> str:
+    base = base.rstrip("/") + "/"
     return f"{base}#/experiments/{experiment_id}/runs" if experiment_id else base
 
 
@@ -47,14 +47,17 @@ def serve(tracking_uri: str | None, port: int, study: str | None, open_browser: 
           say: Callable[[str], None]) -> int:
     """Run the MLflow UI until Ctrl-C; returns its exit status."""
     uri = tracking_uri or default_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return _point_at_server(uri, study, open_browser, say)
     check_port_free(port)
-    url = page_url(port, _experiment_id(tracking_uri, study) if study else None)
-    say(f"MLflow UI on {page_url(port)} (store {mask(uri)}); Ctrl-C to stop.")
+    base = f"http://{HOST}:{port}/"
+    url = page_url(base, _experiment_id(tracking_uri, study) if study else None)
+    say(f"MLflow UI on {base} (store {mask(uri)}); Ctrl-C to stop.")
     if study:
         say(f"Study {study}: {url}")
     server = subprocess.Popen(server_command(uri, port))
     if open_browser:
-        threading.Thread(target=_open_when_up, args=(port, url), daemon=True).start()
+        threading.Thread(target=_open_when_up, args=(base, url), daemon=True).start()
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM must not leave the server orphaned
     try:
         return server.wait()
@@ -64,6 +67,22 @@ def serve(tracking_uri: str | None, port: int, study: str | None, open_browser: 
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _point_at_server(uri: str, study: str | None, open_browser: bool, say: Callable[[str], None]) -> int:
+    """A tracking server serves the MLflow UI itself: check that it answers and say where to look."""
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10).read()
+    except OSError as exc:
+        raise SweeperError(f"the MLflow tracking server {mask(uri)} does not answer ({exc}); start it, or check "
+                           f"--tracking-uri") from None
+    url = page_url(uri, _experiment_id(uri, study) if study else None)
+    say(f"The tracking server {mask(uri)} serves the MLflow UI itself: {url}")
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    return 0
 
 
 def _interrupt(signum, frame):
@@ -76,13 +95,13 @@ def _experiment_id(tracking_uri: str | None, study: str) -> str:
     return find_experiment(open_client(tracking_uri), study).experiment_id
 
 
-def _open_when_up(port: int, url: str, wait_s: float = 60) -> None:
+def _open_when_up(base: str, url: str, wait_s: float = 60) -> None:
     import webbrowser
 
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(f"{page_url(port)}health", timeout=2).read()
+            urllib.request.urlopen(f"{base}health", timeout=2).read()
             webbrowser.open(url)
             return
         except OSError:

@@ -2,6 +2,7 @@
 heartbeats that fail a killed worker's trial and retry it, a paused worker that goes on, secrets kept."""
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -9,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from .conftest import PG_PASSWORD, sweeper
+from .conftest import PG_PASSWORD, SPACES, sweeper, write_space
 from .test_faults import SWEEPER, runs
 
 #: trials long enough (up to 40 epochs on digits, no early stop) that a signal lands inside one
@@ -72,6 +73,10 @@ def test_three_workers_meet_the_global_budget_and_retry_a_killed_workers_trial(p
     assert complete == sorted(t.number for t in trials if t.state.name == "COMPLETE")
     [victim_run] = [r for r in trial_runs if r.data.tags["trial_number"] == str(victim.number)]
     assert victim_run.info.status == "FAILED"
+    [parent] = [r for r in runs(tmp_path) if r.data.tags.get("run_kind") == "search"]  # one tree for the sweep
+    assert {r.data.tags["mlflow.parentRunId"] for r in trial_runs} == {parent.info.run_id}
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_complete"] == 6
+    assert sum("Registered in MLflow" in output for output in outputs) == 1  # the last worker to finish
     assert all(PG_PASSWORD not in output and "p%40ss" not in output for output in outputs)
 
 
@@ -141,10 +146,98 @@ def test_four_workers_started_together_share_a_study_and_a_tracking_server(pg_da
     client = mlflow.MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("together")
     found = client.search_runs([experiment.experiment_id], max_results=100)
-    searches = {r.info.run_id for r in found if r.data.tags["run_kind"] == "search"}
+    [search] = [r.info.run_id for r in found if r.data.tags["run_kind"] == "search"]  # joined, not raced
     trial_runs = [r for r in found if r.data.tags["run_kind"] == "trial"]
     assert sorted(int(r.data.tags["trial_number"]) for r in trial_runs) == list(range(8))
-    assert all(r.data.tags["mlflow.parentRunId"] in searches for r in trial_runs)
+    assert {r.data.tags["mlflow.parentRunId"] for r in trial_runs} == {search}
     assert all(r.info.status == "FINISHED" for r in found)
     assert client.get_model_version_by_alias("together", "champion").tags["trial_run_id"] in {
         r.info.run_id for r in trial_runs}
+
+
+def test_workers_join_a_created_study_under_one_parent_run_shown_by_the_ui(pg_database, mlflow_server, tmp_path):
+    import mlflow
+
+    env = {"SWEEPER_STORAGE": pg_database, "MLFLOW_TRACKING_URI": mlflow_server}
+    created = subprocess.run([SWEEPER, "study", "create", "shared", "--dataset", "digits", "--trials", "6",
+                              "--max-epochs", "2"], cwd=tmp_path, capture_output=True, text=True,
+                             env={**os.environ, **env})
+    assert created.returncode == 0, created.stderr
+    parent_id = re.search(r"sweep run (\w+)", created.stdout).group(1)
+    # No --trials or --max-epochs: the workers take the budget the study recorded.
+    workers = [start_worker(tmp_path, pg_database, "search", "digits", "--study", "shared", "--pruner", "none",
+                            "--seed", i, env=env) for i in range(3)]
+    outputs = finish(workers)
+    assert [w.returncode for w in workers] == [0, 0, 0], outputs
+    assert all("Joined the study's running sweep" in output for output in outputs)
+    trials = load(pg_database, "shared").trials
+    assert Counter(t.state.name for t in trials) == {"COMPLETE": 6}
+    assert all(len(t.intermediate_values) <= 2 for t in trials)
+    client = mlflow.MlflowClient(mlflow_server)
+    found = client.search_runs([client.get_experiment_by_name("shared").experiment_id], max_results=100)
+    [parent] = [r for r in found if r.data.tags["run_kind"] == "search"]
+    children = [r for r in found if r.data.tags["run_kind"] == "trial"]
+    assert parent.info.run_id == parent_id and parent.info.status == "FINISHED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent_id}
+    assert [r.info.status for r in children] == ["FINISHED"] * 6 and len({r.data.tags["worker"] for r in children}) > 1
+    ui = sweeper("ui", "--tracking-uri", mlflow_server, "--study", "shared", cwd=tmp_path)
+    assert ui.exit_code == 0 and f"{mlflow_server}/#/experiments/" in ui.output, ui.output
+    _check_the_tree_in_a_browser(re.search(r"(http://\S+/runs)", ui.output).group(1), parent.info.run_name, 6)
+
+
+def _check_the_tree_in_a_browser(url, parent_name, children):
+    """The MLflow UI of the tracking server: the one parent run, expanded, lists every trial."""
+    from .test_report import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+
+    if CHROMIUM is None:
+        return  # the store checks above stand; the browser check needs Debian's chromium (make test installs it)
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.get_by_text(parent_name).first.wait_for(timeout=60_000)
+        assert page.locator("[data-component-id*='runnamecellrenderer']").count() == 1  # one top-level run
+        page.locator("[data-component-id*='runnamecellrenderer']").first.click()
+        for number in range(children):
+            page.get_by_text(f"trial-{number:03d}", exact=True).first.wait_for(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "mlflow-server-one-tree.png"))
+        browser.close()
+
+
+def test_joining_with_another_space_or_direction_is_refused(pg_database, tmp_path):
+    created = sweeper("study", "create", "strict", "--dataset", "digits", "--trials", 2, "--storage", pg_database,
+                      cwd=tmp_path)
+    assert created.exit_code == 0, created.output
+    wider = write_space(tmp_path / "wider.yaml", (SPACES / "digits.yaml").read_text().replace(
+        "units: {type: int, low: 16, high: 256", "units: {type: int, low: 16, high: 512"))
+    result = sweeper("search", "digits", "--study", "strict", "--space", wider, "--storage", pg_database, cwd=tmp_path)
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1] == (
+        "Error: study 'strict' was run with another search space (units: was int 16..256 log, now int 16..512 "
+        "log); resume it with the same space or choose another --study")
+    # Another MLflow store (a worker that forgot MLFLOW_TRACKING_URI): the study in the database still refuses.
+    minimize = write_space(tmp_path / "minimize.yaml", (SPACES / "digits.yaml").read_text().replace(
+        "{metric: val_accuracy, direction: maximize}", "{metric: val_loss, direction: minimize}"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for space, line in [(minimize, "Error: study 'strict' was created to maximize its objective, but the search "
+                                   "space asks to minimize; use another --study"),
+                        (wider, "Error: study 'strict' was created with another search space (units: was int "
+                                "16..256 log, now int 16..512 log); join it with the same space or use another "
+                                "--study")]:
+        result = sweeper("search", "digits", "--study", "strict", "--space", space, "--storage", pg_database,
+                         cwd=elsewhere)
+        assert result.exit_code == 2 and result.output.strip().splitlines()[-1] == line, result.output
+    assert load(pg_database, "strict").trials == []
+
+
+def test_creating_a_study_twice_is_refused(pg_database, tmp_path):
+    assert sweeper("study", "create", "once", "--dataset", "digits", "--storage", pg_database,
+                   cwd=tmp_path).exit_code == 0
+    again = sweeper("study", "create", "once", "--dataset", "digits", "--storage", pg_database, cwd=tmp_path)
+    assert again.exit_code == 2 and again.output.strip().splitlines()[-1] == (
+        "Error: study 'once' already exists in postgresql+psycopg://postgres:***@127.0.0.1:"
+        f"{pg_database.split(':')[3].split('/')[0]}/test_creating_a_study_twice_is_refused (0 trials); "
+        "workers join it with: sweeper search digits --study once")

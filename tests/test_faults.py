@@ -146,7 +146,12 @@ def test_separate_processes_started_together_on_a_new_store_cooperate(tmp_path):
     trials = study_trials(tmp_path)
     assert sum(t.state.name == "COMPLETE" for t in trials) == 5 and len({t.number for t in trials}) == len(trials)
     assert_nothing_running(tmp_path)
-    assert len([r for r in runs(tmp_path) if r.data.tags["run_kind"] == "search"]) == 2
+    parent, = [r for r in runs(tmp_path) if r.data.tags["run_kind"] == "search"]  # the second joined the first's
+    trial_runs = [r for r in runs(tmp_path) if r.data.tags["run_kind"] == "trial"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in trial_runs} == {parent.info.run_id}
+    assert len({r.data.tags["worker"] for r in trial_runs}) == 2 and parent.info.status == "FINISHED"
+    assert sum("Joined the study's running sweep" in err for _, err in outputs) == 1
+    assert sum("Registered in MLflow" in out for out, _ in outputs) == 1  # only the last to finish registers
 
 
 def test_a_long_sweep_runs_in_worker_processes_replaced_every_few_trials(tmp_path):

@@ -8,6 +8,7 @@ exception is fatal and stops the sweep.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -73,6 +74,15 @@ class Backend(ABC):
                  max_runs: int | None = None) -> int:
         """Run trials until the study holds `trials` finished (complete or pruned) ones, time is up, or this
         call ran `max_runs` trials; returns how many it ran."""
+
+    def study_lock(self):
+        """Held by a worker while it decides something every worker of the study must agree on (which trial
+        to run next, which parent run to join, who finishes the sweep): a context manager."""
+        return contextlib.nullcontext()
+
+    def running_elsewhere(self) -> int:
+        """Trials of the study that other processes are running now (one engine process at a time: 0)."""
+        return 0
 
     def reap(self) -> list[int]:
         """Fail the running trials whose worker died; returns their numbers."""

@@ -11,12 +11,14 @@ import warnings
 from pathlib import Path
 
 from ..errors import SweeperError, TrialAbandoned, TrialFailed, TrialPruned, UsageError
+from ..search_space import signature_changes
 from ..urls import mask, scrub
 from . import CHOICES
 from ..workers import file_lock, is_dead, this_worker
 from .base import Backend, BackendOptions, TrialFunction
 
 JOURNAL_PATH = Path("mlruns") / "optuna" / "journal.log"
+SPACE_ATTR = "search_space"  # study user attr: the space's signature, which joining workers must match
 _POLL_SECONDS = 2.0
 
 
@@ -110,11 +112,13 @@ class OptunaBackend(Backend):
         import sqlalchemy
 
         try:
-            with self._slot_lock():  # workers starting together on a new store create the study once
+            with self.study_lock():  # workers starting together on a new store create the study once
                 self.study = optuna.create_study(study_name=options.study,
                                                  storage=make_storage(options.storage, options.grace_period),
                                                  direction=space.objective.direction, load_if_exists=True)
-                if not self.study.trials:  # a new study tries the space's `start` configurations first
+                self.is_new = not self.study.trials and SPACE_ATTR not in self.study.user_attrs
+                if self.is_new:  # a new study tries the space's `start` configurations first
+                    self.study.set_user_attr(SPACE_ATTR, space.signature())
                     for config in space.start:
                         self.study.enqueue_trial(dict(config), skip_if_exists=True)
         except sqlalchemy.exc.SQLAlchemyError as exc:  # the database refused us: say why, without a password
@@ -124,6 +128,10 @@ class OptunaBackend(Backend):
             raise UsageError(f"study '{options.study}' was created to {self.study.direction.name.lower()} "
                              f"its objective, but the search space asks to {space.objective.direction}; "
                              f"use another --study")
+        changes = signature_changes(self.study.user_attrs.get(SPACE_ATTR, space.signature()), space.signature())
+        if changes:
+            raise UsageError(f"study '{options.study}' was created with another search space "
+                             f"({'; '.join(changes)}); join it with the same space or use another --study")
         # Offset the seed by the trials already run, so a resumed study does not replay its first draws,
         # and by the worker's index, so that workers started together do not draw the same trials.
         seed = options.seed + len(self.study.trials) + 7919 * options.worker
@@ -170,7 +178,7 @@ class OptunaBackend(Backend):
         started, ran = time.monotonic(), 0
         self.reap()
         while (timeout is None or time.monotonic() - started < timeout) and (max_runs is None or ran < max_runs):
-            with self._slot_lock():
+            with self.study_lock():
                 finished, running = self._count_finished_and_running()
                 trial = self._ask(running) if finished + running < trials else None
             if trial is not None:
@@ -228,8 +236,9 @@ class OptunaBackend(Backend):
 
         return any(t.number == number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
-    def _slot_lock(self):
-        """Held while counting and asking, so that workers on any host never take more than the budget."""
+    def study_lock(self):
+        """In the storage itself, so that workers on any host agree: never more trials than the budget, one
+        parent run, one worker finishing the sweep."""
         if self.journal_path is not None:  # not journal.log.lock: that name is Optuna's own lock
             return file_lock(self.journal_path.with_name(self.journal_path.name + ".slots"))
         return database_lock(self.options.storage, self.options.study)
@@ -266,6 +275,10 @@ class OptunaBackend(Backend):
         still = {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         failed = {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
         return sorted((running - still) & failed)
+
+    def running_elsewhere(self) -> int:
+        """Running trials of the study, called when this process runs none: those of other workers."""
+        return self.counts()["running"]
 
     def take_reaped(self) -> list[int]:
         taken, self._reaped = self._reaped, []
