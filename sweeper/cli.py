@@ -214,7 +214,7 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
     from .errors import SweepInterrupted
     from .report import LiveProgress
     from .quiet import import_tensorflow
-    from .sweep import SweepConfig, run_sweep
+    from .sweep import SweepConfig, run_sweep, with_recorded_budget
 
     space, budget = _load_space(dataset, space_file, trials, max_epochs, patience)
     config = SweepConfig(dataset=dataset, space=space, study=study, backend=backend, algorithm=algorithm,
@@ -223,6 +223,8 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
                          jobs=jobs, refit=refit, grace_period=grace_period, budget=budget)
     if algorithm == "grid":
         space.grid()  # refuse an ungriddable space before any work starts
+    config = with_recorded_budget(config)
+    space = config.space
     err = Console(stderr=True)
     err.print(f"Sweeping [bold]{dataset}[/] with {backend}/{algorithm} (pruner {pruner}): study "
               f"[bold]{config.study_name}[/], {space.trials} trials, up to {space.max_epochs} epochs each")
@@ -288,6 +290,58 @@ def study_create(name, dataset, space_file, trials, max_epochs, patience, storag
                f"MLflow: experiment '{name}', sweep run {created.parent_run_id} at {created.tracking_uri}.\n"
                f"Start workers on any host (same sweeper version, {dataset} available locally, the same "
                f"SWEEPER_STORAGE and MLFLOW_TRACKING_URI):\n  sweeper search {dataset} --study {name}")
+
+
+@main.command("lr-find")
+@click.argument("dataset", type=DatasetName())
+@click.option("--space", "space_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Search space whose first `start` configuration (else its middle) is probed (default: the "
+                   "bundled one for DATASET).")
+@click.option("--write", type=click.Path(dir_okay=False, exists=True), metavar="SPACE",
+              help="Set learning_rate's low and high in this space file to the suggested range.")
+@click.option("--optimizer", metavar="NAME", help="Probe with this optimizer (the range depends on it).")
+@click.option("--steps", type=click.IntRange(min=30), default=300, show_default=True, help="Batches to train.")
+@click.option("--start-lr", type=click.FloatRange(min=0, min_open=True), default=1e-6, show_default=True)
+@click.option("--end-lr", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), metavar="PNG", help="Plot file (default: "
+                                                                           "lr-find-DATASET.png).")
+@click.option("--study", metavar="NAME", help="MLflow experiment to record the test in (default: DATASET).")
+@click.option("--subset", type=click.IntRange(min=1), metavar="N", help="Use only N training examples.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@tracking_option
+@reports_errors
+def lr_find(dataset, space_file, write, optimizer, steps, start_lr, end_lr, out, study, subset, seed, tracking_uri):
+    """Find a learning-rate range: train once with the rate growing exponentially per batch.
+
+    The loss against the learning rate is plotted (PNG, also logged in MLflow), and a log-range for
+    learning_rate is suggested: from a decade below where the loss falls fastest to a third of where it
+    is lowest.
+
+    \b
+    Example:
+      sweeper lr-find fashion
+      cp search_spaces/fashion.yaml my-space.yaml
+      sweeper lr-find fashion --write my-space.yaml && sweeper search fashion --space my-space.yaml
+    """
+    from pathlib import Path
+
+    from .lr_find import lr_find as run_lr_find
+    from .quiet import import_tensorflow
+    from .search_space import bundled_space_path, load_space
+
+    space = load_space(space_file or bundled_space_path(dataset))
+    import_tensorflow()
+    found = run_lr_find(dataset, space, study=study or dataset, out=Path(out or f"lr-find-{dataset}.png"),
+                        write=Path(write) if write else None, optimizer=optimizer, steps=steps, start_lr=start_lr,
+                        end_lr=end_lr, subset=subset, seed=seed, tracking_uri=tracking_uri)
+    test = found.test
+    click.echo(f"Probed {test.params['optimizer']}, batch {test.params['batch_size']}, "
+               f"{test.params['n_layers']} hidden layer(s) over {len(test.losses)} batches"
+               f"{' (stopped: the loss diverged)' if test.diverged else ''}: steepest fall at "
+               f"{test.lr_steepest:.1e}, lowest loss at {test.lr_min_loss:.1e}.\n"
+               f"Suggested learning_rate: {{type: float, low: {test.low:g}, high: {test.high:g}, log: true}}\n"
+               f"Plot: {found.plot_path} (and in MLflow, run {found.run_id})"
+               + (f"\nWrote the range into {found.written}." if found.written else ""))
 
 
 def _terminate(signum, frame):

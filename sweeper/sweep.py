@@ -165,7 +165,7 @@ def run_sweep(config: SweepConfig, listener: SweepListener | None = None) -> Swe
                          f"process at a time")
     dataset = load_dataset(config.dataset, config.target, config.task).subset(config.subset)
     tracker = Tracker(config.study_name, config.tracking_uri)
-    config = _with_recorded_budget(config, tracker)
+    config = with_recorded_budget(config, tracker)
     space, study = config.space, config.study_name
     _check_objective(space, dataset)
     tracker.check_study(space.signature(), backend=config.backend, dataset=config.dataset,
@@ -240,8 +240,9 @@ def create_study(config: SweepConfig) -> CreatedStudy:
                         mask(tracker.uri), tracker.parent_id)
 
 
-def _with_recorded_budget(config: SweepConfig, tracker: Tracker) -> SweepConfig:
+def with_recorded_budget(config: SweepConfig, tracker: Tracker | None = None) -> SweepConfig:
     """A worker joining a study made by `sweeper study create` takes its budget, unless given one."""
+    tracker = tracker or Tracker(config.study_name, config.tracking_uri)
     recorded = tracker.recorded_budget()
     if not recorded:
         return config

@@ -47,6 +47,7 @@ def default_tracking_uri() -> str:
 
 def _quiet_mlflow():
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # its "View run at" per run ended
     import mlflow  # noqa: F401 - configures its loggers on import; quiet them afterwards
 
     for name in ("mlflow", "alembic", "alembic.runtime.migration"):
@@ -215,6 +216,28 @@ class Tracker:
         self._log_params(self.parent_id, params)
         _retry_once(self.client.set_experiment_tag, self.experiment_id, SWEEP_TAG, self.parent_id)
         return False
+
+    def log_probe(self, kind: str, *, params: dict, metrics: dict, series: dict[str, list[float]],
+                  artifact: Path) -> str:
+        """A finished run of its own (`run_kind` = kind, e.g. lr-find) in the study's experiment: params,
+        metrics, per-step series (step = index) and one file."""
+        from mlflow.entities import Metric
+        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+        with store_lock(self.uri):
+            self.experiment_id = self.experiment_id or self._create_experiment()
+        run_name = time.strftime(f"{kind}-%Y%m%d-%H%M%S")
+        run_id = self.client.create_run(self.experiment_id, tags={"run_kind": kind, "worker": this_worker(),
+                                                                  MLFLOW_RUN_NAME: run_name}).info.run_id
+        self._log_params(run_id, params)
+        now = int(time.time() * 1000)
+        points = [Metric(name, float(v), now, step) for name, values in series.items() for step, v in enumerate(values)]
+        points += [Metric(name, float(v), now, 0) for name, v in metrics.items()]
+        for i in range(0, len(points), 1000):
+            self.client.log_batch(run_id, metrics=points[i:i + 1000])
+        self.client.log_artifact(run_id, str(artifact))
+        self.client.set_terminated(run_id, "FINISHED")
+        return run_id
 
     def _running_sweep(self) -> str | None:
         run_id = self.client.get_experiment(self.experiment_id).tags.get(SWEEP_TAG)

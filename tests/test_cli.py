@@ -29,7 +29,8 @@ def test_help_answers_without_importing_tensorflow_mlflow_or_optuna():
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize("command", [[], ["search"], ["validate"], ["datasets"], ["ui"], ["export"], ["predict"]])
+@pytest.mark.parametrize("command", [[], ["search"], ["validate"], ["datasets"], ["ui"], ["export"], ["predict"],
+                                     ["study", "create"]])
 def test_every_help_has_an_example(command):
     result = sweeper(*command, "--help")
     assert result.exit_code == 0 and "Example:" in result.output
