@@ -39,7 +39,7 @@ def per_class_accuracy(matrix: np.ndarray) -> list[float]:
 
 
 def plot_confusion(matrix: np.ndarray, class_names, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     n = len(class_names)
     fig, ax = plt.subplots(figsize=(1.0 + 0.62 * n, 0.8 + 0.55 * n), dpi=110)
     ax.imshow(matrix, cmap="Blues")
@@ -62,7 +62,7 @@ def plot_learning_curves(history: dict[str, list[tuple[int, float]]], path: Path
     """One panel for the losses, one for the other metrics; each `name: [(epoch, value), ...]`."""
     from matplotlib.ticker import MaxNLocator
 
-    plt = _pyplot()
+    plt = pyplot()
     losses = {k: v for k, v in history.items() if k.endswith("loss")}
     others = {k: v for k, v in history.items() if not k.endswith("loss")}
     panels = [p for p in (losses, others) if p]
@@ -81,7 +81,7 @@ def plot_learning_curves(history: dict[str, list[tuple[int, float]]], path: Path
     plt.close(fig)
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
