@@ -211,10 +211,7 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
     _check_dataset_options(dataset, target)
     from rich.console import Console
 
-    from .errors import SweepInterrupted
-    from .report import LiveProgress
-    from .quiet import import_tensorflow
-    from .sweep import SweepConfig, run_sweep, with_recorded_budget
+    from .sweep import SweepConfig, with_recorded_budget
 
     space, budget = _load_space(dataset, space_file, trials, max_epochs, patience)
     config = SweepConfig(dataset=dataset, space=space, study=study, backend=backend, algorithm=algorithm,
@@ -231,6 +228,17 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
     if space.start and backend != "optuna":
         err.print(f"Note: the space's `start` configurations are tried first by the optuna backend only; "
                   f"{backend}'s oracles draw every trial themselves.")
+    _sweep_with_progress(config, err)
+
+
+def _sweep_with_progress(config, err):
+    """Run the sweep under the live display; Ctrl-C and SIGTERM end it cleanly; print the summary."""
+    from .errors import SweepInterrupted
+    from .quiet import import_tensorflow
+    from .report import LiveProgress
+    from .sweep import run_sweep
+
+    space = config.space
     previous = signal.signal(signal.SIGTERM, _terminate)
     # Started in the background by a script, Python inherits an ignored SIGINT: take it back, so that
     # `kill -INT` stops a sweep cleanly too.
@@ -248,6 +256,56 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
     _print_summary(result)
+    return result
+
+
+@main.command()
+@click.argument("study")
+@click.option("--top", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Narrow around this many of STUDY's best complete trials (they also warm-start the new study).")
+@click.option("--margin", type=click.FloatRange(min=0, max=2), default=0.25, show_default=True,
+              help="Room left beyond the top trials' values, as a share of their spread (log ranges: in log space).")
+@click.option("--trials", type=click.IntRange(min=1), help="New trials to run (default: as many as STUDY's sweep).")
+@click.option("--name", metavar="NAME", help="Name of the new study (default: STUDY-refined).")
+@click.option("--out", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Where to write the narrowed space (default: NAME.yaml).")
+@click.option("--space", "space_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="The space STUDY was run with, if MLflow holds no copy of it.")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@storage_option
+@tracking_option
+@reports_errors
+def refine(study, top, margin, trials, name, out, space_file, force, seed, storage, tracking_uri):
+    """Search again, narrowed around STUDY's best trials (coarse to fine).
+
+    Each numeric range shrinks to cover the top trials' values plus a margin, each categorical keeps the
+    choices they made; the new space is written as YAML (read it, edit it, reuse it with --space). A new
+    Optuna study, tagged `refines` in MLflow, starts from the top trials as complete trials and runs
+    --trials new ones with TPE.
+
+    \b
+    Example:
+      sweeper search fashion --trials 12
+      sweeper refine fashion --trials 12            # writes fashion-refined.yaml, study fashion-refined
+    """
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from .refine import prepare
+
+    refinement, config = prepare(study, top=top, margin=margin, trials=trials, out=Path(out) if out else None,
+                                 name=name, space_file=space_file, force=force, storage=storage,
+                                 tracking_uri=tracking_uri, seed=seed)
+    err = Console(stderr=True)
+    err.print(f"Refining [bold]{study}[/] around its top {len(refinement.top)} trials (best "
+              f"{refinement.top[0].value:.4f}): wrote {config.space.source}")
+    for change in refinement.changes:
+        err.print(f"  {change}")
+    err.print(f"Study [bold]{config.study_name}[/]: {len(refinement.top)} warm-start trials + "
+              f"{config.space.trials - len(refinement.top)} new, up to {config.space.max_epochs} epochs each")
+    _sweep_with_progress(config, err)
 
 
 @main.group()

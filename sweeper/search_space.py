@@ -271,6 +271,48 @@ def _values(spec: ParamSpec) -> list:
     return [spec.value]
 
 
+# -- writing ---------------------------------------------------------------------------------------
+
+def dump_space(space: SearchSpace, comments: dict[str, list[str]] | None = None) -> str:
+    """The space as a search-space file that `load_space` reads back to the same space (without `start`),
+    one line per parameter; `comments` puts `# ...` lines above a top-level key (trials, params)."""
+    comments = comments or {}
+
+    def note(key):
+        return [f"# {line}" for line in comments.get(key, [])]
+
+    lines = ["description: >", f"  {space.description}", "", "objective:",
+             f"  metric: {space.objective.metric}", f"  direction: {space.objective.direction}", "",
+             *note("trials"), f"trials: {space.trials}", f"max_epochs: {space.max_epochs}",
+             f"patience: {space.patience}", ""]
+    lines += note("params") + ["params:"]
+    lines += [f"  {name}: {_dump_spec(spec)}" for name, spec in space.params.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _dump_spec(spec: ParamSpec) -> str:
+    if isinstance(spec, (IntRange, FloatRange)):
+        kind = "int" if isinstance(spec, IntRange) else "float"
+        fields = [f"type: {kind}", f"low: {_dump_value(spec.low)}", f"high: {_dump_value(spec.high)}"]
+        if spec.step is not None and not (kind == "int" and spec.step == 1):
+            fields.append(f"step: {_dump_value(spec.step)}")
+        if spec.log:
+            fields.append("log: true")
+        return "{" + ", ".join(fields) + "}"
+    if isinstance(spec, Choice):
+        return "{type: categorical, choices: [" + ", ".join(map(_dump_value, spec.choices)) + "]}"
+    return _dump_value(spec.value)
+
+
+def _dump_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        text = repr(value)
+        return text if ("." in text or "e" in text) else text + ".0"
+    return str(value)
+
+
 # -- loading ---------------------------------------------------------------------------------------
 
 def bundled_space_path(dataset: str) -> Path:

@@ -11,8 +11,8 @@ from .backends import BackendOptions, ShouldPrune, TrialPlan, make_backend
 from .data import Dataset, load_dataset
 from .errors import (SweepError, SweepInterrupted, Terminated, TrackingError, TrialAbandoned, TrialFailed, TrialPruned,
                      UsageError)
-from .search_space import SearchSpace, Suggester
-from .tracking import BUDGET_TAG, SPACE_TAG, BestRun, Tracker, best_run, learning_rates, load_run_model, trial_runs
+from .search_space import SearchSpace, Suggester, dump_space
+from .tracking import BUDGET_TAG, SPACE_ARTIFACT, SPACE_TAG, BestRun, Tracker, best_run, learning_rates, load_run_model, trial_runs
 from .train import evaluate, refit, train_trial
 from .urls import mask
 
@@ -39,6 +39,8 @@ class SweepConfig:
     refit: bool = True  # retrain the best configuration on train + val before the final test
     grace_period: int = 60  # RDB storages: seconds without a heartbeat before a trial counts as dead
     budget: dict = field(default_factory=dict)  # trials, max_epochs, patience given on the command line
+    warm_start: tuple = ()  # (params, objective) added to a new study as complete trials (sweeper refine)
+    lineage: dict = field(default_factory=dict)  # tags saying where the study came from, e.g. refines
 
     @property
     def study_name(self) -> str:
@@ -172,7 +174,7 @@ def run_sweep(config: SweepConfig, listener: SweepListener | None = None) -> Swe
                         objective_metric=space.objective.metric, objective_direction=space.objective.direction)
     tracker.reap_dead_runs()
     options = BackendOptions(study, space, config.algorithm, config.pruner, config.storage, config.seed,
-                             grace_period=config.grace_period)
+                             grace_period=config.grace_period, warm_start=config.warm_start)
     with make_backend(config.backend, options) as backend:
         with backend.study_lock():
             _open_search(tracker, config, dataset)
@@ -282,8 +284,13 @@ def _open_search(tracker: Tracker, config: SweepConfig, dataset: Dataset, shared
     if shared:
         budget = {"trials": space.trials, "max_epochs": space.max_epochs, "patience": space.patience}
         experiment_tags[BUDGET_TAG] = json.dumps(budget)
-    return tracker.open_search(params=_search_params(config), experiment_tags=experiment_tags, shared=shared,
-                               tags={"backend": config.backend, "dataset": config.dataset})
+    joined = tracker.open_search(params=_search_params(config), experiment_tags={**experiment_tags, **config.lineage},
+                                 shared=shared, tags={"backend": config.backend, "dataset": config.dataset,
+                                                      **config.lineage})
+    if not joined:  # the space itself, for `sweeper refine` to narrow later wherever the file has gone
+        text = Path(space.source).read_text(encoding="utf-8") if space.source else dump_space(space)
+        tracker.client.log_text(tracker.parent_id, text, SPACE_ARTIFACT)
+    return joined
 
 
 def _finish(config, dataset, backend, tracker, listener) -> SweepResult:
@@ -359,6 +366,7 @@ def _search_params(config: SweepConfig) -> dict:
             "trials": space.trials, "max_epochs": space.max_epochs, "patience": space.patience,
             "objective": f"{space.objective.direction} {space.objective.metric}", "seed": config.seed,
             "subset": config.subset, "timeout_s": config.timeout, "space_file": space.source,
-            "storage": mask(config.storage) or "embedded", "max_failures": config.max_failures}
+            "storage": mask(config.storage) or "embedded", "max_failures": config.max_failures,
+            "warm_start_trials": len(config.warm_start)}
 
 

@@ -33,6 +33,7 @@ MODEL_ARTIFACT = "model/model.keras"  # a trial's model, on its trial run
 FINAL_MODEL_ARTIFACT = "final_model/model.keras"  # the refit model, on the parent run
 CHAMPION = "champion"
 SPACE_TAG = "search_space"  # experiment tag: the space's signature as JSON
+SPACE_ARTIFACT = "search_space.yaml"  # on each parent run: the space file it swept
 SWEEP_TAG = "sweep_run_id"  # experiment tag: the parent run that every worker of the study's sweep joins
 BUDGET_TAG = "budget"  # experiment tag (from `sweeper study create`): trials, max_epochs, patience as JSON
 MLFLOW_PARENT_RUN_ID_TAG = "mlflow.parentRunId"

@@ -50,6 +50,7 @@ class BackendOptions:
     seed: int = 0
     worker: int = 0  # index of this worker among those a `--jobs N` sweep started
     grace_period: int = 60  # RDB storages: seconds without a heartbeat before other workers fail a trial
+    warm_start: tuple = ()  # (params, objective value) of trials to add to a new study as complete (refine)
 
 
 class Backend(ABC):

@@ -95,6 +95,38 @@ def _lock_engine(url: str):
     return sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
 
 
+class _Replay:
+    """A Suggester that answers with a known configuration and notes the distribution of each answer."""
+
+    def __init__(self, params: dict):
+        import optuna
+
+        self.given, self.distributions, self._d = params, {}, optuna.distributions
+
+    def _answer(self, name, distribution):
+        self.distributions[name] = distribution
+        return self.given[name]
+
+    def suggest_int(self, name, low, high, *, step=1, log=False):
+        return self._answer(name, self._d.IntDistribution(low, high, log=log, step=step))
+
+    def suggest_float(self, name, low, high, *, step=None, log=False):
+        return self._answer(name, self._d.FloatDistribution(low, high, log=log, step=step))
+
+    def suggest_categorical(self, name, choices):
+        return self._answer(name, self._d.CategoricalDistribution(choices))
+
+
+def _complete_trial(space, params: dict, value: float):
+    """A finished trial of `space` with these parameters and objective value, for `study.add_trial`."""
+    import optuna
+
+    replay = _Replay(params)
+    space.sample(replay)  # fixed parameters are not Optuna's: only what was suggested is
+    return optuna.trial.create_trial(params={name: params[name] for name in replay.distributions},
+                                     distributions=replay.distributions, value=value, user_attrs={"warm_start": True})
+
+
 class OptunaBackend(Backend):
     name = "optuna"
     algorithms, pruners = CHOICES["optuna"]
@@ -121,6 +153,8 @@ class OptunaBackend(Backend):
                     self.study.set_user_attr(SPACE_ATTR, space.signature())
                     for config in space.start:
                         self.study.enqueue_trial(dict(config), skip_if_exists=True)
+                    for params, value in options.warm_start:
+                        self.study.add_trial(_complete_trial(space, params, value))
         except sqlalchemy.exc.SQLAlchemyError as exc:  # the database refused us: say why, without a password
             reason = scrub(str(getattr(exc, "orig", None) or exc), options.storage).strip().splitlines()[0]
             raise SweeperError(f"cannot open the Optuna storage {mask(options.storage)}: {reason}") from None
