@@ -177,7 +177,7 @@ def _check_dataset_options(dataset, target):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampler and of every trial.")
 @click.option("--backend", type=click.Choice(list(BACKENDS)), default="optuna", show_default=True,
               help="Search engine: Optuna or Keras Tuner.")
-@click.option("--algorithm", metavar="NAME", help="optuna: tpe (default), random, grid, cmaes; "
+@click.option("--algorithm", metavar="NAME", help="optuna: tpe (default), random, grid, cmaes, nsga2 (two objectives); "
                                                   "keras-tuner: random (default), bayesian, hyperband.")
 @click.option("--pruner", metavar="NAME", help="optuna: median (default), hyperband, none; keras-tuner: none.")
 @storage_option
@@ -445,8 +445,8 @@ def validate(file):
 
     space = load_space(file)
     tuned = [name for name, spec in space.params.items() if type(spec).__name__ != "Fixed"]
-    click.echo(f"{file}: valid. Tunes {', '.join(tuned)}; {space.objective.direction}s "
-               f"{space.objective.metric}; {space.trials} trials of up to {space.max_epochs} epochs "
+    objectives = " and ".join(f"{o.direction}s {o.metric}" for o in space.objectives)
+    click.echo(f"{file}: valid. Tunes {', '.join(tuned)}; {objectives}; {space.trials} trials of up to {space.max_epochs} epochs "
                f"(patience {space.patience}).")
 
 
@@ -598,11 +598,14 @@ FORMAT_NAMES = ("keras", "savedmodel", "onnx", "tflite")  # sweeper.formats.FORM
                                       "and sweeper[tflite]).")
 @click.option("--retrain", is_flag=True, help="Export the best configuration retrained on training + validation "
                                               "data for its best epoch count (reuses the sweep's refit model).")
+@click.option("--pick", nargs=2, type=(click.Choice(["smallest-within"]), click.FloatRange(min=0)),
+              metavar="smallest-within MARGIN", help="Export the model with the fewest parameters whose objective "
+                                                     "is within MARGIN of the best (default: the best).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of a retraining.")
 @click.option("--force", is_flag=True, help="Replace DIR if it exists.")
 @tracking_option
 @reports_errors
-def export(study, out, formats, retrain, seed, force, tracking_uri):
+def export(study, out, formats, retrain, pick, seed, force, tracking_uri):
     """Export STUDY's best model to DIR, each file checked by loading it back, with a model card.
 
     \b
@@ -610,6 +613,7 @@ def export(study, out, formats, retrain, seed, force, tracking_uri):
       sweeper export fashion --out best-fashion/
       sweeper export fashion --format keras --format onnx --format tflite --out best/ --force
       sweeper export fashion --retrain --out best-retrained/
+      sweeper export fashion-small --pick smallest-within 0.005 --out best-small/
       sweeper predict best-fashion/ shoe.png
     """
     from .export import export_best
@@ -617,7 +621,8 @@ def export(study, out, formats, retrain, seed, force, tracking_uri):
 
     import_tensorflow()
     exported = export_best(study, out, formats=formats, retrain=retrain, tracking_uri=tracking_uri, force=force,
-                           seed=seed, say=lambda line: click.echo(line, err=True))
+                           seed=seed, smallest_within_margin=pick[1] if pick else None,
+                           say=lambda line: click.echo(line, err=True))
     card = exported.card
     tests = ", ".join(f"{k} {v:.4f}" for k, v in card["test_metrics"].items())
     files = ", ".join(path.name for path, _ in exported.files.values())

@@ -16,6 +16,7 @@ from .data import Dataset, load_dataset
 from .errors import ExportError, SweeperError, TrackingError
 from .formats import FORMATS, check_installed, write_and_check
 from .tracking import (FINAL_MODEL_ARTIFACT, STORE_DIR, BestRun, best_run, find_experiment, learning_rates,
+                       smallest_within,
                        load_run_model, log_folder, log_metrics, log_refit_model, metric_histories, open_client,
                        parse_param, refit_run, start_retrain_run)
 from .train import evaluate, refit
@@ -44,12 +45,14 @@ class Exported:
 
 def export_best(study: str, out: str | Path, *, formats=("keras",), retrain: bool = False,
                 tracking_uri: str | None = None, force: bool = False, seed: int = 0,
+                smallest_within_margin: float | None = None,
                 say: Callable[[str], None] = lambda line: None) -> Exported:
     """Write the study's best model into `out` in each of `formats`, with its card (atomically).
 
-    The model is the best completed trial's own, or with `retrain` its configuration retrained on the
-    training and validation splits together (reusing such a model when the sweep or an earlier export
-    made one)."""
+    The model is the best completed trial's own (with `smallest_within_margin`: the one with the fewest
+    parameters among those within that margin of the best objective), or with `retrain` its configuration
+    retrained on the training and validation splits together (reusing such a model when the sweep or an
+    earlier export made one)."""
     out = Path(out)
     formats = list(dict.fromkeys(formats))
     _check_out(out, force)
@@ -60,6 +63,11 @@ def export_best(study: str, out: str | Path, *, formats=("keras",), retrain: boo
     client = open_client(tracking_uri)
     experiment = find_experiment(client, study)
     best = best_run(client, study)
+    if smallest_within_margin is not None:
+        top, best = best, smallest_within(client, study, smallest_within_margin)
+        say(f"Picked trial {best.trial_number} ({int(best.metrics.get('param_count', 0)):,} parameters, objective "
+            f"{best.objective:.4f}): the smallest within {smallest_within_margin:g} of the best, trial "
+            f"{top.trial_number} ({int(top.metrics.get('param_count', 0)):,} parameters, {top.objective:.4f}).")
     tags = experiment.tags
     search = _search_params(client, best)
     dataset = load_dataset(tags["dataset"], tags.get("target") or None, tags.get("task")).subset(

@@ -8,6 +8,7 @@ the importances, the parallel coordinates and the slices the same way for both e
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 from .records import StudyRecord, TrialRecord
@@ -74,7 +75,7 @@ def study_figures(record: StudyRecord, curves: dict[int, list[tuple[int, float]]
     figures = [
         _draw("optimization_history", "Optimisation history (with the running best)", complete >= 1,
               "no complete trial yet", lambda: vis.plot_optimization_history(study, target_name=target_name)),
-        _draw("param_importances", "Parameter importances (fANOVA)", complete >= 3 and _varied(study),
+        _draw("param_importances", "Parameter importances (PED-ANOVA, Optuna's default evaluator)", complete >= 3 and _varied(study),
               "needs at least 3 complete trials whose parameters differ",
               lambda: vis.plot_param_importances(study, target_name=target_name)),
         _draw("parallel_coordinate", "Parallel coordinates", complete >= 2, "needs at least 2 complete trials",
@@ -84,7 +85,24 @@ def study_figures(record: StudyRecord, curves: dict[int, list[tuple[int, float]]
         _draw("learning_curves", f"Learning curves: {record.metric} per epoch, top trials against pruned ones",
               any(curves.values()), "no trial reported an epoch yet", lambda: learning_curves(record, curves)),
     ]
+    if record.cost_metric:
+        costed = [t for t in record.completed() if t.cost is not None]
+        figures.insert(1, _draw("pareto_front", f"Pareto front: {record.metric} against {record.cost_metric}",
+                                len(costed) >= 1, "no complete trial yet",
+                                lambda: vis.plot_pareto_front(_two_objective_study(record, costed),
+                                                              target_names=[record.metric, record.cost_metric])))
     return figures
+
+
+def _two_objective_study(record: StudyRecord, trials: list[TrialRecord]):
+    """An in-memory two-objective Optuna study of the complete trials (for its Pareto-front plot)."""
+    import optuna
+
+    study = optuna.create_study(directions=[record.direction, "minimize"], study_name=record.name)
+    for trial in trials:
+        study.add_trial(optuna.trial.create_trial(values=[trial.value, trial.cost], params={}, distributions={},
+                                                  user_attrs={"number": trial.number}))
+    return study
 
 
 def _varied(study) -> bool:
@@ -96,8 +114,10 @@ def _draw(key, title, possible, why_not, draw) -> Figure:
     if not possible:
         return Figure(key, title, None, why_not)
     try:
-        return Figure(key, title, draw())
-    except (ValueError, RuntimeError) as exc:  # e.g. fANOVA on values it cannot split
+        with warnings.catch_warnings():  # "experimental", "few trials per regime": the page says what it drew
+            warnings.simplefilter("ignore")
+            return Figure(key, title, draw())
+    except (ValueError, RuntimeError) as exc:  # e.g. importances of values it cannot split
         return Figure(key, title, None, f"cannot be drawn for this study: {exc}")
 
 

@@ -19,6 +19,7 @@ class TrialRecord:
     params: dict
     run_id: str
     search_run_id: str
+    cost: float | None = None  # the second objective of a two-objective study (e.g. param_count)
 
 
     def row(self) -> dict:
@@ -37,6 +38,7 @@ class StudyRecord:
     metric: str
     direction: str
     trials: list[TrialRecord] = field(default_factory=list)
+    cost_metric: str = ""  # a two-objective study's second objective, minimised
 
     @property
     def maximize(self) -> bool:
@@ -74,17 +76,19 @@ def load_study(client, name: str) -> StudyRecord:
     record = StudyRecord(name, experiment.experiment_id, tags.get("backend", "?"), tags.get("dataset", "?"),
                          tags.get("objective_metric", "objective"), tags.get("objective_direction", "maximize"))
     runs = client.search_runs([experiment.experiment_id], "tags.run_kind = 'trial'", max_results=50_000)
-    record.trials = sorted((_trial(run, client, record.metric) for run in runs), key=lambda t: (t.number, t.run_id))
+    record.cost_metric = tags.get("objective_cost", "")
+    record.trials = sorted((_trial(run, client, record.metric, record.cost_metric) for run in runs),
+                           key=lambda t: (t.number, t.run_id))
     return record
 
 
-def _trial(run, client, metric: str) -> TrialRecord:
+def _trial(run, client, metric: str, cost_metric: str) -> TrialRecord:
     tags, metrics, info = run.data.tags, run.data.metrics, run.info
     seconds = (info.end_time - info.start_time) / 1000 if info.end_time and info.start_time else None
     return TrialRecord(int(tags.get("trial_number", -1)), tags.get("state", "running"),
                        metrics.get("objective") if tags.get("state") == "complete" else None, seconds,
                        _epochs(run, client, metric), {k: parse_param(v) for k, v in run.data.params.items()},
-                       info.run_id, tags.get("mlflow.parentRunId", ""))
+                       info.run_id, tags.get("mlflow.parentRunId", ""), metrics.get(cost_metric))
 
 
 def _epochs(run, client, metric: str) -> int | None:

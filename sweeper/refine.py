@@ -144,6 +144,9 @@ def prepare(study: str, *, top: int, margin: float, trials: int | None, out: Pat
     from .tracking import open_client
 
     record, space, settings = stage_one(open_client(tracking_uri), study, space_file)
+    if space.cost:
+        raise UsageError(f"study '{study}' has two objectives; refine narrows single-objective studies (export "
+                         f"a model from its Pareto front with sweeper export {study} --pick smallest-within MARGIN)")
     budget = {k: int(settings[k]) for k in ("max_epochs", "patience") if k in settings}
     new_trials = trials or int(settings.get("trials", space.trials))
     refinement = narrow(space.with_budget(**budget), record, top=top, margin=margin)

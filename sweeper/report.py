@@ -99,6 +99,8 @@ def summary(result: SweepResult) -> Group:
         table.add_row(run.data.tags.get("trial_number", "?"), _fmt(m.get("objective")), _fmt(m.get("epochs"), 0),
                       units, *(_fmt_param(p.get(name)) for name in _SHOWN_PARAMS[1:]))
     parts.append(table)
+    if result.pareto:
+        parts.append(_pareto_table(result))
     tests = ", ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
     tests = f"on the test split: {tests}" if tests else "not yet evaluated on the test split"
     if result.refit_epochs:
@@ -115,6 +117,24 @@ def summary(result: SweepResult) -> Group:
     parts.append(f"\nBrowse every trial:  sweeper ui\nExport the best model:  sweeper export {result.study} "
                  f"--out best-{result.study}/")
     return Group(*parts)
+
+
+def _pareto_table(result: SweepResult) -> Table:
+    """Two objectives: the trials no other beats on both, cheapest first."""
+    metric = result.objective_metric.removeprefix("val_")
+    table = Table(title=f"Pareto front: {metric} against {result.cost_metric}", padding=(0, 1), pad_edge=False)
+    for header in ("trial", metric, result.cost_metric, "units", "lr", "optimizer"):
+        table.add_column(header, justify="left" if header == "optimizer" else "right")
+    for run in result.pareto:
+        p, m = run.data.params, run.data.metrics
+        units = "-".join(p[f"units_{i}"] for i in range(int(p.get("n_layers", 0))) if f"units_{i}" in p)
+        cost = m[result.cost_metric]
+        table.add_row(run.data.tags.get("trial_number", "?"), _fmt(m.get("objective")),
+                      f"{cost:,.0f}" if result.cost_metric == "param_count" else f"{cost:.3f}", units,
+                      _fmt_param(p.get("learning_rate")), p.get("optimizer", ""))
+    table.caption = (f"Export the smallest model within 0.005 of the best: sweeper export {result.study} "
+                     f"--pick smallest-within 0.005 --out best-small/")
+    return table
 
 
 def trials_table(record, order: str) -> Table:

@@ -26,6 +26,8 @@ INITIALIZERS = (
 )
 #: objective metric -> the only direction that makes sense for it
 METRICS = {"val_accuracy": "maximize", "val_loss": "minimize", "val_mae": "minimize", "val_rmse": "minimize"}
+#: a second objective: what a model costs (both minimised), traded against the first in a Pareto front
+COSTS = {"param_count": "minimize", "latency_ms": "minimize"}
 MAX_GRID_POINTS = 100_000
 
 
@@ -169,6 +171,12 @@ class SearchSpace:
     source: str | None = None
     #: configurations to try first (engine parameter names, e.g. units_0), before the sampler's own
     start: tuple[Mapping[str, Any], ...] = ()
+    #: a second objective, the model's cost (a multi-objective study); None: one objective
+    cost: Objective | None = None
+
+    @property
+    def objectives(self) -> tuple[Objective, ...]:
+        return (self.objective, self.cost) if self.cost else (self.objective,)
 
     def sample(self, suggester: Suggester) -> dict:
         """Draw one configuration; only the parameters this configuration uses are drawn."""
@@ -281,8 +289,9 @@ def dump_space(space: SearchSpace, comments: dict[str, list[str]] | None = None)
     def note(key):
         return [f"# {line}" for line in comments.get(key, [])]
 
-    lines = ["description: >", f"  {space.description}", "", "objective:",
-             f"  metric: {space.objective.metric}", f"  direction: {space.objective.direction}", "",
+    objective = [f"  - {{metric: {o.metric}, direction: {o.direction}}}" for o in space.objectives] if space.cost \
+        else [f"  metric: {space.objective.metric}", f"  direction: {space.objective.direction}"]
+    lines = ["description: >", f"  {space.description}", "", "objective:", *objective, "",
              *note("trials"), f"trials: {space.trials}", f"max_epochs: {space.max_epochs}",
              f"patience: {space.patience}", ""]
     lines += note("params") + ["params:"]
@@ -360,7 +369,8 @@ class _Reader:
         if not isinstance(description, str):
             self.fail(f"must be text, but got {_show(description)}", doc, "description", "description")
         params = self.params(doc)
-        return SearchSpace(params=MappingProxyType(params), objective=self.objective(doc),
+        objective, cost = self.objectives(doc)
+        return SearchSpace(params=MappingProxyType(params), objective=objective, cost=cost,
                            description=description.strip(), source=self.path,
                            start=self.start(doc.get("start", []), doc, params), **budget)
 
@@ -426,24 +436,34 @@ class _Reader:
             self.fail(f"must be an integer >= {minimum}, but got {_show(value)}", doc, key, key)
         return value
 
-    def objective(self, doc) -> Objective:
+    def objectives(self, doc) -> tuple[Objective, Objective | None]:
+        """`objective:` one metric, or a list of two: a validation metric, then a model cost."""
         node = doc["objective"]
+        if not isinstance(node, list):
+            return self.objective(node, doc, "objective", "objective", METRICS), None
+        if len(node) != 2:
+            self.fail(f"a list of objectives must name two (a validation metric, then one of "
+                      f"{', '.join(COSTS)}), but got {len(node)}", doc, "objective", "objective")
+        return (self.objective(node[0], doc, "objective", "objective[0]", METRICS),
+                self.objective(node[1], doc, "objective", "objective[1]", COSTS))
+
+    def objective(self, node, parent, key, keypath, allowed) -> Objective:
         if isinstance(node, str):
             node = LineDict(metric=node)
-            node.line, node.key_lines = doc.key_lines["objective"], {}
+            node.line, node.key_lines = parent.key_lines[key], {}
         if not isinstance(node, LineDict):
             self.fail(f"must be a mapping with `metric` and `direction`, but got {_show(node)}",
-                      doc, "objective", "objective")
-        self.known_keys(node, ("metric", "direction"), "objective.")
-        self.require(node, ("metric",), "objective.")
+                      parent, key, keypath)
+        self.known_keys(node, ("metric", "direction"), keypath + ".")
+        self.require(node, ("metric",), keypath + ".")
         metric = node["metric"]
-        if metric not in METRICS:
-            self.fail(f"must be one of {', '.join(METRICS)}, but got {_show(metric)}", node, "metric",
-                      "objective.metric")
-        direction = node.get("direction", METRICS[metric])
-        if direction != METRICS[metric]:
-            self.fail(f"must be {METRICS[metric]} for {metric}, but got {_show(direction)}", node,
-                      "direction", "objective.direction")
+        if metric not in allowed:
+            self.fail(f"must be one of {', '.join(allowed)}, but got {_show(metric)}", node, "metric",
+                      keypath + ".metric")
+        direction = node.get("direction", allowed[metric])
+        if direction != allowed[metric]:
+            self.fail(f"must be {allowed[metric]} for {metric}, but got {_show(direction)}", node,
+                      "direction", keypath + ".direction")
         return Objective(metric, direction)
 
     def params(self, doc) -> dict:

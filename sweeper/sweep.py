@@ -12,8 +12,9 @@ from .data import Dataset, load_dataset
 from .errors import (SweepError, SweepInterrupted, Terminated, TrackingError, TrialAbandoned, TrialFailed, TrialPruned,
                      UsageError)
 from .search_space import SearchSpace, Suggester, dump_space
-from .tracking import BUDGET_TAG, SPACE_ARTIFACT, SPACE_TAG, BestRun, Tracker, best_run, learning_rates, load_run_model, trial_runs
-from .train import evaluate, refit, train_trial
+from .tracking import (BUDGET_TAG, SPACE_ARTIFACT, SPACE_TAG, BestRun, Tracker, best_run, learning_rates,
+                       load_run_model, pareto_runs, trial_runs)
+from .train import evaluate, model_costs, refit, train_trial
 from .urls import mask
 
 _TASK_METRICS = {"classification": ("val_accuracy", "val_loss"), "regression": ("val_loss", "val_mae", "val_rmse")}
@@ -86,6 +87,8 @@ class SweepResult:
     refit_epochs: int | None = None  # the final model was retrained on train + val for this many epochs
     trial_test_metrics: dict = field(default_factory=dict)  # the best trial's own model, when refit
     finished_elsewhere: bool = False  # another worker of the study is still at work and will finish it
+    cost_metric: str | None = None  # the second objective of a two-objective study
+    pareto: list = field(default_factory=list)  # its complete trial runs on the Pareto front, cheapest first
 
 
 _REAPED_NOTE = "its worker stopped sending heartbeats (killed, or paused past the grace period)"
@@ -108,7 +111,7 @@ class TrialRunner:
         params = self.space.sample(suggester)
         self.listener.trial_started(number, params)
         try:
-            value = self._run(number, params, should_prune, plan)
+            value, cost = self._run(number, params, should_prune, plan)
         except TrialPruned as exc:
             self.failures_in_a_row = 0
             self.listener.trial_ended(number, "pruned", None, str(exc))
@@ -126,9 +129,10 @@ class TrialRunner:
             raise TrialFailed(reason) from exc
         self.failures_in_a_row = 0
         self.listener.trial_ended(number, "complete", value)
-        return value
+        return value if cost is None else (value, cost)
 
-    def _run(self, number, params, should_prune, plan) -> float:
+    def _run(self, number, params, should_prune, plan) -> tuple[float, float | None]:
+        """Train and record one configuration: its objective and, for two objectives, its cost."""
         import keras
 
         space, metric = self.space, self.space.objective.metric
@@ -148,14 +152,18 @@ class TrialRunner:
                     epoch_hooks=[record.log_epoch, lambda e, logs: self.listener.epoch_ended(number, e, logs),
                                  prune_hook])
                 record.log_result(result)
-                if space.objective.better(result.objective, self.incumbent()):
+                costs = model_costs(result.model, self.dataset, latency=space.cost is not None
+                                    and space.cost.metric == "latency_ms")
+                record.log_metrics(costs)
+                # Two objectives: any trial may end on the Pareto front, so every one keeps its model.
+                if space.cost or space.objective.better(result.objective, self.incumbent()):
                     record.log_model(result.model)
             except TrialPruned as exc:
                 record.log_train_seconds(exc.train_seconds)
                 raise
             finally:
                 keras.backend.clear_session()
-        return result.objective
+        return result.objective, costs[space.cost.metric] if space.cost else None
 
 
 def run_sweep(config: SweepConfig, listener: SweepListener | None = None) -> SweepResult:
@@ -165,13 +173,16 @@ def run_sweep(config: SweepConfig, listener: SweepListener | None = None) -> Swe
     if config.jobs > 1 and config.backend != "optuna":
         raise UsageError(f"--jobs {config.jobs} needs the optuna backend: a {config.backend} study serves one "
                          f"process at a time")
+    if config.space.cost and config.backend != "optuna":
+        raise UsageError(f"two objectives need the optuna backend; {config.backend} optimises one")
     dataset = load_dataset(config.dataset, config.target, config.task).subset(config.subset)
     tracker = Tracker(config.study_name, config.tracking_uri)
     config = with_recorded_budget(config, tracker)
     space, study = config.space, config.study_name
     _check_objective(space, dataset)
     tracker.check_study(space.signature(), backend=config.backend, dataset=config.dataset,
-                        objective_metric=space.objective.metric, objective_direction=space.objective.direction)
+                        objective_metric=space.objective.metric, objective_direction=space.objective.direction,
+                        objective_cost=space.cost.metric if space.cost else "")
     tracker.reap_dead_runs()
     options = BackendOptions(study, space, config.algorithm, config.pruner, config.storage, config.seed,
                              grace_period=config.grace_period, warm_start=config.warm_start)
@@ -280,7 +291,8 @@ def _open_search(tracker: Tracker, config: SweepConfig, dataset: Dataset, shared
     space = config.space
     experiment_tags = {"backend": config.backend, "dataset": config.dataset, "task": dataset.task,
                        "target": config.target or "", "objective_metric": space.objective.metric,
-                       "objective_direction": space.objective.direction, SPACE_TAG: json.dumps(space.signature())}
+                       "objective_direction": space.objective.direction, SPACE_TAG: json.dumps(space.signature()),
+                       "objective_cost": space.cost.metric if space.cost else ""}
     if shared:
         budget = {"trials": space.trials, "max_epochs": space.max_epochs, "patience": space.patience}
         experiment_tags[BUDGET_TAG] = json.dumps(budget)
@@ -344,9 +356,12 @@ def _best_or_none(tracker) -> BestRun | None:
 
 def _result(config, tracker, counts, best, test=None, version=None) -> SweepResult:
     experiment = tracker.client.get_experiment(tracker.experiment_id)
+    cost = config.space.cost
     return SweepResult(tracker.study, tracker.uri, tracker.experiment_id, tracker.parent_id,
                        config.space.objective.metric, best, test or {}, counts,
-                       trial_runs(tracker.client, experiment, state="complete", limit=5), version)
+                       trial_runs(tracker.client, experiment, state="complete", limit=5), version,
+                       cost_metric=cost.metric if cost else None,
+                       pareto=pareto_runs(tracker.client, experiment, cost.metric) if cost else [])
 
 
 def _check_objective(space: SearchSpace, dataset: Dataset) -> None:

@@ -124,6 +124,9 @@ class TrialRecorder:
                      train_seconds=result.seconds)
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in final.items()])
 
+    def log_metrics(self, metrics: dict) -> None:
+        log_metrics(self.client, self.run_id, metrics)
+
     def log_train_seconds(self, seconds: float | None) -> None:
         """Time in fit of a trial that ends without a result (pruned), so that sweeps can be costed."""
         if seconds is not None:
@@ -444,6 +447,43 @@ def trial_runs(client, experiment, *, state: str | None = None, limit: int = 100
     query = "tags.run_kind = 'trial'" + (f" and tags.state = '{state}'" if state else "")
     return client.search_runs([experiment.experiment_id], filter_string=query,
                               order_by=[f"metrics.objective {order}"], max_results=limit)
+
+
+def pareto_runs(client, experiment, cost_metric: str) -> list:
+    """The complete trial runs no other complete run beats on both the objective and `cost_metric` (lower is
+    better), cheapest first."""
+    maximize = experiment.tags.get("objective_direction", "maximize") == "maximize"
+    runs = [r for r in trial_runs(client, experiment, state="complete", limit=50_000)
+            if "objective" in r.data.metrics and cost_metric in r.data.metrics]
+
+    def score(run):  # both to be minimised
+        objective = run.data.metrics["objective"]
+        return (-objective if maximize else objective, run.data.metrics[cost_metric])
+
+    front = [r for r in runs if not any(_dominates(score(o), score(r)) for o in runs)]
+    return sorted(front, key=lambda r: score(r)[::-1])
+
+
+def _dominates(a: tuple, b: tuple) -> bool:
+    return all(x <= y for x, y in zip(a, b)) and a != b
+
+
+def smallest_within(client, study: str, margin: float) -> BestRun:
+    """The complete trial with a model and the fewest parameters whose objective is within `margin` of the
+    best one's (`sweeper export --pick smallest-within MARGIN`)."""
+    experiment = find_experiment(client, study)
+    best = best_run(client, study)
+    maximize = experiment.tags.get("objective_direction", "maximize") == "maximize"
+    close = [r for r in trial_runs(client, experiment, state="complete", limit=50_000)
+             if r.data.tags.get("has_model") == "true" and "param_count" in r.data.metrics
+             and (best.objective - r.data.metrics["objective"] if maximize
+                  else r.data.metrics["objective"] - best.objective) <= margin]
+    if not close:
+        return best  # trials from before parameter counts were recorded
+    run = min(close, key=lambda r: (r.data.metrics["param_count"], -r.data.metrics["objective"] if maximize
+                                    else r.data.metrics["objective"]))
+    return BestRun(run.info.run_id, int(run.data.tags["trial_number"]), run.data.metrics["objective"],
+                   dict(run.data.params), dict(run.data.metrics))
 
 
 def best_run(client, study: str) -> BestRun:

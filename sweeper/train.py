@@ -103,6 +103,23 @@ def evaluate(model, dataset: Dataset) -> dict[str, float]:
     return {f"test_{k}": float(v) for k, v in scores.items()}
 
 
+def model_costs(model, dataset: Dataset, *, latency: bool = False) -> dict[str, float]:
+    """What a trained model costs: its parameter count, and (when asked: it takes about a second) the
+    median wall time in milliseconds of predicting one example, over 50 calls after 5 to warm up."""
+    costs = {"param_count": float(model.count_params())}
+    if latency:
+        example = dataset.x_test[:1]
+        for _ in range(5):
+            model.predict_on_batch(example)
+        times = []
+        for _ in range(50):
+            started = time.perf_counter()
+            model.predict_on_batch(example)
+            times.append(time.perf_counter() - started)
+        costs["latency_ms"] = 1000 * sorted(times)[len(times) // 2]
+    return costs
+
+
 def _fail_on_nan(history: dict, metric: str) -> None:
     for name in ("loss", metric):
         for epoch, value in enumerate(history.get(name, []), start=1):

@@ -4,7 +4,7 @@ from .base import Backend, BackendOptions, ShouldPrune, TrialFunction, TrialPlan
 
 #: backend name -> (algorithms, pruners); the first of each is the default
 CHOICES = {
-    "optuna": (("tpe", "random", "grid", "cmaes"), ("median", "hyperband", "none")),
+    "optuna": (("tpe", "random", "grid", "cmaes", "nsga2"), ("median", "hyperband", "none")),
     "keras-tuner": (("random", "bayesian", "hyperband"), ("none",)),
 }
 

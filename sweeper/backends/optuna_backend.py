@@ -147,7 +147,8 @@ class OptunaBackend(Backend):
             with self.study_lock():  # workers starting together on a new store create the study once
                 self.study = optuna.create_study(study_name=options.study,
                                                  storage=make_storage(options.storage, options.grace_period),
-                                                 direction=space.objective.direction, load_if_exists=True)
+                                                 directions=[o.direction for o in space.objectives],
+                                                 load_if_exists=True)
                 self.is_new = not self.study.trials and SPACE_ATTR not in self.study.user_attrs
                 if self.is_new:  # a new study tries the space's `start` configurations first
                     self.study.set_user_attr(SPACE_ATTR, space.signature())
@@ -158,10 +159,7 @@ class OptunaBackend(Backend):
         except sqlalchemy.exc.SQLAlchemyError as exc:  # the database refused us: say why, without a password
             reason = scrub(str(getattr(exc, "orig", None) or exc), options.storage).strip().splitlines()[0]
             raise SweeperError(f"cannot open the Optuna storage {mask(options.storage)}: {reason}") from None
-        if self.study.direction.name.lower() != space.objective.direction:
-            raise UsageError(f"study '{options.study}' was created to {self.study.direction.name.lower()} "
-                             f"its objective, but the search space asks to {space.objective.direction}; "
-                             f"use another --study")
+        self._check_directions(space)
         changes = signature_changes(self.study.user_attrs.get(SPACE_ATTR, space.signature()), space.signature())
         if changes:
             raise UsageError(f"study '{options.study}' was created with another search space "
@@ -173,6 +171,16 @@ class OptunaBackend(Backend):
         self.study.pruner = self._pruner(options.pruner or "median")
         self._reseeded = False
         self._reaped: list[int] = []
+
+    def _check_directions(self, space) -> None:
+        created = [d.name.lower() for d in self.study.directions]
+        asked = [o.direction for o in space.objectives]
+        if len(created) != len(asked):
+            raise UsageError(f"study '{self.options.study}' was created with {len(created)} objective(s), but "
+                             f"the search space names {len(asked)}; use another --study")
+        if created != asked:
+            raise UsageError(f"study '{self.options.study}' was created to {' and '.join(created)} its "
+                             f"objective, but the search space asks to {' and '.join(asked)}; use another --study")
 
     def _sampler(self, name, seed):
         import optuna
@@ -187,6 +195,10 @@ class OptunaBackend(Backend):
             return optuna.samplers.RandomSampler(seed=seed)
         if name == "grid":
             return optuna.samplers.GridSampler(space.grid(), seed=seed)
+        if name == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed)
+        if space.cost and name in ("cmaes", "grid"):
+            raise UsageError(f"the {name} algorithm takes one objective; for two use tpe (default) or nsga2")
         if name == "cmaes":
             return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
         raise UsageError(f"unknown algorithm '{name}' for optuna; expected one of {', '.join(self.algorithms)}")
@@ -194,6 +206,8 @@ class OptunaBackend(Backend):
     def _pruner(self, name):
         import optuna
 
+        if self.options.space.cost:  # Optuna prunes single-objective studies only
+            return optuna.pruners.NopPruner()
         if name == "median":
             return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
         if name == "hyperband":
@@ -245,6 +259,8 @@ class OptunaBackend(Backend):
             if heartbeats and not self._still_running(trial.number):
                 raise TrialAbandoned(f"failed by another worker after {self.options.grace_period} s without a "
                                      f"heartbeat from this one (was this process paused?); its result is dropped")
+            if self.options.space.cost:
+                return False
             trial.report(value, epoch)
             return trial.should_prune()
 
@@ -319,10 +335,15 @@ class OptunaBackend(Backend):
         return taken
 
     def best_value(self) -> float | None:
-        try:
-            return self.study.best_value
-        except ValueError:
+        """The best first objective (for two objectives too: the live display's "best") among the trials
+        trained in this study (warm-start trials added by `sweeper refine` hold no model here)."""
+        from optuna.trial import TrialState
+
+        values = [t.values[0] for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                  if not t.user_attrs.get("warm_start")]
+        if not values:
             return None
+        return max(values) if self.options.space.objective.direction == "maximize" else min(values)
 
     def counts(self) -> dict[str, int]:
         from optuna.trial import TrialState
