@@ -305,7 +305,14 @@ def refine(study, top, margin, trials, name, out, space_file, force, seed, stora
         err.print(f"  {change}")
     err.print(f"Study [bold]{config.study_name}[/]: {len(refinement.top)} warm-start trials + "
               f"{config.space.trials - len(refinement.top)} new, up to {config.space.max_epochs} epochs each")
-    _sweep_with_progress(config, err)
+    result = _sweep_with_progress(config, err)
+    first = refinement.top[0]
+    if result.best is not None:
+        better = config.space.objective.better(result.best.objective, first.value)
+        click.echo(f"First stage: {study}'s best {result.objective_metric} {first.value:.4f} (trial {first.number}); "
+                   f"refined: {result.best.objective:.4f} (trial {result.best.trial_number}). The better model is "
+                   f"{config.study_name + ' (refined)' if better else study + ' (first stage)'}'s: sweeper export "
+                   f"{config.study_name if better else study} --out best/")
 
 
 @main.group()

@@ -83,6 +83,8 @@ def test_refine_writes_the_space_and_sweeps_it_warm_started_under_its_own_tagged
     [parent] = client.search_runs([experiment.experiment_id], "tags.run_kind = 'search'")
     assert parent.data.tags["refines"] == "digits" and parent.data.params["warm_start_trials"] == "3"
     assert parent.info.status == "FINISHED" and parent.data.metrics["trials_complete"] == 5
+    assert "test_accuracy" in parent.data.metrics  # its own trials keep models, whatever the first stage scored
+    assert "First stage: digits's best val_accuracy" in result.output
     runs = client.search_runs([experiment.experiment_id], "tags.run_kind = 'trial'")
     assert sorted(int(r.data.tags["trial_number"]) for r in runs) == [t.number for t in new]  # trained ones only
 
