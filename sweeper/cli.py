@@ -214,6 +214,8 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
     from .sweep import SweepConfig, with_recorded_budget
 
     space, budget = _load_space(dataset, space_file, trials, max_epochs, patience)
+    if space.cost:
+        pruner = "none"  # Optuna prunes single-objective studies only
     config = SweepConfig(dataset=dataset, space=space, study=study, backend=backend, algorithm=algorithm,
                          pruner=pruner, storage=storage, tracking_uri=tracking_uri, timeout=timeout, subset=subset,
                          seed=seed, target=target, task=task, max_failures=max_failures,
