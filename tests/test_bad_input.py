@@ -84,7 +84,7 @@ CASES = [
      "Error: Invalid value for '--backend': 'ray' is not one of 'optuna', 'keras-tuner'."),
     (["search", "fashion", "--algorithm", "bohb"], 2, "Error: Invalid value for '--algorithm': 'bohb' is not an "
                                                       "algorithm of the optuna backend; expected one of tpe, random, "
-                                                      "grid, cmaes"),
+                                                      "grid, cmaes, nsga2"),
     (["search", "fashion", "--pruner", "asha"], 2, "Error: Invalid value for '--pruner': 'asha' is not a pruner of "
                                                    "the optuna backend; expected one of median, hyperband, none"),
     (["search", "fashion", "--backend", "keras-tuner", "--algorithm", "cmaes"], 2,
