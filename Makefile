@@ -45,13 +45,15 @@ search: setup
 test: setup test-tools
 	$(BIN)/python -m pytest
 
-# The benchmark suite (about 90 minutes on 2 cores); figures go to bench/RESULTS.md by hand, with the command.
+# The benchmark suite (about 2 hours on 2 cores); figures go to bench/RESULTS.md by hand, with the command.
 bench: setup
 	$(BIN)/python bench/epoch_speed.py
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/scaling.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/quality.py
+	$(BIN)/python bench/refine.py
+	$(BIN)/python bench/lr_range.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
