@@ -240,11 +240,13 @@ def _sweep_with_progress(config, err):
     from .report import LiveProgress
     from .sweep import run_sweep
 
+    from .interrupts import raise_interrupt
+
     space = config.space
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
     # Started in the background by a script, Python inherits an ignored SIGINT: take it back, so that
     # `kill -INT` stops a sweep cleanly too.
-    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous_int = signal.signal(signal.SIGINT, raise_interrupt)
     import_tensorflow()
     try:
         with LiveProgress(err, space.objective.metric, space.objective.direction, space.max_epochs) as progress:
@@ -409,12 +411,6 @@ def lr_find(dataset, space_file, write, optimizer, steps, start_lr, end_lr, out,
                f"Suggested learning_rate: {{type: float, low: {test.low:g}, high: {test.high:g}, log: true}}\n"
                f"Plot: {found.plot_path} (and in MLflow, run {found.run_id})"
                + (f"\nWrote the range into {found.written}." if found.written else ""))
-
-
-def _terminate(signum, frame):
-    from .errors import Terminated
-
-    raise Terminated()
 
 
 def _print_summary(result):

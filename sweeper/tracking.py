@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import TrackingError, TrialAbandoned, TrialPruned, UsageError
+from .interrupts import deferred
 from .search_space import signature_changes
 from .urls import mask, scrub
 from .workers import file_lock, is_dead, this_worker
@@ -113,7 +114,8 @@ class TrialRecorder:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in logs.items()])
+        with deferred():  # a Ctrl-C in mid-write would leave the SQLite store locked for the trial's last words
+            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in logs.items()])
 
     def log_result(self, result) -> None:
         from mlflow.entities import Metric
@@ -122,10 +124,12 @@ class TrialRecorder:
         final = {f"final_{k}": v for k, v in result.metrics.items()}
         final.update(objective=result.objective, best_epoch=result.best_epoch, epochs=result.epochs,
                      train_seconds=result.seconds)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in final.items()])
+        with deferred():
+            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in final.items()])
 
     def log_metrics(self, metrics: dict) -> None:
-        log_metrics(self.client, self.run_id, metrics)
+        with deferred():
+            log_metrics(self.client, self.run_id, metrics)
 
     def log_train_seconds(self, seconds: float | None) -> None:
         """Time in fit of a trial that ends without a result (pruned), so that sweeps can be costed."""
@@ -289,8 +293,9 @@ class Tracker:
         tags = {**self.base_tags, **{k: str(v) for k, v in (tags or {}).items()}, MLFLOW_PARENT_RUN_ID: self.parent_id,
                 MLFLOW_RUN_NAME: f"trial-{number:03d}",
                 "trial_number": str(number), "state": "running", "run_kind": "trial"}
-        run_id = self.client.create_run(self.experiment_id, tags=tags).info.run_id
-        self._log_params(run_id, params)
+        with deferred():
+            run_id = self.client.create_run(self.experiment_id, tags=tags).info.run_id
+            self._log_params(run_id, params)
         try:
             yield TrialRecorder(self.client, run_id)
         except TrialPruned as exc:
