@@ -64,7 +64,7 @@ def export_best(study: str, out: str | Path, *, formats=("keras",), retrain: boo
     experiment = find_experiment(client, study)
     best = best_run(client, study)
     if smallest_within_margin is not None:
-        top, best = best, smallest_within(client, study, smallest_within_margin)
+        top, best = best, smallest_within(client, study, best, smallest_within_margin)
         say(f"Picked trial {best.trial_number} ({int(best.metrics.get('param_count', 0)):,} parameters, objective "
             f"{best.objective:.4f}): the smallest within {smallest_within_margin:g} of the best, trial "
             f"{top.trial_number} ({int(top.metrics.get('param_count', 0)):,} parameters, {top.objective:.4f}).")

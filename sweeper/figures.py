@@ -75,7 +75,8 @@ def study_figures(record: StudyRecord, curves: dict[int, list[tuple[int, float]]
     figures = [
         _draw("optimization_history", "Optimisation history (with the running best)", complete >= 1,
               "no complete trial yet", lambda: vis.plot_optimization_history(study, target_name=target_name)),
-        _draw("param_importances", "Parameter importances (PED-ANOVA, Optuna's default evaluator)", complete >= 3 and _varied(study),
+        _draw("param_importances", "Parameter importances (PED-ANOVA, Optuna's default evaluator)",
+              complete >= 3 and _varied(study),
               "needs at least 3 complete trials whose parameters differ",
               lambda: vis.plot_param_importances(study, target_name=target_name)),
         _draw("parallel_coordinate", "Parallel coordinates", complete >= 2, "needs at least 2 complete trials",

@@ -54,15 +54,12 @@ def _narrow_spec(spec, values, margin):
         return Choice(tuple(c for c in spec.choices if c in values))
     if isinstance(spec, (IntRange, FloatRange)):
         low, high = _widened(min(values), max(values), spec, margin)
-        if isinstance(spec, IntRange):
-            step = spec.step or 1
+        step = spec.step or (1 if isinstance(spec, IntRange) else None)
+        if step:  # outwards onto the range's grid
             low = spec.low + math.floor((low - spec.low) / step) * step
             high = spec.low + math.ceil((high - spec.low) / step) * step
-            return dataclasses.replace(spec, low=int(max(low, spec.low)), high=int(min(high, spec.high)))
-        if spec.step:
-            low = spec.low + math.floor((low - spec.low) / spec.step) * spec.step
-            high = spec.low + math.ceil((high - spec.low) / spec.step) * spec.step
-        return dataclasses.replace(spec, low=_tidy(max(low, spec.low)), high=_tidy(min(high, spec.high)))
+        kind = int if isinstance(spec, IntRange) else _tidy
+        return dataclasses.replace(spec, low=kind(max(low, spec.low)), high=kind(min(high, spec.high)))
     return spec
 
 

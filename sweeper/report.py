@@ -95,7 +95,7 @@ def summary(result: SweepResult) -> Group:
         table.add_column(header, justify="left" if header in ("optimizer", "activation") else "right")
     for run in result.top:
         p, m = run.data.params, run.data.metrics
-        units = "-".join(p[f"units_{i}"] for i in range(int(p.get("n_layers", 0))) if f"units_{i}" in p)
+        units = _units(p)
         table.add_row(run.data.tags.get("trial_number", "?"), _fmt(m.get("objective")), _fmt(m.get("epochs"), 0),
                       units, *(_fmt_param(p.get(name)) for name in _SHOWN_PARAMS[1:]))
     parts.append(table)
@@ -119,6 +119,12 @@ def summary(result: SweepResult) -> Group:
     return Group(*parts)
 
 
+def _units(params: dict) -> str:
+    """Layer widths as text, e.g. 256-128, from params as MLflow holds them (units_0, units_1, ...)."""
+    return "-".join(str(params[f"units_{i}"]) for i in range(int(params.get("n_layers", 0)))
+                    if f"units_{i}" in params)
+
+
 def _pareto_table(result: SweepResult) -> Table:
     """Two objectives: the trials no other beats on both, cheapest first."""
     metric = result.objective_metric.removeprefix("val_")
@@ -127,7 +133,7 @@ def _pareto_table(result: SweepResult) -> Table:
         table.add_column(header, justify="left" if header == "optimizer" else "right")
     for run in result.pareto:
         p, m = run.data.params, run.data.metrics
-        units = "-".join(p[f"units_{i}"] for i in range(int(p.get("n_layers", 0))) if f"units_{i}" in p)
+        units = _units(p)
         cost = m[result.cost_metric]
         table.add_row(run.data.tags.get("trial_number", "?"), _fmt(m.get("objective")),
                       f"{cost:,.0f}" if result.cost_metric == "param_count" else f"{cost:.3f}", units,
@@ -147,7 +153,7 @@ def trials_table(record, order: str) -> Table:
     style = {"complete": "green", "pruned": "yellow", "failed": "red"}
     for trial in record.sorted_trials(order):
         p = {k: str(v) for k, v in trial.params.items()}
-        units = "-".join(p[f"units_{i}"] for i in range(int(p.get("n_layers", 0))) if f"units_{i}" in p)
+        units = _units(p)
         table.add_row(str(trial.number), f"[{style.get(trial.state, 'white')}]{trial.state}[/]", _fmt(trial.value),
                       _fmt(trial.seconds, 1), _fmt(trial.epochs, 0), units,
                       *(_fmt_param(p.get(name)) for name in _SHOWN_PARAMS[1:]))

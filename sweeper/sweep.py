@@ -179,10 +179,7 @@ def run_sweep(config: SweepConfig, listener: SweepListener | None = None) -> Swe
     tracker = Tracker(config.study_name, config.tracking_uri)
     config = with_recorded_budget(config, tracker)
     space, study = config.space, config.study_name
-    _check_objective(space, dataset)
-    tracker.check_study(space.signature(), backend=config.backend, dataset=config.dataset,
-                        objective_metric=space.objective.metric, objective_direction=space.objective.direction,
-                        objective_cost=space.cost.metric if space.cost else "")
+    _check_against_study(tracker, config, dataset)
     tracker.reap_dead_runs()
     options = BackendOptions(study, space, config.algorithm, config.pruner, config.storage, config.seed,
                              grace_period=config.grace_period, warm_start=config.warm_start)
@@ -237,11 +234,8 @@ def create_study(config: SweepConfig) -> CreatedStudy:
                          f"process at a time")
     study = config.study_name
     dataset = load_dataset(config.dataset, config.target, config.task)
-    _check_objective(config.space, dataset)
     tracker = Tracker(study, config.tracking_uri)
-    objective = config.space.objective
-    tracker.check_study(config.space.signature(), backend=config.backend, dataset=config.dataset,
-                        objective_metric=objective.metric, objective_direction=objective.direction)
+    _check_against_study(tracker, config, dataset)
     options = BackendOptions(study, config.space, storage=config.storage, grace_period=config.grace_period)
     with make_backend(config.backend, options) as backend, backend.study_lock():
         if not backend.is_new:
@@ -362,6 +356,15 @@ def _result(config, tracker, counts, best, test=None, version=None) -> SweepResu
                        trial_runs(tracker.client, experiment, state="complete", limit=5), version,
                        cost_metric=cost.metric if cost else None,
                        pareto=pareto_runs(tracker.client, experiment, cost.metric) if cost else [])
+
+
+def _check_against_study(tracker: Tracker, config: SweepConfig, dataset: Dataset) -> None:
+    """The objective fits the dataset, and engine, dataset, objectives and space match what MLflow holds."""
+    space = config.space
+    _check_objective(space, dataset)
+    tracker.check_study(space.signature(), backend=config.backend, dataset=config.dataset,
+                        objective_metric=space.objective.metric, objective_direction=space.objective.direction,
+                        objective_cost=space.cost.metric if space.cost else "")
 
 
 def _check_objective(space: SearchSpace, dataset: Dataset) -> None:

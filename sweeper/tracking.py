@@ -473,11 +473,10 @@ def _dominates(a: tuple, b: tuple) -> bool:
     return all(x <= y for x, y in zip(a, b)) and a != b
 
 
-def smallest_within(client, study: str, margin: float) -> BestRun:
-    """The complete trial with a model and the fewest parameters whose objective is within `margin` of the
-    best one's (`sweeper export --pick smallest-within MARGIN`)."""
+def smallest_within(client, study: str, best: BestRun, margin: float) -> BestRun:
+    """The complete trial with a model and the fewest parameters whose objective is within `margin` of
+    `best`'s (`sweeper export --pick smallest-within MARGIN`)."""
     experiment = find_experiment(client, study)
-    best = best_run(client, study)
     maximize = experiment.tags.get("objective_direction", "maximize") == "maximize"
     close = [r for r in trial_runs(client, experiment, state="complete", limit=50_000)
              if r.data.tags.get("has_model") == "true" and "param_count" in r.data.metrics
@@ -485,10 +484,8 @@ def smallest_within(client, study: str, margin: float) -> BestRun:
                   else r.data.metrics["objective"] - best.objective) <= margin]
     if not close:
         return best  # trials from before parameter counts were recorded
-    run = min(close, key=lambda r: (r.data.metrics["param_count"], -r.data.metrics["objective"] if maximize
-                                    else r.data.metrics["objective"]))
-    return BestRun(run.info.run_id, int(run.data.tags["trial_number"]), run.data.metrics["objective"],
-                   dict(run.data.params), dict(run.data.metrics))
+    return _best_run(min(close, key=lambda r: (r.data.metrics["param_count"], -r.data.metrics["objective"]
+                                               if maximize else r.data.metrics["objective"])))
 
 
 def best_run(client, study: str) -> BestRun:
@@ -496,9 +493,13 @@ def best_run(client, study: str) -> BestRun:
     experiment = find_experiment(client, study)
     for run in trial_runs(client, experiment, state="complete", limit=50):
         if run.data.tags.get("has_model") == "true":
-            return BestRun(run.info.run_id, int(run.data.tags["trial_number"]), run.data.metrics["objective"],
-                           dict(run.data.params), dict(run.data.metrics))
+            return _best_run(run)
     raise TrackingError(f"study '{study}' has no completed trial with a model yet")
+
+
+def _best_run(run) -> BestRun:
+    return BestRun(run.info.run_id, int(run.data.tags["trial_number"]), run.data.metrics["objective"],
+                   dict(run.data.params), dict(run.data.metrics))
 
 
 def parse_param(text: str):
