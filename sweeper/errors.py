@@ -31,6 +31,44 @@ class UsageError(SweeperError):
     """Options that cannot work together; the CLI reports it as a usage error (exit 2)."""
 
 
+class StoreError(SweeperError):
+    """A store (the Optuna journal, the MLflow database) cannot be read as it is; the message names the file,
+    what is wrong with it and how to recover."""
+
+
+class DiskFull(SweepError):
+    """No space left on a device a sweep writes to: fatal for the sweep (the running trial is recorded as
+    interrupted, so a resume runs it again), never a failed trial."""
+
+    def __init__(self, path: str | None = None):
+        self.path = path
+        super().__init__(f"no space left on device writing {path or 'the store'}; free some space and run the "
+                         f"same command again to resume")
+
+
+_DISK_FULL_ERRNOS = {28, 122}  # ENOSPC, EDQUOT
+_DISK_FULL_TEXT = ("no space left on device", "database or disk is full", "disk quota exceeded")
+
+
+def disk_full(exc: BaseException, path: str | None = None) -> DiskFull | None:
+    """A DiskFull for `exc` when it, or an exception it came from, says the disk is full (an OSError with
+    ENOSPC, SQLite's "database or disk is full", a library's message with the same words); else None. The
+    path is the one the OSError names, else `path`."""
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    for link in chain:
+        if isinstance(link, DiskFull):
+            return link
+        if isinstance(link, OSError) and link.errno in _DISK_FULL_ERRNOS:
+            return DiskFull(link.filename2 or link.filename or path)  # a copy names its target second
+    if any(text in str(link).lower() for link in chain for text in _DISK_FULL_TEXT):
+        return DiskFull(path)
+    return None
+
+
 class TrialFailed(Exception):
     """One trial failed (NaN loss, exception in training): recorded, and the sweep goes on."""
 
@@ -53,9 +91,10 @@ class Terminated(KeyboardInterrupt):
 class SweepInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped a sweep; `result` holds what had finished (a resume goes on from there)."""
 
-    def __init__(self, result, terminated: bool = False):
+    def __init__(self, result, terminated: bool = False, finishing: bool = False):
         super().__init__("interrupted")
         self.result, self.terminated = result, terminated
+        self.finishing = finishing  # stopped while making the final model (every trial had ended)
 
 
 class ExportError(SweeperError):
