@@ -6,9 +6,10 @@ TensorFlow, MLflow or Optuna.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import re
-import signal
 import sys
 
 import click
@@ -49,16 +50,33 @@ class DatasetName(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class StudyName(click.ParamType):
+    """A study name every store accepts (sweeper.names), refused before any work."""
+
+    name = "name"
+
+    def convert(self, value, param, ctx):
+        from .errors import UsageError
+        from .names import check_study_name
+
+        try:
+            return check_study_name(value)
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 def reports_errors(command):
     """Library raises, CLI speaks: SweeperError -> `Error: ...` and exit 1 (2 for usage errors)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from .errors import SweeperError, UsageError
+        from .interrupts import installed
 
         debug = (click.get_current_context().find_root().params or {}).get("debug")
         try:
-            return command(*args, **kwargs)
+            with installed(), _warnings_shown():  # before the first store write, in every command
+                return command(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except UsageError as exc:
@@ -81,6 +99,23 @@ def reports_errors(command):
                                        f"traceback)") from None
 
     return wrapper
+
+
+class _WarningLines(logging.Handler):
+    """The library's warnings (logger `sweeper`) as `Warning: ...` lines on stderr."""
+
+    def emit(self, record):
+        click.echo(f"Warning: {record.getMessage()}", err=True)
+
+
+@contextlib.contextmanager
+def _warnings_shown():
+    logger, handler = logging.getLogger("sweeper"), _WarningLines(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def checked_url(ctx, param, value):
@@ -169,7 +204,7 @@ def _check_dataset_options(dataset, target):
 @main.command()
 @click.argument("dataset", type=DatasetName())
 @space_options
-@click.option("--study", metavar="NAME", help="Study name; the same name resumes it, or joins it while other "
+@click.option("--study", type=StudyName(), metavar="NAME", help="Study name; the same name resumes it, or joins it while other "
                                                "workers run it (default: the dataset's name, plus -keras-tuner "
                                                "for that backend).")
 @click.option("--timeout", type=Duration(), metavar="DURATION", help="Stop starting trials after this long, e.g. 30m or 2h.")
@@ -191,9 +226,11 @@ def _check_dataset_options(dataset, target):
 @click.option("--refit/--no-refit", default=True, show_default=True,
               help="Retrain the best configuration on training + validation data for its best epoch count "
                    "before the final test; that model is the one registered.")
+@click.option("--start-over", is_flag=True, help="When the study's MLflow runs or its engine storage are gone, "
+                                                 "drop the half that is left and sweep the study afresh.")
 @reports_errors
 def search(dataset, space_file, study, trials, timeout, max_epochs, patience, subset, seed, backend, algorithm,
-           pruner, storage, tracking_uri, target, task, max_failures, jobs, grace_period, refit):
+           pruner, storage, tracking_uri, target, task, max_failures, jobs, grace_period, refit, start_over):
     """Sweep DATASET's search space and record every trial in MLflow.
 
     DATASET is fashion, mnist, digits, california or csv:PATH (with --target COLUMN).
@@ -219,7 +256,7 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
     config = SweepConfig(dataset=dataset, space=space, study=study, backend=backend, algorithm=algorithm,
                          pruner=pruner, storage=storage, tracking_uri=tracking_uri, timeout=timeout, subset=subset,
                          seed=seed, target=target, task=task, max_failures=max_failures,
-                         jobs=jobs, refit=refit, grace_period=grace_period, budget=budget)
+                         jobs=jobs, refit=refit, grace_period=grace_period, budget=budget, start_over=start_over)
     if algorithm == "grid":
         space.grid()  # refuse an ungriddable space before any work starts
     config = with_recorded_budget(config)
@@ -236,29 +273,23 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
 def _sweep_with_progress(config, err):
     """Run the sweep under the live display; Ctrl-C and SIGTERM end it cleanly; print the summary."""
     from .errors import SweepInterrupted
-    from .quiet import import_tensorflow
     from .report import LiveProgress
     from .sweep import run_sweep
 
-    from .interrupts import raise_interrupt
-
     space = config.space
-    previous = signal.signal(signal.SIGTERM, raise_interrupt)
-    # Started in the background by a script, Python inherits an ignored SIGINT: take it back, so that
-    # `kill -INT` stops a sweep cleanly too.
-    previous_int = signal.signal(signal.SIGINT, raise_interrupt)
-    import_tensorflow()
     try:
         with LiveProgress(err, space.objective.metric, space.objective.direction, space.max_epochs) as progress:
             result = run_sweep(config, progress)
     except SweepInterrupted as stop:
         _print_summary(stop.result)
-        err.print(f"Interrupted ({'SIGTERM' if stop.terminated else 'Ctrl-C'}): the running trial is recorded as "
-                  f"failed; finished trials are kept. Run the same command to resume.")
+        signal_name = "SIGTERM" if stop.terminated else "Ctrl-C"
+        if stop.finishing:
+            err.print(f"Interrupted ({signal_name}) while making the final model: every trial is kept. Run the "
+                      f"same command to make it.")
+        else:
+            err.print(f"Interrupted ({signal_name}): the running trial is recorded as failed; finished trials are "
+                      f"kept. Run the same command to resume.")
         sys.exit(143 if stop.terminated else 130)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, previous_int)
     _print_summary(result)
     return result
 
@@ -270,7 +301,7 @@ def _sweep_with_progress(config, err):
 @click.option("--margin", type=click.FloatRange(min=0, max=2), default=0.25, show_default=True,
               help="Room left beyond the top trials' values, as a share of their spread (log ranges: in log space).")
 @click.option("--trials", type=click.IntRange(min=1), help="New trials to run (default: as many as STUDY's sweep).")
-@click.option("--name", metavar="NAME", help="Name of the new study (default: STUDY-refined).")
+@click.option("--name", type=StudyName(), metavar="NAME", help="Name of the new study (default: STUDY-refined).")
 @click.option("--out", type=click.Path(dir_okay=False), metavar="FILE",
               help="Where to write the narrowed space (default: NAME.yaml).")
 @click.option("--space", "space_file", type=click.Path(dir_okay=False), metavar="FILE",
@@ -325,7 +356,7 @@ def study():
 
 
 @study.command("create")
-@click.argument("name")
+@click.argument("name", type=StudyName())
 @click.option("--dataset", required=True, type=DatasetName(), help="Dataset every worker trains on (the same "
                                                                        "files must be on each host).")
 @space_options
@@ -374,7 +405,8 @@ def study_create(name, dataset, space_file, trials, max_epochs, patience, storag
 @click.option("--end-lr", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), metavar="PNG", help="Plot file (default: "
                                                                            "lr-find-DATASET.png).")
-@click.option("--study", metavar="NAME", help="MLflow experiment to record the test in (default: DATASET).")
+@click.option("--study", type=StudyName(), metavar="NAME",
+              help="MLflow experiment to record the test in (default: DATASET).")
 @click.option("--subset", type=click.IntRange(min=1), metavar="N", help="Use only N training examples.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @tracking_option
@@ -456,6 +488,34 @@ def validate(file):
 
 
 @main.command()
+@click.option("--repair", is_flag=True, help="Mend what can be mended without losing a record (the originals are "
+                                             "kept beside).")
+@storage_option
+@tracking_option
+@reports_errors
+def doctor(repair, storage, tracking_uri):
+    """Check the Optuna journal and the MLflow store of this folder's sweeps (or --storage, --tracking-uri).
+
+    A journal line that is not a whole record (a crash, a full disk, stray bytes) is found by its line and
+    byte offset; --repair keeps the good lines. A store an interrupted first run left half-created is set
+    aside. Exit 1 when something is still wrong.
+
+    \b
+    Example:
+      sweeper doctor
+      sweeper doctor --repair
+    """
+    from .doctor import check
+
+    findings = check(storage, tracking_uri, repair=repair)
+    for finding in findings:
+        mark = "repaired" if finding.repaired and finding.healthy else "ok" if finding.healthy else "PROBLEM"
+        click.echo(f"{mark:<8} {finding.store}: {finding.message}")
+    if not all(finding.healthy for finding in findings):
+        sys.exit(1)
+
+
+@main.command()
 @reports_errors
 def datasets():
     """List the datasets and where each one's data was found.
@@ -516,7 +576,7 @@ def trials(study, sort, as_json, as_csv, tracking_uri):
     from .report import trials_table
     from .tracking import open_client
 
-    record = load_study(open_client(tracking_uri), study)
+    record = load_study(open_client(tracking_uri, create=False), study)
     rows = [t.row() for t in record.sorted_trials(sort)]
     _print_rows(rows, as_json, as_csv, lambda: trials_table(record, sort))
 
@@ -536,7 +596,7 @@ def studies(as_json, as_csv, tracking_uri):
     from .report import studies_table
     from .tracking import open_client
 
-    records = all_studies(open_client(tracking_uri))
+    records = all_studies(open_client(tracking_uri, create=False))
     rows = [record.row() for record in records]
     _print_rows(rows, as_json, as_csv, lambda: studies_table(records))
 
@@ -588,7 +648,7 @@ def report(study, out, tracking_uri):
     click.echo(f"Wrote {built.path}: {len(drawn)} figures ({', '.join(drawn)})"
                + (f"; not drawn: {'; '.join(skipped)}" if skipped else "")
                + (f". Also logged on search run {built.search_run_id} (artifacts/report/)." if built.search_run_id
-                  else "."))
+                  else " (not logged in MLflow: the store is read-only)." if built.read_only_store else "."))
 
 
 FORMAT_NAMES = ("keras", "savedmodel", "onnx", "tflite")  # sweeper.formats.FORMATS, without importing it

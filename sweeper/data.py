@@ -330,3 +330,13 @@ def load_dataset(name: str, target: str | None = None, task: str | None = None) 
     if target:
         raise DatasetError(f"--target applies to csv:PATH datasets only, not to '{name}'")
     return DATASETS[name].load()
+
+
+def dataset_task(name: str, target: str | None = None, task: str | None = None) -> str:
+    """A dataset's task without loading its arrays (a CSV table is read, since its target decides)."""
+    check_name(name)
+    if name.startswith("csv:"):
+        return load_dataset(name, target, task).task
+    if target:
+        raise DatasetError(f"--target applies to csv:PATH datasets only, not to '{name}'")
+    return DATASETS[name].task

@@ -15,12 +15,12 @@ from . import __version__, card as cards
 from .data import Dataset, load_dataset
 from .errors import ExportError, SweeperError, TrackingError
 from .formats import FORMATS, check_installed, write_and_check
-from .tracking import (FINAL_MODEL_ARTIFACT, STORE_DIR, BestRun, best_run, find_experiment, learning_rates,
-                       smallest_within,
-                       load_run_model, log_folder, log_metrics, log_refit_model, metric_histories, open_client,
-                       parse_param, refit_run, start_retrain_run)
+from .tracking import (FINAL_MODEL_ARTIFACT, BestRun, best_run, find_experiment, learning_rates, load_run_model,
+                       log_folder, log_metrics, log_refit_model, metric_histories, open_client, parse_param, refit_run,
+                       smallest_within, start_retrain_run, store_is_read_only)
 from .train import evaluate, refit
 from .urls import mask
+from .workers import pid_alive
 
 #: How many test inputs each written file is checked on (the whole test split of Fashion-MNIST).
 CHECKED_INPUTS = 10_000
@@ -57,10 +57,7 @@ def export_best(study: str, out: str | Path, *, formats=("keras",), retrain: boo
     formats = list(dict.fromkeys(formats))
     _check_out(out, force)
     check_installed(formats)
-    if tracking_uri is None and not (STORE_DIR / "mlflow.db").is_file():
-        raise TrackingError(f"no MLflow store here ({STORE_DIR / 'mlflow.db'}); run `sweeper search` in this "
-                            f"folder first, or give --tracking-uri")
-    client = open_client(tracking_uri)
+    client = open_client(tracking_uri, create=False)
     experiment = find_experiment(client, study)
     best = best_run(client, study)
     if smallest_within_margin is not None:
@@ -72,9 +69,14 @@ def export_best(study: str, out: str | Path, *, formats=("keras",), retrain: boo
     search = _search_params(client, best)
     dataset = load_dataset(tags["dataset"], tags.get("target") or None, tags.get("task")).subset(
         _subset(search))  # the data the sweep trained on
-    chosen = _choose_model(client, experiment, best, dataset, retrain, seed, say)
+    recorded = not store_is_read_only(client)
+    if not recorded:
+        say(f"The MLflow store {mask(client.tracking_uri)} is read-only: this export is written but not recorded "
+            f"in it.")
+    chosen = _choose_model(client, experiment, best, dataset, retrain, seed, say, recorded)
     test = evaluate(chosen.model, dataset)
-    log_metrics(client, chosen.run_id, test)
+    if recorded:
+        log_metrics(client, chosen.run_id, test)
     card = _card(client, study, best, chosen, dataset, test, search)
     staging = _staging(out)
     try:
@@ -82,7 +84,8 @@ def export_best(study: str, out: str | Path, *, formats=("keras",), retrain: boo
         card["formats"] = {name: {"file": path.name, "max_abs_difference": diff, "checked_on": n}
                            for name, (path, diff, n) in files.items()}
         _write_card(card, chosen.model, dataset, client, best, staging)
-        log_folder(client, chosen.run_id, staging / "card", "model_card")
+        if recorded:
+            log_folder(client, chosen.run_id, staging / "card", "model_card")
         _move_into_place(staging, out, force)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -99,7 +102,8 @@ def _check_out(out: Path, force: bool) -> None:
         raise SweeperError(f"cannot create {out}: {blocked} is a file, not a folder")
 
 
-def _choose_model(client, experiment, best: BestRun, dataset: Dataset, retrain: bool, seed: int, say) -> Chosen:
+def _choose_model(client, experiment, best: BestRun, dataset: Dataset, retrain: bool, seed: int, say,
+                  recorded: bool = True) -> Chosen:
     trial_model = load_run_model(client, best.run_id)
     if not retrain:
         return Chosen(trial_model, f"trial {best.trial_number}'s model", best.run_id)
@@ -115,6 +119,10 @@ def _choose_model(client, experiment, best: BestRun, dataset: Dataset, retrain: 
         raise ExportError(f"trial {best.trial_number} recorded no best epoch, so its training cannot be repeated; "
                           f"export it without --retrain")
     say(f"Retraining trial {best.trial_number}'s configuration on training + validation data for {epochs} epochs...")
+    if not recorded:
+        model = refit(trial_model, dataset, epochs=epochs, batch_size=int(best.params.get("batch_size", 32)),
+                      learning_rates=learning_rates(client, best.run_id), seed=seed)
+        return Chosen(model, _retrained(best, epochs), best.run_id, retrained_now=True)
     run_id = start_retrain_run(client, experiment, best)
     started = time.perf_counter()
     try:
@@ -215,6 +223,9 @@ def _write_card(card: dict, model, dataset: Dataset, client, best: BestRun, stag
 
 def _staging(out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by an export that was killed
+        if not pid_alive(int(stale.name.rsplit("-", 1)[1])):
+            shutil.rmtree(stale, ignore_errors=True)
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()

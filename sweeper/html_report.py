@@ -14,7 +14,7 @@ from . import figures as figs
 from .data import load_dataset
 from .errors import SweeperError
 from .records import StudyRecord, curves, load_study
-from .tracking import best_run, load_run_model, open_client
+from .tracking import best_run, load_run_model, open_client, store_is_read_only
 
 REPORT_ARTIFACTS = "report"  # folder on the study's latest search run
 
@@ -24,6 +24,7 @@ class Report:
     path: Path
     figures: list  # figs.Figure
     search_run_id: str | None
+    read_only_store: bool = False  # so the page is not logged in MLflow
 
 
 def build_report(study: str, out: str | Path, *, tracking_uri: str | None = None) -> Report:
@@ -31,7 +32,7 @@ def build_report(study: str, out: str | Path, *, tracking_uri: str | None = None
     out = Path(out)
     if out.is_dir():
         raise SweeperError(f"{out} is a folder; --out names the HTML file to write, e.g. report.html")
-    client = open_client(tracking_uri)
+    client = open_client(tracking_uri, create=False)
     record = load_study(client, study)
     drawn = [t for t in record.trials if t.state in ("complete", "pruned")]
     histories = curves(client, drawn, record.metric)
@@ -39,7 +40,7 @@ def build_report(study: str, out: str | Path, *, tracking_uri: str | None = None
     page = render(record, figures)
     _write_atomically(out, page)
     search_run_id = _log_on_search_run(client, record, out)
-    return Report(out, figures, search_run_id)
+    return Report(out, figures, search_run_id, store_is_read_only(client))
 
 
 def _best_model_figures(client, record: StudyRecord) -> list:
@@ -125,7 +126,10 @@ def _write_atomically(out: Path, page: str) -> None:
 
 
 def _log_on_search_run(client, record: StudyRecord, page: Path) -> str | None:
-    """The page on the study's latest search run, so the MLflow UI shows the same figures."""
+    """The page on the study's latest search run, so the MLflow UI shows the same figures (not on a read-only
+    store: the page is written all the same)."""
+    if store_is_read_only(client):
+        return None
     searches = client.search_runs([record.experiment_id], "tags.run_kind = 'search'",
                                   order_by=["attributes.start_time DESC"], max_results=1)
     if not searches:

@@ -8,10 +8,14 @@ several workers print a line per trial each.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import signal
+import threading
 import time
 
+from . import interrupts
 from .backends import BackendOptions, make_backend
 from .data import load_dataset
 from .errors import SweepError, SweeperError, Terminated
@@ -22,20 +26,25 @@ RECYCLE_AFTER = int(os.environ.get("SWEEPER_RECYCLE_AFTER", "20"))
 _DONE, _RECYCLE = "done", "recycle"
 
 
+#: how long workers have, once interrupted, to record their trials before they are killed (their trials are
+#: then reaped by the next sweep): one in-flight write and the end of a training step
+STOP_GRACE_SECONDS = 20
+
+
 def run_workers(config, parent_id: str, listener) -> None:
     """Run `config.jobs` workers (recycled) until the study's budget or the time is spent."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # a fresh TensorFlow per worker
     messages = context.Queue()
-    deadline = None if config.timeout is None else time.time() + config.timeout
+    clock = context.Value("d", 0.0)  # when the first worker was ready to train: --timeout counts from there
     threads = max(1, (os.cpu_count() or 1) // config.jobs)
     failures_in_a_row = {index: 0 for index in range(config.jobs)}
 
     def spawn(index):
         process = context.Process(target=_worker_main, name=f"sweeper-worker-{index}",
-                                  args=(config, parent_id, index, threads, deadline, failures_in_a_row[index],
-                                        messages, config.jobs == 1))
+                                  args=(config, parent_id, index, threads, clock, failures_in_a_row[index],
+                                        messages, config.jobs == 1, os.getpid()))
         process.start()
         return process
 
@@ -59,7 +68,7 @@ def run_workers(config, parent_id: str, listener) -> None:
             elif status != _DONE:
                 errors.append((index, status))
     except KeyboardInterrupt as exc:
-        _stop(workers.values(), terminate=isinstance(exc, Terminated))
+        stop(workers.values(), signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
         raise
     if errors:
         raise SweepError("; ".join(f"worker {index}: {message}" for index, message in sorted(errors)))
@@ -73,15 +82,19 @@ def _vanished(workers: dict) -> list:
     return [(index, f"exited with code {process.exitcode}") for index, process in gone]
 
 
-def _stop(processes, terminate: bool) -> None:
-    # Ctrl-C reaches the workers too (one process group) and they record their trials; a signal sent to
-    # this process alone is passed on to them as SIGTERM.
+def stop(processes, signum: int, grace: float = STOP_GRACE_SECONDS) -> None:
+    """Pass the interrupt to every worker at once (a worker ignores a second one: Ctrl-C in a terminal has
+    reached them already), give them `grace` seconds together to record their trials, then kill the rest."""
+    processes = [process for process in processes if process.is_alive()]
     for process in processes:
-        if terminate:
-            process.terminate()
-        process.join(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signum)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        process.join(timeout=max(0.0, deadline - time.monotonic()))
+    for process in processes:
         if process.is_alive():
-            process.terminate()
+            process.kill()
             process.join()
 
 
@@ -95,18 +108,25 @@ class _ForwardingListener:
         return lambda *args: self.messages.put(("event", self.index, name, args))
 
 
-def _worker_main(config, parent_id, index, threads, deadline, failures_in_a_row, messages, forward) -> None:
-    """One worker process: its own TensorFlow threads, data, backend and trial runs."""
-    import signal
+def _worker_main(config, parent_id, index, threads, clock, failures_in_a_row, messages, forward, parent_pid) -> None:
+    """One worker process: its own TensorFlow threads, data, backend and trial runs; it ends with its parent."""
+    with interrupts.installed():
+        _die_with_parent(parent_pid)
+        status, failures = _DONE, failures_in_a_row
+        try:
+            status, failures = _work(config, parent_id, index, threads, clock, failures_in_a_row, messages, forward)
+        except KeyboardInterrupt:
+            pass  # its trial is recorded as interrupted; the parent process reports the interruption
+        except SweeperError as exc:
+            status = str(exc)
+        messages.put(("exit", index, status, failures))
 
+
+def _work(config, parent_id, index, threads, clock, failures_in_a_row, messages, forward) -> tuple[str, int]:
     from .quiet import import_tensorflow
     from .report import worker_progress
     from .sweep import TrialRunner
 
-    def terminate(signum, frame):
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, terminate)
     import_tensorflow()
     import tensorflow as tf
 
@@ -115,23 +135,51 @@ def _worker_main(config, parent_id, index, threads, deadline, failures_in_a_row,
     space = config.space
     listener = _ForwardingListener(messages, index) if forward else \
         worker_progress(index, space.objective.metric, space.objective.direction, space.max_epochs)
-    status, runner = _DONE, None
+    dataset = load_dataset(config.dataset, config.target, config.task).subset(config.subset)
+    tracker = Tracker(config.study_name, config.tracking_uri)
+    tracker.join_search(parent_id, {"backend": config.backend, "dataset": config.dataset})
+    options = BackendOptions(config.study_name, space, config.algorithm, config.pruner, config.storage,
+                             config.seed, worker=index, grace_period=config.grace_period)
+    with make_backend(config.backend, options) as backend:
+        runner = TrialRunner(config, dataset, tracker, listener, backend.best_value, backend.take_reaped)
+        runner.failures_in_a_row = failures_in_a_row
+        try:
+            ran = backend.optimize(runner, trials=space.trials, timeout=_time_left(config.timeout, clock),
+                                   max_runs=RECYCLE_AFTER)
+        finally:
+            failures_in_a_row = runner.failures_in_a_row
+        counts = backend.counts()
+        more = counts["complete"] + counts["pruned"] < space.trials
+    return (_RECYCLE if ran >= RECYCLE_AFTER and more else _DONE), failures_in_a_row
+
+
+def _time_left(timeout: float | None, clock) -> float | None:
+    """The sweep's --timeout counts from when its first worker was ready to train (start-up excluded)."""
+    if timeout is None:
+        return None
+    with clock.get_lock():
+        if not clock.value:
+            clock.value = time.time()
+        started = clock.value
+    return max(0.0, started + timeout - time.time())
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """A worker whose parent dies (kill -9 included) gets SIGTERM, records its trial and exits (Linux: the
+    kernel's parent-death signal; elsewhere a thread that watches the parent)."""
     try:
-        dataset = load_dataset(config.dataset, config.target, config.task).subset(config.subset)
-        tracker = Tracker(config.study_name, config.tracking_uri)
-        tracker.join_search(parent_id, {"backend": config.backend, "dataset": config.dataset})
-        options = BackendOptions(config.study_name, space, config.algorithm, config.pruner, config.storage,
-                                 config.seed, worker=index, grace_period=config.grace_period)
-        with make_backend(config.backend, options) as backend:
-            runner = TrialRunner(config, dataset, tracker, listener, backend.best_value, backend.take_reaped)
-            runner.failures_in_a_row = failures_in_a_row
-            timeout = None if deadline is None else max(0.0, deadline - time.time())
-            ran = backend.optimize(runner, trials=space.trials, timeout=timeout, max_runs=RECYCLE_AFTER)
-            counts = backend.counts()
-            more = counts["complete"] + counts["pruned"] < space.trials
-            status = _RECYCLE if ran >= RECYCLE_AFTER and more else _DONE
-    except KeyboardInterrupt:
-        pass  # its trial is recorded as failed; the parent process reports the interruption
-    except SweeperError as exc:
-        status = str(exc)
-    messages.put(("exit", index, status, runner.failures_in_a_row if runner else failures_in_a_row))
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, signal.SIGTERM, 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
+            raise OSError(ctypes.get_errno(), "prctl")
+    except (OSError, AttributeError):
+        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    if os.getppid() != parent_pid:  # it died before the signal was asked for
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -53,12 +53,13 @@ def load_predictor(model_ref: str, tracking_uri: str | None = None) -> Predictor
 def _from_registry(uri: str, tracking_uri: str | None) -> Predictor:
     import mlflow
 
-    from .tracking import open_client
+    from .tracking import fluent, open_client
 
-    open_client(tracking_uri)
+    client = open_client(tracking_uri, create=False)
     try:
-        info = mlflow.models.get_model_info(uri)
-        model = mlflow.tensorflow.load_model(uri)
+        with fluent(client.tracking_uri):
+            info = mlflow.models.get_model_info(uri)
+            model = mlflow.tensorflow.load_model(uri)
     except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds for a bad URI
         raise ExportError(f"cannot load {uri} from the MLflow store: {str(exc).splitlines()[0]}") from None
     metadata = (info.metadata or {}).get("sweeper")

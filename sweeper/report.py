@@ -85,6 +85,9 @@ def summary(result: SweepResult) -> Group:
     counts = result.counts
     parts = [f"Study [bold]{result.study}[/]: {counts['complete']} complete, {counts['pruned']} pruned, "
              f"{counts['failed']} failed trials."]
+    if result.already_complete:
+        parts.append("Its budget was already spent and its final model made: nothing to run (--trials N for more "
+                     "trials). Its last sweep's result:")
     if result.best is None:
         parts.append("No trial completed, so there is no best model yet.")
         return Group(*parts)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .backends import BackendOptions, ShouldPrune, TrialPlan, make_backend
-from .data import Dataset, load_dataset
-from .errors import (SweepError, SweepInterrupted, Terminated, TrackingError, TrialAbandoned, TrialFailed, TrialPruned,
-                     UsageError)
+from .backends import BackendOptions, ShouldPrune, TrialPlan, backend_class, make_backend
+from .data import Dataset, dataset_task, load_dataset
+from .errors import (StoreError, SweepError, SweeperError, SweepInterrupted, Terminated, TrackingError, TrialAbandoned,
+                     TrialFailed, TrialPruned, UsageError, disk_full)
+from .names import check_study_name, safe_study_name
 from .search_space import SearchSpace, Suggester, dump_space
-from .tracking import (BUDGET_TAG, SPACE_ARTIFACT, SPACE_TAG, BestRun, Tracker, best_run, learning_rates,
-                       load_run_model, pareto_runs, trial_runs)
+from .tracking import (BUDGET_TAG, SPACE_ARTIFACT, SPACE_TAG, BestRun, Tracker, best_run, default_tracking_uri,
+                       describe_store, learning_rates, load_run_model, pareto_runs, trial_runs)
 from .train import evaluate, model_costs, refit, train_trial
 from .urls import mask
 
@@ -42,6 +44,11 @@ class SweepConfig:
     budget: dict = field(default_factory=dict)  # trials, max_epochs, patience given on the command line
     warm_start: tuple = ()  # (params, objective) added to a new study as complete trials (sweeper refine)
     lineage: dict = field(default_factory=dict)  # tags saying where the study came from, e.g. refines
+    start_over: bool = False  # drop what is left of a study whose engine storage or MLflow runs are gone
+
+    def __post_init__(self):
+        if self.study is not None:
+            check_study_name(self.study)
 
     @property
     def study_name(self) -> str:
@@ -50,7 +57,7 @@ class SweepConfig:
 
 def default_study_name(dataset: str, backend: str = "optuna") -> str:
     """`fashion` for Optuna, the default engine; `fashion-keras-tuner` for another engine's study."""
-    name = f"csv-{Path(dataset[4:]).stem}" if dataset.startswith("csv:") else dataset
+    name = safe_study_name(f"csv-{Path(dataset[4:]).stem}") if dataset.startswith("csv:") else dataset
     return name if backend == "optuna" else f"{name}-{backend}"
 
 
@@ -89,6 +96,7 @@ class SweepResult:
     finished_elsewhere: bool = False  # another worker of the study is still at work and will finish it
     cost_metric: str | None = None  # the second objective of a two-objective study
     pareto: list = field(default_factory=list)  # its complete trial runs on the Pareto front, cheapest first
+    already_complete: bool = False  # the budget was spent and the final model made by an earlier sweep
 
 
 _REAPED_NOTE = "its worker stopped sending heartbeats (killed, or paused past the grace period)"
@@ -119,7 +127,10 @@ class TrialRunner:
         except TrialAbandoned as exc:  # not this configuration's fault: no count toward --max-failures
             self.listener.trial_ended(number, "failed", None, str(exc))
             raise
-        except (TrialFailed, Exception) as exc:  # any error inside a trial fails that trial only
+        except (TrialFailed, Exception) as exc:  # any error inside a trial fails that trial only...
+            full = disk_full(exc, describe_store(self.tracker.uri))
+            if full is not None:  # ...but a full disk, which stops the sweep (the trial is rerun on resume)
+                raise full from exc
             reason = str(exc) if isinstance(exc, TrialFailed) else f"{type(exc).__name__}: {exc}"
             self.listener.trial_ended(number, "failed", None, reason)
             self.failures_in_a_row += 1
@@ -168,24 +179,36 @@ class TrialRunner:
 
 def run_sweep(config: SweepConfig, listener: SweepListener | None = None) -> SweepResult:
     """Run (or resume, or join) a study until its budget is spent; the last worker to finish evaluates,
-    logs and registers its best model."""
-    listener = listener or SweepListener()
+    logs and registers its best model. A full disk anywhere stops it with DiskFull."""
+    try:
+        return _run_sweep(config, listener or SweepListener())
+    except (KeyboardInterrupt, SweeperError):
+        raise
+    except Exception as exc:
+        full = disk_full(exc, describe_store(config.tracking_uri or default_tracking_uri()))
+        if full is None:
+            raise
+        raise full from exc
+
+
+def _run_sweep(config: SweepConfig, listener: SweepListener) -> SweepResult:
     if config.jobs > 1 and config.backend != "optuna":
         raise UsageError(f"--jobs {config.jobs} needs the optuna backend: a {config.backend} study serves one "
                          f"process at a time")
     if config.space.cost and config.backend != "optuna":
         raise UsageError(f"two objectives need the optuna backend; {config.backend} optimises one")
-    dataset = load_dataset(config.dataset, config.target, config.task).subset(config.subset)
+    task = dataset_task(config.dataset, config.target, config.task)
     tracker = Tracker(config.study_name, config.tracking_uri)
     config = with_recorded_budget(config, tracker)
     space, study = config.space, config.study_name
-    _check_against_study(tracker, config, dataset)
+    _check_against_study(tracker, config, task)
     tracker.reap_dead_runs()
-    options = BackendOptions(study, space, config.algorithm, config.pruner, config.storage, config.seed,
-                             grace_period=config.grace_period, warm_start=config.warm_start)
-    with make_backend(config.backend, options) as backend:
+    with _open_backend(config, tracker) as backend:
+        done = _stored_result(config, tracker, backend)
+        if done is not None:
+            return done
         with backend.study_lock():
-            _open_search(tracker, config, dataset)
+            _open_search(tracker, config, task)
         reaped = backend.reap()
         tracker.end_trial_runs(backend.take_reaped(), _REAPED_NOTE)
         listener.search_started(study, space.trials, backend.counts(), backend.best_value())
@@ -193,27 +216,109 @@ def run_sweep(config: SweepConfig, listener: SweepListener | None = None) -> Swe
             listener.sweep_joined(tracker.parent_id)
         if reaped:
             listener.trials_reaped(reaped)
-        runner = TrialRunner(config, dataset, tracker, listener, backend.best_value, backend.take_reaped)
-        try:
+        with _search_ended_on_error(config, tracker, backend):
             if _in_worker_processes(config, backend):
                 from .pool import run_workers
 
-                run_workers(config, tracker.parent_id, listener)
+                run_workers(config, tracker.parent_id, listener)  # this process loads no data nor TensorFlow
             else:
+                runner = TrialRunner(config, _dataset(config), tracker, listener, backend.best_value,
+                                     backend.take_reaped)
                 backend.optimize(runner, trials=space.trials, timeout=config.timeout)
-        except KeyboardInterrupt as exc:
-            counts = backend.counts()
-            _stop_search(tracker, backend, "KILLED", counts)
-            raise SweepInterrupted(_result(config, tracker, counts, _best_or_none(tracker)),
-                                   terminated=isinstance(exc, Terminated)) from None
-        except BaseException:
-            _stop_search(tracker, backend, "FAILED", backend.counts())
-            raise
         if not _last_to_finish(tracker, backend):
             result = _result(config, tracker, backend.counts(), _best_or_none(tracker))
             result.finished_elsewhere = True
             return result
-        return _finish(config, dataset, backend, tracker, listener)
+        with _search_ended_on_error(config, tracker, backend, finishing=True):
+            return _finish(config, _dataset(config), backend, tracker, listener)
+
+
+def _dataset(config: SweepConfig) -> Dataset:
+    """The sweep's data (loaded once per process), with TensorFlow imported quietly for what comes next."""
+    from .quiet import import_tensorflow
+
+    import_tensorflow()
+    return load_dataset(config.dataset, config.target, config.task).subset(config.subset)
+
+
+@contextlib.contextmanager
+def _search_ended_on_error(config: SweepConfig, tracker: Tracker, backend, finishing: bool = False):
+    """An interrupt ends the sweep run KILLED (SweepInterrupted carries what finished); any other error ends it
+    FAILED; unless other workers still run trials under it. Never left RUNNING by this process."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        counts = backend.counts()
+        _stop_search(tracker, backend, "KILLED", counts)
+        raise SweepInterrupted(_result(config, tracker, counts, _best_or_none(tracker)),
+                               terminated=isinstance(exc, Terminated), finishing=finishing) from None
+    except BaseException:
+        with contextlib.suppress(Exception):  # a full disk may refuse this write: the next sweep reaps the run
+            _stop_search(tracker, backend, "FAILED", backend.counts())
+        raise
+
+
+@contextlib.contextmanager
+def _open_backend(config: SweepConfig, tracker: Tracker):
+    """The study's engine, once the store is known to be whole: MLflow runs without their engine study, or an
+    engine study without its MLflow runs, is refused (before anything is written) unless --start-over says to
+    drop the half that is left."""
+    options = BackendOptions(config.study_name, config.space, config.algorithm, config.pruner, config.storage,
+                             config.seed, grace_period=config.grace_period, warm_start=config.warm_start)
+    engine = backend_class(config.backend)
+    recorded = tracker.trial_run_count()
+    where, study = f"the MLflow store {describe_store(tracker.uri)}", config.study_name
+    if recorded and not engine.study_exists(options):
+        if not config.start_over:
+            raise StoreError(
+                f"{engine.describe_storage(options)} holds no study '{study}', but {where} holds "
+                f"{_plural(recorded, 'trial run')} of it: the study's storage was deleted or moved, or --storage "
+                f"points elsewhere, and going on would run its trials again from trial 0 beside the old runs. "
+                f"Restore it (or point --storage at it), or add --start-over to set the MLflow runs aside "
+                f"(experiment renamed and deleted, restorable) and sweep the study afresh")
+        tracker.set_study_aside()
+    backend = engine(options)
+    try:
+        trained = backend.finished_trials()
+        if trained and not recorded:
+            if not config.start_over:
+                raise StoreError(
+                    f"{where} holds no run of study '{study}', but {engine.describe_storage(options)} holds "
+                    f"{_plural(trained, 'finished trial')} of it: the MLflow store was deleted or moved, or --tracking-uri "
+                    f"points elsewhere, and going on would record only new trials, without a model for the old "
+                    f"ones. Restore it (or point --tracking-uri at it), or add --start-over to delete the "
+                    f"engine's study and sweep it afresh")
+            backend.delete_study()
+            backend.close()
+            backend = engine(options)
+        yield backend
+    finally:
+        backend.close()
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _stored_result(config: SweepConfig, tracker: Tracker, backend) -> SweepResult | None:
+    """A study whose budget is spent and whose last sweep ended with its best trial's final model: that sweep's
+    result as MLflow holds it (running the same command again retrains nothing and opens no new sweep run)."""
+    counts = backend.counts()
+    if counts["complete"] + counts["pruned"] < config.space.trials or counts["running"]:
+        return None
+    best = _best_or_none(tracker)
+    last = tracker.last_search()
+    if best is None or last is None or last.info.status != "FINISHED" or \
+            last.data.tags.get("best_run_id") != best.run_id:
+        return None
+    metrics, tags = last.data.metrics, last.data.tags
+    tracker.parent_id = last.info.run_id
+    result = _result(config, tracker, counts, best, {k: v for k, v in metrics.items() if k.startswith("test_")},
+                     tags.get("model_version"))
+    result.trial_test_metrics = {k.removeprefix("trial_"): v for k, v in metrics.items() if k.startswith("trial_test_")}
+    result.refit_epochs = int(metrics["refit_epochs"]) if "refit_epochs" in metrics else None
+    result.already_complete = True
+    return result
 
 
 @dataclass
@@ -233,16 +338,16 @@ def create_study(config: SweepConfig) -> CreatedStudy:
         raise UsageError(f"only optuna studies can be shared by workers; a {config.backend} study serves one "
                          f"process at a time")
     study = config.study_name
-    dataset = load_dataset(config.dataset, config.target, config.task)
+    task = dataset_task(config.dataset, config.target, config.task)
     tracker = Tracker(study, config.tracking_uri)
-    _check_against_study(tracker, config, dataset)
+    _check_against_study(tracker, config, task)
     options = BackendOptions(study, config.space, storage=config.storage, grace_period=config.grace_period)
     with make_backend(config.backend, options) as backend, backend.study_lock():
         if not backend.is_new:
             raise UsageError(f"study '{study}' already exists in {mask(config.storage) or 'the embedded store'} "
                              f"({sum(backend.counts().values())} trials); workers join it with: sweeper search "
                              f"{config.dataset} --study {study}")
-        _open_search(tracker, config, dataset, shared=True)
+        _open_search(tracker, config, task, shared=True)
     return CreatedStudy(study, config.dataset, config.space, mask(config.storage) or "the embedded store",
                         mask(tracker.uri), tracker.parent_id)
 
@@ -281,9 +386,9 @@ def _in_worker_processes(config: SweepConfig, backend) -> bool:
     return config.jobs > 1 or (config.backend == "optuna" and remaining > RECYCLE_AFTER)
 
 
-def _open_search(tracker: Tracker, config: SweepConfig, dataset: Dataset, shared: bool = False) -> bool:
+def _open_search(tracker: Tracker, config: SweepConfig, task: str, shared: bool = False) -> bool:
     space = config.space
-    experiment_tags = {"backend": config.backend, "dataset": config.dataset, "task": dataset.task,
+    experiment_tags = {"backend": config.backend, "dataset": config.dataset, "task": task,
                        "target": config.target or "", "objective_metric": space.objective.metric,
                        "objective_direction": space.objective.direction, SPACE_TAG: json.dumps(space.signature()),
                        "objective_cost": space.cost.metric if space.cost else ""}
@@ -358,20 +463,20 @@ def _result(config, tracker, counts, best, test=None, version=None) -> SweepResu
                        pareto=pareto_runs(tracker.client, experiment, cost.metric) if cost else [])
 
 
-def _check_against_study(tracker: Tracker, config: SweepConfig, dataset: Dataset) -> None:
+def _check_against_study(tracker: Tracker, config: SweepConfig, task: str) -> None:
     """The objective fits the dataset, and engine, dataset, objectives and space match what MLflow holds."""
     space = config.space
-    _check_objective(space, dataset)
+    _check_objective(space, task, config.dataset)
     tracker.check_study(space.signature(), backend=config.backend, dataset=config.dataset,
                         objective_metric=space.objective.metric, objective_direction=space.objective.direction,
                         objective_cost=space.cost.metric if space.cost else "")
 
 
-def _check_objective(space: SearchSpace, dataset: Dataset) -> None:
-    allowed = _TASK_METRICS[dataset.task]
+def _check_objective(space: SearchSpace, task: str, dataset: str) -> None:
+    allowed = _TASK_METRICS[task]
     if space.objective.metric not in allowed:
-        raise UsageError(f"objective metric {space.objective.metric} does not fit {dataset.name}, a "
-                         f"{dataset.task} dataset; expected one of {', '.join(allowed)} in {space.source}")
+        raise UsageError(f"objective metric {space.objective.metric} does not fit {dataset}, a "
+                         f"{task} dataset; expected one of {', '.join(allowed)} in {space.source}")
 
 
 def _count_metrics(counts: dict) -> dict:

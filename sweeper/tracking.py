@@ -14,6 +14,7 @@ The layout is a contract (see README, "What MLflow holds"):
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import TrackingError, TrialAbandoned, TrialPruned, UsageError
+from .errors import StoreError, TrackingError, TrialAbandoned, TrialPruned, UsageError, disk_full
 from .interrupts import deferred
 from .search_space import signature_changes
 from .urls import mask, scrub
@@ -38,6 +39,7 @@ SPACE_ARTIFACT = "search_space.yaml"  # on each parent run: the space file it sw
 SWEEP_TAG = "sweep_run_id"  # experiment tag: the parent run that every worker of the study's sweep joins
 BUDGET_TAG = "budget"  # experiment tag (from `sweeper study create`): trials, max_epochs, patience as JSON
 MLFLOW_PARENT_RUN_ID_TAG = "mlflow.parentRunId"
+logger = logging.getLogger(__name__)
 _STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED", "interrupted": "KILLED",
            "abandoned": "KILLED"}
 
@@ -54,33 +56,177 @@ def _quiet_mlflow():
 
     for name in ("mlflow", "alembic", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # It logs every database error with its traceback before raising it; sweeper reports the error once.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
-def open_client(tracking_uri: str | None):
-    """An MlflowClient on the given store (default: the embedded one under ./mlruns)."""
+def open_client(tracking_uri: str | None, *, create: bool = True):
+    """An MlflowClient on the given store (default: the embedded one under ./mlruns).
+
+    A new SQLite store is created whole or not at all (see `_create_sqlite_store`); with `create=False` (the
+    commands that only read) a missing one is an error, and an existing one is opened without writing
+    anything, so a read-only store can be read.
+    """
     import mlflow
 
     _quiet_mlflow()
     uri = tracking_uri or default_tracking_uri()
-    if uri == default_tracking_uri():
-        STORE_DIR.mkdir(exist_ok=True)
     if uri.startswith(("http://", "https://")):
         _check_server(uri)  # MLflow itself retries an unreachable server for minutes
-    mlflow.set_tracking_uri(uri)
+    database = sqlite_path(uri)
+    if database is not None:
+        _check_sqlite_store(database, create)
     try:
-        with store_lock(uri):  # processes starting together on a new store create its schema once
-            client = mlflow.MlflowClient(uri)
-            client.search_experiments(max_results=1)
+        client = mlflow.MlflowClient(uri)
+        client.search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds for a bad store
         raise TrackingError(f"cannot open the MLflow store {mask(uri)}: {scrub(str(exc), uri)}") from None
     return client
 
 
+@contextmanager
+def fluent(uri: str):
+    """MLflow's fluent API (start_run, log_model, models:/ URIs) on `uri` for the block only: the library sets
+    no process-wide tracking URI, nor the MLFLOW_TRACKING_URI that MLflow exports with it."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    exported = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if exported is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = exported
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///PATH` store URI (None for a server or another database)."""
+    if not uri.startswith("sqlite:///") or uri in ("sqlite://", "sqlite:///:memory:"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def describe_store(uri: str) -> str:
+    """A store URI for messages: an SQLite file under this folder by its relative path, any other masked."""
+    database = sqlite_path(uri)
+    if database is not None and database.is_relative_to(Path.cwd()):
+        return str(database.relative_to(Path.cwd()))
+    return mask(uri)
+
+
+def store_is_read_only(client) -> bool:
+    """Whether this process cannot write to the client's store (a read-only mount, a file it may not change)."""
+    database = sqlite_path(client.tracking_uri)
+    return database is not None and _read_only(database)
+
+
+def _read_only(database: Path) -> bool:
+    return not (os.access(database, os.W_OK) and os.access(database.parent, os.W_OK))
+
+
+def _check_sqlite_store(database: Path, create: bool) -> None:
+    """Make a missing store (when asked), and set aside one that a first run left half-created."""
+    broken = half_created(database) if database.exists() else None
+    if database.exists() and broken is None:
+        return
+    if broken is not None and (not create or _read_only(database)):
+        raise StoreError(f"the MLflow store {database} was left half-created by an interrupted first run ({broken}) "
+                         f"and holds no runs; the next `sweeper search` here sets it aside and makes a fresh one "
+                         f"(or: sweeper doctor --repair)")
+    if not create:
+        where = f"here ({STORE_DIR / 'mlflow.db'})" if database == (STORE_DIR / "mlflow.db").resolve() else \
+            f"at {database}"
+        raise TrackingError(f"no MLflow store {where}; run `sweeper search` in this folder first, or give "
+                            f"--tracking-uri")
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(_lock_path(database)):  # processes starting together on a new store make it once
+            if database.exists() and half_created(database) is not None:
+                aside = set_aside(database, "half-created")
+                logger.warning(f"the MLflow store {database} was left half-created by an interrupted first run and "
+                               f"held no runs; set it aside as {aside.name} and made a fresh one")
+            if not database.exists():
+                _create_sqlite_store(database)
+    except OSError as exc:
+        raise disk_full(exc, str(database)) or TrackingError(
+            f"cannot create the MLflow store {database}: {exc.strerror or exc}") from None
+
+
+def _create_sqlite_store(database: Path) -> None:
+    """MLflow's schema (dozens of migrations, seconds) is built in a file of its own, then renamed into place:
+    a Ctrl-C or a kill -9 meanwhile leaves no store rather than a broken one. Call it under the store's lock."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    for stale in database.parent.glob(f".{database.name}.new-*"):  # under the lock: left by a killed run
+        stale.unlink(missing_ok=True)
+    building = database.with_name(f".{database.name}.new-{os.getpid()}")
+    uri = f"sqlite:///{building}"
+    try:
+        SqlAlchemyStore(uri, "./mlruns").engine.dispose()
+        SqlAlchemyStore._engine_map.pop(uri, None)
+        with deferred():
+            os.replace(building, database)
+    finally:
+        building.unlink(missing_ok=True)
+        building.with_name(building.name + "-journal").unlink(missing_ok=True)
+
+
+def half_created(database: Path) -> str | None:
+    """What is wrong with a store whose schema an interrupted run left unfinished and that holds no run (None
+    when it is whole, or holds runs: those are never set aside)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)) as db:
+            tables = {name for name, in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "runs" in tables and db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]:
+                return None
+            leftovers = sorted(t for t in tables if t.startswith("_alembic_tmp"))
+            if leftovers:
+                return f"table {leftovers[0]} left over from a migration"
+            version = None
+            if "alembic_version" in tables:
+                row = db.execute("SELECT version_num FROM alembic_version").fetchone()
+                version = row and row[0]
+    except sqlite3.DatabaseError as exc:
+        return f"not an SQLite database: {exc}"
+    head = _schema_head()
+    if version != head:
+        return f"schema version {version or 'none'}, expected {head}"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_head() -> str:
+    """The schema version this MLflow's migrations end at."""
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config
+
+    return ScriptDirectory.from_config(_get_alembic_config("sqlite://")).get_current_head()
+
+
+def set_aside(path: Path, why: str) -> Path:
+    """Rename a file that cannot be used as it is to PATH.WHY-TIMESTAMP beside it, with its SQLite journal files
+    (a hot journal left beside a new database would be rolled back into it); returns the new path."""
+    aside = path.with_name(f"{path.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, aside)
+    for suffix in ("-journal", "-wal", "-shm"):
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            os.replace(companion, aside.with_name(aside.name + suffix))
+    return aside
+
+
+def _lock_path(database: Path) -> Path:
+    return database.with_name(f".{database.name}.lock")
+
+
 def store_lock(uri: str):
-    """A lock between this machine's processes on the embedded store (a server serialises on its own)."""
-    if uri != default_tracking_uri():
+    """A lock between this machine's processes on an SQLite store (a server serialises on its own)."""
+    database = sqlite_path(uri)
+    if database is None:
         return contextlib.nullcontext()
-    return file_lock(STORE_DIR / ".store.lock")
+    return file_lock(_lock_path(database))
 
 
 def _check_server(uri: str) -> None:
@@ -146,7 +292,24 @@ def _log_keras(client, run_id: str, model, artifact: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(artifact).name
         model.save(path)
-        client.log_artifact(run_id, str(path), artifact_path=str(Path(artifact).parent))
+        try:
+            client.log_artifact(run_id, str(path), artifact_path=str(Path(artifact).parent))
+        except OSError as exc:  # MLflow's copy names no file: say where the model was going
+            full = disk_full(exc, _artifact_place(client, run_id, artifact))
+            if full is None:
+                raise
+            raise full from exc
+
+
+def _artifact_place(client, run_id: str, artifact: str) -> str:
+    """Where a run's artifact lives, for messages (a path relative to this folder when it is under it)."""
+    from urllib.parse import urlparse
+
+    uri = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact}"
+    if not uri.startswith("file:"):
+        return uri
+    place = Path(urlparse(uri).path)
+    return str(place.relative_to(Path.cwd())) if place.is_relative_to(Path.cwd()) else str(place)
 
 
 class Tracker:
@@ -259,6 +422,32 @@ class Tracker:
             return None
         return run_id if run.info.status == "RUNNING" and run.info.lifecycle_stage == "active" else None
 
+    def trial_run_count(self) -> int:
+        """How many trial runs MLflow holds for the study."""
+        if self.experiment_id is None:
+            return 0
+        return len(self.client.search_runs([self.experiment_id], "tags.run_kind = 'trial'", max_results=50_000))
+
+    def last_search(self):
+        """The study's latest sweep run (None before the first)."""
+        if self.experiment_id is None:
+            return None
+        found = self.client.search_runs([self.experiment_id], "tags.run_kind = 'search'",
+                                        order_by=["attributes.start_time DESC"], max_results=1)
+        return found[0] if found else None
+
+    def set_study_aside(self) -> str:
+        """Rename the study's experiment to STUDY-set-aside-TIMESTAMP and delete it (restorable with `mlflow
+        experiments restore`), so that the study starts afresh under its name; returns the new name."""
+        aside = f"{self.study}-set-aside-{time.strftime('%Y%m%d-%H%M%S')}"
+        with store_lock(self.uri):
+            self.client.rename_experiment(self.experiment_id, aside)
+            self.client.delete_experiment(self.experiment_id)
+        logger.warning(f"set the MLflow runs of study '{self.study}' aside: experiment '{aside}' (deleted; "
+                       f"`mlflow experiments restore` brings it back)")
+        self.experiment, self.experiment_id = None, None
+        return aside
+
     def recorded_budget(self) -> dict:
         """The budget `sweeper study create` recorded for the study's workers ({} for a study it did not make)."""
         tags = self.experiment.tags if self.experiment else {}
@@ -308,7 +497,12 @@ class Tracker:
             self._end_trial(run_id, "interrupted", "interrupted by the user")
             raise
         except BaseException as exc:
-            self._end_trial(run_id, "failed", f"{type(exc).__name__}: {exc}")
+            full = disk_full(exc)
+            if full is None:
+                self._end_trial(run_id, "failed", f"{type(exc).__name__}: {exc}")
+                raise
+            with contextlib.suppress(Exception):  # the full disk may refuse this write too: then the next
+                self._end_trial(run_id, "interrupted", str(full))  # sweep reaps the run (its worker is gone)
             raise
         else:
             self._end_trial(run_id, "complete")
@@ -330,7 +524,16 @@ class Tracker:
         for run in dead_searches:
             self.client.set_tag(run.info.run_id, "state_reason", f"its worker process ({run.data.tags['worker']}) died")
             self.client.set_terminated(run.info.run_id, "KILLED")
+            self._fail_pending_models(run.info.run_id)
         return len(dead_trials) + len(dead_searches)
+
+    def _fail_pending_models(self, run_id: str) -> None:
+        """A model whose logging a kill cut short stays PENDING in MLflow: mark it FAILED."""
+        from mlflow.entities import LoggedModelStatus
+
+        for model in self.client.search_logged_models([self.experiment_id], f"source_run_id = '{run_id}'"):
+            if model.status == LoggedModelStatus.PENDING:
+                self.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
 
     def end_trial_runs(self, numbers, note: str) -> None:
         """End as FAILED the still-running MLflow runs of these trials, failed in the study because their
@@ -382,15 +585,15 @@ class Tracker:
 
         keras.config.disable_interactive_logging()  # no predict() progress bars from MLflow's checks
         signature = infer_signature(example, model.predict(example, verbose=0))
-        with mlflow.start_run(run_id=self.parent_id, experiment_id=self.experiment_id):
+        with fluent(self.uri), mlflow.start_run(run_id=self.parent_id, experiment_id=self.experiment_id):
             info = mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=example,
                                                pip_requirements=_requirements(),
                                                metadata={"sweeper": metadata or {}})
         return self._register(info, registered_from)
 
     def _register(self, info, trial_run_id) -> str:
-        with store_lock(self.uri):  # workers ending together register one version
-            return self._register_locked(info, trial_run_id)
+        with store_lock(self.uri), fluent(self.uri):  # workers ending together register one version; a
+            return self._register_locked(info, trial_run_id)  # models:/ source resolves in this store
 
     def _register_locked(self, info, trial_run_id) -> str:
         from mlflow.exceptions import MlflowException
@@ -404,16 +607,14 @@ class Tracker:
                                                description=f"Best model of the sweeper study '{self.study}'")
             except MlflowException:  # a worker on another host created it meanwhile
                 client.get_registered_model(self.study)
-        try:
-            champion = client.get_model_version_by_alias(self.study, CHAMPION)
-            if champion.tags.get("trial_run_id") == trial_run_id:
-                return champion.version
-        except MlflowException:
-            pass
-        version = client.create_model_version(self.study, info.model_uri, run_id=self.parent_id,
-                                              tags={"trial_run_id": trial_run_id}, model_id=info.model_id)
-        client.set_registered_model_alias(self.study, CHAMPION, version.version)
-        return version.version
+        # One version per best trial: a sweep killed between making the version and moving the alias left one.
+        versions = [v for v in client.search_model_versions(f"name = '{self.study}'")
+                    if v.tags.get("trial_run_id") == trial_run_id]
+        version = versions[0].version if versions else client.create_model_version(
+            self.study, info.model_uri, run_id=self.parent_id, tags={"trial_run_id": trial_run_id},
+            model_id=info.model_id).version
+        client.set_registered_model_alias(self.study, CHAMPION, version)
+        return version
 
 
 def _retry_once(call, *args):

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from . import interrupts
 from .data import Dataset
 from .errors import TrialFailed, TrialPruned
 from .model import build_model
@@ -52,7 +53,7 @@ def train_trial(params: dict, dataset: Dataset, objective: Objective, *, max_epo
         model.load_weights(weights_in)
     stopper = keras.callbacks.EarlyStopping(monitor=objective.metric, mode=objective.direction[:3],
                                             patience=patience, restore_best_weights=True)
-    callbacks = [_stop_on_nan(), stopper]
+    callbacks = [_stop_on_nan(), _checkpoint(), stopper]
     if patience >= PLATEAU_MIN_PATIENCE:  # before the hooks, so that they see (and log) the learning rate
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=objective.metric, mode=objective.direction[:3],
                                                            factor=PLATEAU_FACTOR, patience=1))
@@ -93,7 +94,8 @@ def refit(trial_model, dataset: Dataset, *, epochs: int, batch_size: int, learni
     x = np.concatenate([dataset.x_train, dataset.x_val])
     y = np.concatenate([dataset.y_train, dataset.y_val])
     schedule = keras.callbacks.LearningRateScheduler(lambda epoch, rate: learning_rates.get(epoch + 1, rate))
-    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[_stop_on_nan(), schedule])
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[_stop_on_nan(), _checkpoint(),
+                                                                                   schedule])
     return model
 
 
@@ -140,3 +142,15 @@ def _stop_on_nan():
                 self.model.stop_training = True
 
     return StopOnNaN()
+
+
+def _checkpoint():
+    """An interrupt checkpoint every few batches (see sweeper.interrupts): a Ctrl-C or SIGTERM that Python
+    swallowed where it landed still stops the training."""
+    import keras
+
+    class InterruptCheckpoint(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            interrupts.check()
+
+    return InterruptCheckpoint()

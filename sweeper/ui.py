@@ -92,7 +92,7 @@ def _interrupt(signum, frame):
 def _experiment_id(tracking_uri: str | None, study: str) -> str:
     from .tracking import find_experiment, open_client
 
-    return find_experiment(open_client(tracking_uri), study).experiment_id
+    return find_experiment(open_client(tracking_uri, create=False), study).experiment_id
 
 
 def _open_when_up(base: str, url: str, wait_s: float = 60) -> None:

@@ -21,6 +21,17 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host has that pid."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def this_worker() -> str:
     pid = os.getpid()
     return f"{socket.gethostname()}:{pid}:{_start_time(pid) or 0}"

@@ -166,3 +166,109 @@ def test_a_long_sweep_runs_in_worker_processes_replaced_every_few_trials(tmp_pat
     assert all(f"trial   {n} complete" in result.stderr for n in range(5))  # the live lines, forwarded
     parent, = [r for r in runs(tmp_path) if r.data.tags["run_kind"] == "search"]
     assert parent.info.status == "FINISHED" and parent.data.metrics["trials_complete"] == 5
+
+
+def _worker_pids(workdir, study="digits"):
+    """The pids of the processes that ran the study's trials (their `worker` attribute, host:pid:start)."""
+    return {int(t.user_attrs["worker"].split(":")[1]) for t in study_trials(workdir, study) if "worker" in t.user_attrs}
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
+
+
+def _wait_for_trials_in_fit(workdir, process, count):
+    """Until `count` trials are RUNNING and inside `fit` (each has logged an epoch)."""
+    while process.poll() is None:
+        if _trial_statuses(workdir).count("RUNNING") >= count:
+            return
+        time.sleep(0.3)
+    pytest.fail(f"the sweep ended before {count} trials ran together: {process.communicate()}")
+
+
+def test_sigterm_to_a_jobs_parent_stops_every_worker_at_once_and_no_trial_starts_after_it(tmp_path):
+    process = start(tmp_path, *SLOW, "--trials", 9, "--jobs", 3)
+    _wait_for_trials_in_fit(tmp_path, process, 3)
+    numbers_before = {t.number for t in study_trials(tmp_path)}
+    workers = _worker_pids(tmp_path)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert "Interrupted (SIGTERM)" in err and "Traceback" not in err and "Exception ignored" not in err
+    assert not any(_alive(pid) for pid in workers)
+    started_after = [t.number for t in study_trials(tmp_path) if t.number not in numbers_before
+                     and t.state.name != "WAITING"]  # a retry queued for an interrupted trial waits for a resume
+    assert started_after == []
+    assert_nothing_running(tmp_path)
+    assert [r.info.status for r in runs(tmp_path) if r.data.tags["run_kind"] == "search"] == ["KILLED"]
+
+
+def test_a_killed_jobs_parent_takes_its_workers_with_it_and_the_study_resumes(tmp_path):
+    process = start(tmp_path, *SLOW, "--trials", 6, "--jobs", 2)
+    _wait_for_trials_in_fit(tmp_path, process, 2)
+    workers = _worker_pids(tmp_path)
+    assert len(workers) == 2
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 120
+    while any(_alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, f"orphan workers still run: {[p for p in workers if _alive(p)]}"
+        time.sleep(0.5)
+    resumed = run(tmp_path, "search", "digits", "--trials", 6, "--max-epochs", 1, "--pruner", "none")
+    assert resumed.returncode == 0, resumed.stderr
+    assert sum(t.state.name == "COMPLETE" for t in study_trials(tmp_path)) == 6
+    assert_nothing_running(tmp_path)
+    searches = sorted((r for r in runs(tmp_path) if r.data.tags["run_kind"] == "search"),
+                      key=lambda r: r.info.start_time)
+    assert [r.info.status for r in searches] == ["KILLED", "FINISHED"]
+
+
+def test_the_parent_of_a_jobs_sweep_loads_no_tensorflow(tmp_path):
+    process = start(tmp_path, *SLOW, "--trials", 2, "--jobs", 2)
+    _wait_for_trials_in_fit(tmp_path, process, 1)
+    maps = Path(f"/proc/{process.pid}/maps").read_text()
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    assert "tensorflow" not in maps and "libtensorflow" not in maps
+
+
+def test_a_jobs_timeout_counts_from_when_the_workers_are_ready(tmp_path):
+    result = run(tmp_path, "search", "digits", "--trials", 50, "--jobs", 2, "--timeout", "2s", "--max-epochs", 1,
+                 "--pruner", "none")
+    assert result.returncode == 0, result.stderr
+    assert sum(t.state.name == "COMPLETE" for t in study_trials(tmp_path)) >= 2  # each worker started one
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_an_interrupt_during_the_final_model_ends_the_sweep_run_and_the_same_command_finishes(tmp_path, sig, code):
+    import queue
+    import threading
+
+    process = start(tmp_path, "search", "digits", "--trials", 1, "--max-epochs", 40, "--patience", 40,
+                    "--pruner", "none")
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()
+    while True:
+        line = lines.get(timeout=300)
+        if "retraining trial 0's configuration" in line:
+            break
+    process.send_signal(sig)
+    out = process.stdout.read()
+    process.wait(timeout=120)
+    time.sleep(0.5)  # the reader thread's last lines
+    err = "".join(lines.get() for _ in range(lines.qsize()))
+    assert process.returncode == code, err
+    assert "Study digits: 1 complete" in out and "while making the final model: every trial is kept" in err
+    assert_nothing_running(tmp_path)
+    assert [r.info.status for r in runs(tmp_path) if r.data.tags["run_kind"] == "search"] == ["KILLED"]
+    resumed = run(tmp_path, "search", "digits", "--trials", 1, "--max-epochs", 40, "--patience", 40, "--pruner",
+                  "none")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Registered in MLflow as models:/digits@champion (version 1)" in resumed.stdout
+    searches = sorted((r for r in runs(tmp_path) if r.data.tags["run_kind"] == "search"),
+                      key=lambda r: r.info.start_time)
+    assert [r.info.status for r in searches] == ["KILLED", "FINISHED"]

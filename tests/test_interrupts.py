@@ -1,29 +1,67 @@
-"""A Ctrl-C or SIGTERM that lands inside a store write is raised once the write is done."""
+"""The interrupt policy, with real signals sent to this process: raised at once, held back during a store
+write, remembered for the next checkpoint, and a second signal ignored while the first is handled."""
 
+import os
 import signal
 
 import pytest
 
 from sweeper.errors import Terminated
-from sweeper.interrupts import deferred, raise_interrupt
+from sweeper.interrupts import check, deferred, installed, requested
+
+
+def _send(signum):
+    os.kill(os.getpid(), signum)
 
 
 def test_a_signal_outside_a_write_raises_at_once():
-    with pytest.raises(Terminated):
-        raise_interrupt(signal.SIGTERM, None)
-    with pytest.raises(KeyboardInterrupt):
-        raise_interrupt(signal.SIGINT, None)
+    for signum, kind in ((signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt)):
+        with installed():
+            with pytest.raises(kind):
+                _send(signum)
 
 
 def test_a_signal_during_a_write_waits_for_its_end():
     written = []
-    with pytest.raises(Terminated):
-        with deferred():
-            with deferred():  # nested writes: raised when the outermost ends
-                raise_interrupt(signal.SIGTERM, None)
-                written.append("inner")
-            written.append("outer")
+    with installed():
+        with pytest.raises(Terminated):
+            with deferred():
+                with deferred():  # nested writes: raised when the outermost ends
+                    _send(signal.SIGTERM)
+                    written.append("inner")
+                written.append("outer")
     assert written == ["inner", "outer"]
-    with deferred():  # nothing pending afterwards
+    with installed(), deferred():  # nothing pending afterwards
         written.append("next")
     assert written[-1] == "next"
+
+
+def test_an_interrupt_that_was_swallowed_is_raised_again_at_the_next_checkpoint():
+    with installed():
+        try:
+            _send(signal.SIGINT)
+        except KeyboardInterrupt:
+            pass  # what a garbage-collection callback does with it ("Exception ignored in ...")
+        assert isinstance(requested(), KeyboardInterrupt)
+        with pytest.raises(KeyboardInterrupt):
+            check()
+
+
+def test_a_second_signal_is_ignored_while_the_first_is_handled():
+    recorded = []
+    with installed():
+        with pytest.raises(Terminated):
+            try:
+                _send(signal.SIGTERM)
+            finally:
+                _send(signal.SIGINT)  # e.g. Ctrl-C reaching a worker its parent has just signalled
+                recorded.append("the interrupted trial")
+    assert recorded == ["the interrupted trial"]
+
+
+def test_the_previous_handlers_come_back():
+    before = signal.getsignal(signal.SIGTERM)
+    with installed():
+        assert signal.getsignal(signal.SIGTERM) is not before
+    assert signal.getsignal(signal.SIGTERM) is before and requested() is None
+    check()  # no interrupt outside: a checkpoint does nothing

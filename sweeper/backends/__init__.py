@@ -9,17 +9,21 @@ CHOICES = {
 }
 
 
-def make_backend(name: str, options: BackendOptions) -> Backend:
+def backend_class(name: str) -> type[Backend]:
     if name == "optuna":
         from .optuna_backend import OptunaBackend
 
-        return OptunaBackend(options)
+        return OptunaBackend
     if name == "keras-tuner":
         from .keras_tuner_backend import KerasTunerBackend
 
-        return KerasTunerBackend(options)
+        return KerasTunerBackend
     raise KeyError(name)
 
 
-__all__ = ["Backend", "BackendOptions", "CHOICES", "ShouldPrune", "TrialFunction", "TrialPlan",
+def make_backend(name: str, options: BackendOptions) -> Backend:
+    return backend_class(name)(options)
+
+
+__all__ = ["Backend", "BackendOptions", "CHOICES", "ShouldPrune", "TrialFunction", "TrialPlan", "backend_class",
            "make_backend"]

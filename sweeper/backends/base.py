@@ -93,6 +93,26 @@ class Backend(ABC):
         """Numbers of the trials this process reaped since the last call (their MLflow runs are to be ended)."""
         return []
 
+    def finished_trials(self) -> int:
+        """Complete and pruned trials that ran in this study (not added from elsewhere, as `sweeper refine`'s
+        warm start does): each has its MLflow run."""
+        counts = self.counts()
+        return counts["complete"] + counts["pruned"]
+
+    @classmethod
+    @abstractmethod
+    def study_exists(cls, options: BackendOptions) -> bool:
+        """Whether the study is in its storage, found without creating anything."""
+
+    @classmethod
+    @abstractmethod
+    def describe_storage(cls, options: BackendOptions) -> str:
+        """Where the study lives, for messages: e.g. "the Optuna storage mlruns/optuna/journal.log"."""
+
+    @abstractmethod
+    def delete_study(self) -> None:
+        """Delete the study from its storage (`--start-over` when its MLflow runs are gone)."""
+
     @abstractmethod
     def best_value(self) -> float | None:
         """The best objective value of the study so far (None before any complete trial)."""

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import time
 import warnings
 from pathlib import Path
 
-from ..errors import SweepError, TrialFailed, UsageError
+from ..errors import DiskFull, SweepError, TrialFailed, UsageError
 from ..workers import hold_lock
+from .. import interrupts
 from . import CHOICES
 from .base import Backend, BackendOptions, TrialFunction, TrialPlan
 
+logger = logging.getLogger(__name__)
 STATE_DIR = Path("mlruns") / "keras-tuner"
 _STATES = {"COMPLETED": "complete", "FAILED": "failed", "INVALID": "failed", "RUNNING": "running"}
 _CHECKPOINT = "checkpoint.weights.h5"
@@ -81,6 +84,7 @@ def _tuner_class():
             super().__init__(oracle, SpaceHyperModel(space), **kwargs)
 
         def pre_create_trial(self):
+            interrupts.check()  # no new trial once an interrupt arrived, wherever it landed
             if self.should_stop():
                 raise _Stop
 
@@ -90,6 +94,8 @@ def _tuner_class():
                                                 lambda epoch, value: False, self._plan(trial))
             except TrialFailed as exc:
                 raise kt.errors.FailedTrialError(str(exc)) from exc
+            except DiskFull as exc:  # the trial stays running in the oracle: Keras Tuner reruns it on resume
+                raise kt.errors.FatalError(str(exc)) from exc
             except SweepError as exc:  # the failure cap: record this trial as failed, then stop
                 trial.status, trial.message = "FAILED", str(exc)
                 self.oracle.end_trial(trial)
@@ -114,6 +120,10 @@ def _tuner_class():
     return SweeperTuner
 
 
+def _directory(options: BackendOptions) -> Path:
+    return Path(options.storage or STATE_DIR).resolve()
+
+
 def _lock_study(path: Path, study: str):
     """Keras Tuner's files serve one process at a time: hold a lock on the study while this process lives."""
     held = hold_lock(path)
@@ -136,7 +146,7 @@ class KerasTunerBackend(Backend):
         if (options.pruner or "none") != "none":
             raise UsageError(f"unknown pruner '{options.pruner}' for keras-tuner; expected one of "
                              f"{', '.join(self.pruners)}")
-        self.directory = Path(options.storage or STATE_DIR).resolve()
+        self.directory = _directory(options)
         self._lock = _lock_study(self.directory / f"{options.study}.lock", options.study)
         self.oracle = self._oracle(options.algorithm or "random")
         self.tuner = None
@@ -197,6 +207,23 @@ class KerasTunerBackend(Backend):
 
     def close(self) -> None:
         self._lock.close()  # closing the file releases its lock
+
+    @classmethod
+    def study_exists(cls, options: BackendOptions) -> bool:
+        return (_directory(options) / options.study / "oracle.json").is_file()
+
+    @classmethod
+    def describe_storage(cls, options: BackendOptions) -> str:
+        where = _directory(options) / options.study
+        return f"the Keras Tuner folder {where.relative_to(Path.cwd()) if where.is_relative_to(Path.cwd()) else where}"
+
+    def delete_study(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.directory / self.options.study, ignore_errors=True)
+        self.tuner = None
+        logger.warning(f"deleted the Keras Tuner study '{self.options.study}' "
+                       f"({self.describe_storage(self.options)[4:]})")
 
     def best_value(self) -> float | None:
         best = self._ensure_open().oracle.get_best_trials(1)

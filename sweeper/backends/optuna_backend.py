@@ -6,17 +6,20 @@ import contextlib
 import functools
 import gc
 import hashlib
+import logging
 import time
 import warnings
 from pathlib import Path
 
-from ..errors import SweeperError, TrialAbandoned, TrialFailed, TrialPruned, UsageError
+from ..errors import DiskFull, SweeperError, TrialAbandoned, TrialFailed, TrialPruned, UsageError
 from ..search_space import signature_changes
 from ..urls import mask, scrub
+from .. import interrupts
 from . import CHOICES
 from ..workers import file_lock, is_dead, this_worker
 from .base import Backend, BackendOptions, TrialFunction
 
+logger = logging.getLogger(__name__)
 JOURNAL_PATH = Path("mlruns") / "optuna" / "journal.log"
 SPACE_ATTR = "search_space"  # study user attr: the space's signature, which joining workers must match
 _POLL_SECONDS = 2.0
@@ -45,21 +48,50 @@ def make_storage(url: str | None, grace_period: int = 60):
     any host) is failed by the other workers and retried once with the same parameters.
     """
     import optuna
-    from optuna.storages.journal import JournalFileBackend
 
     path = journal_path(url)
     if path is None:
         try:
-            return optuna.storages.RDBStorage(
+            return _storage_class()(
                 url, heartbeat_interval=max(1, grace_period // 4), grace_period=grace_period,
-                heartbeat_stale_trial_callback=_retry_once)
+                heartbeat_stale_trial_callback=_retry_once, engine_kwargs=_engine_kwargs(url, grace_period))
         except ImportError:
             raise SweeperError(f"the Optuna storage {mask(url)} needs a database driver that is not installed; "
                                f"for PostgreSQL: pip install 'sweeper[postgres]'") from None
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds for a bad URL
             raise SweeperError(f"cannot open the Optuna storage {mask(url)}: {scrub(str(exc), url)}") from None
+    from ..journal import SafeJournalFileBackend
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    return optuna.storages.JournalStorage(SafeJournalFileBackend(path))
+
+
+@functools.cache
+def _storage_class():
+    import optuna
+
+    class HeartbeatTolerantStorage(optuna.storages.RDBStorage):
+        """A heartbeat that fails (the database ended a paused worker's session, a network blip) is skipped, not
+        the end of the heartbeat thread with a traceback: the next beat tries again, and a worker silent for
+        the whole grace period is failed by the others, as it should be."""
+
+        def record_heartbeat(self, trial_id: int) -> None:
+            try:
+                super().record_heartbeat(trial_id)
+            except optuna.exceptions.StorageInternalError:
+                pass
+
+    return HeartbeatTolerantStorage
+
+
+def _engine_kwargs(url: str, grace_period: int) -> dict:
+    """PostgreSQL ends a session left idle inside a transaction for half the grace period: a worker paused
+    there (SIGSTOP, a laptop asleep) would otherwise hold its trial's row lock, and the workers failing that
+    trial would wait for it."""
+    if not url.startswith("postgresql"):
+        return {}
+    timeout_ms = max(2, grace_period // 2) * 1000
+    return {"connect_args": {"options": f"-c idle_in_transaction_session_timeout={timeout_ms}"}}
 
 
 @contextlib.contextmanager
@@ -125,6 +157,45 @@ def _complete_trial(space, params: dict, value: float):
     space.sample(replay)  # fixed parameters are not Optuna's: only what was suggested is
     return optuna.trial.create_trial(params={name: params[name] for name in replay.distributions},
                                      distributions=replay.distributions, value=value, user_attrs={"warm_start": True})
+
+
+class _OwnTrial:
+    """The Suggester over an `optuna.Trial` that other workers may take away: any Optuna call on a trial that
+    was failed meanwhile (UpdateFinishedTrialError, however the timing fell) abandons it."""
+
+    def __init__(self, trial, abandoned, still_running):
+        self.trial, self._abandoned, self._still_running = trial, abandoned, still_running
+
+    @contextlib.contextmanager
+    def _taken_away(self):
+        from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
+
+        try:
+            yield
+        except UpdateFinishedTrialError:
+            raise self._abandoned() from None
+        except StorageInternalError:  # the database ended this paused worker's session: was the trial taken?
+            if self._still_running():
+                raise
+            raise self._abandoned() from None
+
+    def suggest_int(self, name, low, high, *, step=1, log=False):
+        with self._taken_away():
+            return self.trial.suggest_int(name, low, high, step=step, log=log)
+
+    def suggest_float(self, name, low, high, *, step=None, log=False):
+        with self._taken_away():
+            return self.trial.suggest_float(name, low, high, step=step, log=log)
+
+    def suggest_categorical(self, name, choices):
+        with self._taken_away():
+            return self.trial.suggest_categorical(name, choices)
+
+    def report_and_ask(self, value: float, epoch: int) -> bool:
+        """Report the epoch's objective; whether the pruner stops the trial here."""
+        with self._taken_away():
+            self.trial.report(value, epoch)
+            return self.trial.should_prune()
 
 
 class OptunaBackend(Backend):
@@ -226,6 +297,7 @@ class OptunaBackend(Backend):
         started, ran = time.monotonic(), 0
         self.reap()
         while (timeout is None or time.monotonic() - started < timeout) and (max_runs is None or ran < max_runs):
+            interrupts.check()  # no new trial once an interrupt arrived, wherever it landed
             with self.study_lock():
                 finished, running = self._count_finished_and_running()
                 trial = self._ask(running) if finished + running < trials else None
@@ -254,37 +326,60 @@ class OptunaBackend(Backend):
         from optuna.trial import TrialState
 
         heartbeats = self.journal_path is None
+        own = _OwnTrial(trial, self._abandoned, lambda: self._still_running(trial.number))
 
         def should_prune(epoch, value):
             if heartbeats and not self._still_running(trial.number):
-                raise TrialAbandoned(f"failed by another worker after {self.options.grace_period} s without a "
-                                     f"heartbeat from this one (was this process paused?); its result is dropped")
+                raise self._abandoned()
             if self.options.space.cost:
                 return False
-            trial.report(value, epoch)
-            return trial.should_prune()
+            return own.report_and_ask(value, epoch)
 
         # skip_if_finished: another worker may have failed the trial meanwhile; Optuna then warns, not raises
         with get_heartbeat_thread(trial._trial_id, self.study._storage):
             try:
-                value = run_trial(trial, trial.number, should_prune)
+                value = run_trial(own, trial.number, should_prune)
             except TrialPruned:
                 self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
             except TrialAbandoned:
                 pass  # already failed (and its retry queued) by the worker that found it silent
             except TrialFailed:
                 self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-            except BaseException:  # Ctrl-C, SIGTERM or the failure cap: this trial failed, the sweep stops
-                self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            except BaseException as exc:  # Ctrl-C, SIGTERM, a full disk or the failure cap: the sweep stops
+                self._end_stopped(trial, exc)
                 raise
             else:
                 self.study.tell(trial, value, skip_if_finished=True)
         gc.collect()
 
-    def _still_running(self, number: int) -> bool:
+    def _end_stopped(self, trial, exc: BaseException) -> None:
+        """The trial running when the sweep stopped: failed; and when the stop was not the configuration's
+        fault (an interrupt, a full disk), its parameters are queued to run again on resume."""
         from optuna.trial import TrialState
 
-        return any(t.number == number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        interrupted = isinstance(exc, (KeyboardInterrupt, DiskFull))
+        try:
+            if interrupted:
+                trial.set_user_attr("interrupted", "full disk" if isinstance(exc, DiskFull) else "interrupt")
+            self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            if interrupted:
+                _retry_once(self.study, self.study.trials[trial.number])
+        except Exception:  # noqa: BLE001 - a full disk refuses these writes too: the next sweep reaps the trial
+            pass
+
+    def _abandoned(self) -> TrialAbandoned:
+        return TrialAbandoned(f"failed by another worker after {self.options.grace_period} s without a heartbeat "
+                              f"from this one (was this process paused?); its result is dropped")
+
+    def _still_running(self, number: int) -> bool:
+        from optuna.exceptions import StorageInternalError
+        from optuna.trial import TrialState
+
+        try:
+            running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        except StorageInternalError:  # a connection the database ended while this worker was paused: once more
+            running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return any(t.number == number for t in running)
 
     def study_lock(self):
         """In the storage itself, so that workers on any host agree: never more trials than the budget, one
@@ -333,6 +428,33 @@ class OptunaBackend(Backend):
     def take_reaped(self) -> list[int]:
         taken, self._reaped = self._reaped, []
         return taken
+
+    def finished_trials(self) -> int:
+        from optuna.trial import TrialState
+
+        return sum(not t.user_attrs.get("warm_start") for t in self.study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+    @classmethod
+    def study_exists(cls, options: BackendOptions) -> bool:
+        path = journal_path(options.storage)
+        if path is not None and not path.exists():
+            return False
+        storage = make_storage(options.storage, options.grace_period)
+        return options.study in {study.study_name for study in storage.get_all_studies()}
+
+    @classmethod
+    def describe_storage(cls, options: BackendOptions) -> str:
+        path = journal_path(options.storage)
+        if path is None:
+            return f"the Optuna storage {mask(options.storage)}"
+        return f"the Optuna storage {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}"
+
+    def delete_study(self) -> None:
+        import optuna
+
+        optuna.delete_study(study_name=self.options.study, storage=self.study._storage)
+        logger.warning(f"deleted the Optuna study '{self.options.study}' from {self.describe_storage(self.options)[4:]}")
 
     def best_value(self) -> float | None:
         """The best first objective (for two objectives too: the live display's "best") among the trials
