@@ -137,7 +137,9 @@ def _preprocessing(prep: dict) -> str:
     if prep.get("kind") == "image":
         return f"pixel values times {prep['scale']:.6g} (images of shape {tuple(prep['shape'])})"
     if prep.get("kind") == "tabular":
-        return "each feature standardised with the training split's mean and standard deviation"
+        imputed = "; a missing value is replaced by that mean" if prep.get("impute") == "mean" else \
+            "; every value must be present"
+        return f"each feature standardised with the training split's mean and standard deviation{imputed}"
     return "none"
 
 

@@ -174,6 +174,9 @@ def storage_option(command):
 
 
 def csv_options(command):
+    command = click.option("--impute", type=click.Choice(["mean"]),
+                           help="csv:PATH: fill missing feature values with the training split's mean (the "
+                                "same at prediction); without it a table with gaps is refused.")(command)
     command = click.option("--task", type=click.Choice(["classification", "regression"]),
                            help="Task of a csv:PATH dataset (default: inferred from the target).")(command)
     return click.option("--target", metavar="COLUMN", help="Column to predict (csv:PATH datasets).")(command)
@@ -194,9 +197,11 @@ def _load_space(dataset, space_file, trials, max_epochs, patience):
     return load_space(space_file or bundled_space_path(dataset)).with_budget(**budget), budget
 
 
-def _check_dataset_options(dataset, target):
+def _check_dataset_options(dataset, target, impute=None):
     if target and not dataset.startswith("csv:"):
         raise click.UsageError("--target applies to csv:PATH datasets only")
+    if impute and not dataset.startswith("csv:"):
+        raise click.UsageError("--impute applies to csv:PATH datasets only")
     if dataset.startswith("csv:") and not target:
         raise click.UsageError(f"{dataset} needs --target COLUMN naming the column to predict")
 
@@ -230,7 +235,8 @@ def _check_dataset_options(dataset, target):
                                                  "drop the half that is left and sweep the study afresh.")
 @reports_errors
 def search(dataset, space_file, study, trials, timeout, max_epochs, patience, subset, seed, backend, algorithm,
-           pruner, storage, tracking_uri, target, task, max_failures, jobs, grace_period, refit, start_over):
+           pruner, storage, tracking_uri, target, task, impute, max_failures, jobs, grace_period, refit,
+           start_over):
     """Sweep DATASET's search space and record every trial in MLflow.
 
     DATASET is fashion, mnist, digits, california or csv:PATH (with --target COLUMN).
@@ -245,20 +251,21 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
       sweeper search csv:houses.csv --target price --timeout 30m
     """
     algorithm, pruner = _check_engine(backend, algorithm, pruner)
-    _check_dataset_options(dataset, target)
+    _check_dataset_options(dataset, target, impute)
     from rich.console import Console
 
-    from .sweep import SweepConfig, with_recorded_budget
+    from .sweep import SweepConfig, check_inputs, with_recorded_budget
 
     space, budget = _load_space(dataset, space_file, trials, max_epochs, patience)
     if space.cost:
         pruner = "none"  # Optuna prunes single-objective studies only
     config = SweepConfig(dataset=dataset, space=space, study=study, backend=backend, algorithm=algorithm,
                          pruner=pruner, storage=storage, tracking_uri=tracking_uri, timeout=timeout, subset=subset,
-                         seed=seed, target=target, task=task, max_failures=max_failures,
+                         seed=seed, target=target, task=task, impute=impute, max_failures=max_failures,
                          jobs=jobs, refit=refit, grace_period=grace_period, budget=budget, start_over=start_over)
     if algorithm == "grid":
         space.grid()  # refuse an ungriddable space before any work starts
+    check_inputs(config)
     config = with_recorded_budget(config)
     space = config.space
     err = Console(stderr=True)
@@ -364,7 +371,8 @@ def study():
 @tracking_option
 @csv_options
 @reports_errors
-def study_create(name, dataset, space_file, trials, max_epochs, patience, storage, tracking_uri, target, task):
+def study_create(name, dataset, space_file, trials, max_epochs, patience, storage, tracking_uri, target, task,
+                 impute):
     """Create study NAME and its MLflow sweep run, for workers on any host to join.
 
     The study records its space, objective and budget; each `sweeper search DATASET --study NAME` then
@@ -378,12 +386,13 @@ def study_create(name, dataset, space_file, trials, max_epochs, patience, storag
       sweeper study create fashion-pg --dataset fashion --trials 12 --max-epochs 10
       sweeper search fashion --study fashion-pg     # on each host
     """
-    _check_dataset_options(dataset, target)
+    _check_dataset_options(dataset, target, impute)
     from .sweep import SweepConfig, create_study
 
     space, _ = _load_space(dataset, space_file, trials, max_epochs, patience)
     created = create_study(SweepConfig(dataset=dataset, space=space, study=name, storage=storage,
-                                       tracking_uri=tracking_uri, target=target, task=task))
+                                       tracking_uri=tracking_uri, target=target, task=task,
+                                       impute=impute))
     space = created.space
     click.echo(f"Created study '{name}' in {created.storage}: {space.trials} trials of up to {space.max_epochs} "
                f"epochs (patience {space.patience}), {space.objective.direction} {space.objective.metric}.\n"
@@ -661,8 +670,11 @@ FORMAT_NAMES = ("keras", "savedmodel", "onnx", "tflite")  # sweeper.formats.FORM
 @click.option("--format", "formats", type=click.Choice(FORMAT_NAMES), multiple=True, default=["keras"],
               show_default=True, help="Format to write; repeat for several (onnx and tflite need sweeper[onnx] "
                                       "and sweeper[tflite]).")
-@click.option("--retrain", is_flag=True, help="Export the best configuration retrained on training + validation "
-                                              "data for its best epoch count (reuses the sweep's refit model).")
+@click.option("--trial-model", is_flag=True, help="Export the best trial's own model (trained on the training split "
+                                                  "only) instead of the final, registered one.")
+@click.option("--retrain", is_flag=True, help="Retrain the best configuration on training + validation data for "
+                                              "its best epoch count when the sweep made no such model (--no-refit, "
+                                              "--pick).")
 @click.option("--pick", nargs=2, type=(click.Choice(["smallest-within"]), click.FloatRange(min=0)),
               metavar="smallest-within MARGIN", help="Export the model with the fewest parameters whose objective "
                                                      "is within MARGIN of the best (default: the best).")
@@ -670,22 +682,27 @@ FORMAT_NAMES = ("keras", "savedmodel", "onnx", "tflite")  # sweeper.formats.FORM
 @click.option("--force", is_flag=True, help="Replace DIR if it exists.")
 @tracking_option
 @reports_errors
-def export(study, out, formats, retrain, pick, seed, force, tracking_uri):
+def export(study, out, formats, trial_model, retrain, pick, seed, force, tracking_uri):
     """Export STUDY's best model to DIR, each file checked by loading it back, with a model card.
+
+    The model is the one the sweep's summary reports and registers: the best configuration retrained on
+    training + validation data (or, after --no-refit, the best trial's own model).
 
     \b
     Example:
       sweeper export fashion --out best-fashion/
       sweeper export fashion --format keras --format onnx --format tflite --out best/ --force
-      sweeper export fashion --retrain --out best-retrained/
+      sweeper export fashion --trial-model --out best-trial/
       sweeper export fashion-small --pick smallest-within 0.005 --out best-small/
       sweeper predict best-fashion/ shoe.png
     """
+    if trial_model and retrain:
+        raise click.UsageError("--trial-model and --retrain choose different models; pass one of them")
     from .export import export_best
     from .quiet import import_tensorflow
 
     import_tensorflow()
-    exported = export_best(study, out, formats=formats, retrain=retrain, tracking_uri=tracking_uri, force=force,
+    exported = export_best(study, out, formats=formats, retrain=retrain, trial_model=trial_model, tracking_uri=tracking_uri, force=force,
                            seed=seed, smallest_within_margin=pick[1] if pick else None,
                            say=lambda line: click.echo(line, err=True))
     card = exported.card

@@ -42,6 +42,7 @@ class Dataset:
     source: str
     class_names: tuple[str, ...] | None = None
     preprocessing: dict = dataclasses.field(default_factory=dict)
+    subset_of: int | None = None  # the training split's full size when only a subset of it is used
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -58,10 +59,37 @@ class Dataset:
                 "preprocessing": self.preprocessing}
 
     def subset(self, n: int | None) -> "Dataset":
-        """The same dataset with only the first `n` (already shuffled) training examples."""
-        if not n or n >= len(self.x_train):
+        """The same dataset with only the first `n` (already shuffled) training examples.
+
+        `n` must leave every class of a classification task in the training split."""
+        if not n:
             return self
-        return dataclasses.replace(self, x_train=self.x_train[:n], y_train=self.y_train[:n])
+        full = len(self.x_train)
+        if n > full:
+            raise DatasetError(f"subset {n:,} is more than the {full:,} training examples of {self.name}; "
+                               f"expected at most {full:,}")
+        if self.class_names:
+            present = len(np.unique(self.y_train[:n]))
+            if present < len(self.class_names):
+                raise DatasetError(f"subset {n:,}: the first {n:,} training examples of {self.name} hold only "
+                                   f"{present} of its {len(self.class_names)} classes; expected a subset with "
+                                   f"every class (a larger one)")
+        if n == full:
+            return self
+        return dataclasses.replace(self, x_train=self.x_train[:n], y_train=self.y_train[:n], subset_of=full)
+
+    def refit_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Training + validation examples for the final model; a subset takes the same share of both."""
+        n_val = len(self.x_val)
+        if self.subset_of:
+            n_val = max(1, round(n_val * len(self.x_train) / self.subset_of))
+        return (np.concatenate([self.x_train, self.x_val[:n_val]]),
+                np.concatenate([self.y_train, self.y_val[:n_val]]))
+
+    def describe_splits(self) -> str:
+        """E.g. `1,000 of 55,000 training examples, 5,000 validation, 10,000 test`."""
+        train = f"{len(self.x_train):,}" + (f" of {self.subset_of:,}" if self.subset_of else "")
+        return f"{train} training examples, {len(self.x_val):,} validation, {len(self.x_test):,} test"
 
 
 @dataclass(frozen=True)
@@ -174,7 +202,8 @@ def _download(title, keras_loader, looked_in):
 
 # -- tabular ---------------------------------------------------------------------------------------
 
-def _split_table(name, task, x, y, source, class_names=None, feature_names=None, standardise=True) -> Dataset:
+def _split_table(name, task, x, y, source, class_names=None, feature_names=None, standardise=True,
+                 impute: str | None = None) -> Dataset:
     from sklearn.model_selection import train_test_split
 
     stratify = y if task == "classification" and np.bincount(y).min() >= 3 else None
@@ -185,15 +214,27 @@ def _split_table(name, task, x, y, source, class_names=None, feature_names=None,
                                                       stratify=stratify)
     dtype = np.int32 if task == "classification" else np.float32
     if standardise:
-        mean, std = x_train.mean(axis=0), x_train.std(axis=0)
-        std = np.where(std > 0, std, 1.0)
+        mean, std = _column_statistics(x_train, feature_names, name)
         prep = {"kind": "tabular", "features": list(feature_names or []), "mean": mean.tolist(), "std": std.tolist()}
+        if impute:
+            prep["impute"] = impute  # a missing value becomes the training mean, here and at prediction
     else:
         mean, std = 0.0, 1.0
         prep = {"kind": "image", "scale": 1 / 16, "shape": list(x.shape[1:])}
-    scale = lambda a: np.nan_to_num((a - mean) / std).astype(np.float32)  # noqa: E731
+    scale = lambda a: np.nan_to_num((a - mean) / std).astype(np.float32)  # noqa: E731 - NaN -> 0: the mean
     return Dataset(name, task, scale(x_train), y_train.astype(dtype), scale(x_val), y_val.astype(dtype),
                    scale(x_test), y_test.astype(dtype), source, class_names, prep)
+
+
+def _column_statistics(x_train, feature_names, name):
+    """Each column's training mean and spread, missing values left out; a column with none is refused."""
+    present = ~np.isnan(x_train)
+    empty = np.flatnonzero(~present.any(axis=0))
+    if len(empty):
+        names = [str(feature_names[i]) if feature_names else str(i) for i in empty]
+        raise DatasetError(f"{name}: column {', '.join(names)} has no value in the training split; drop it")
+    mean, std = np.nanmean(x_train, axis=0), np.nanstd(x_train, axis=0)
+    return mean, np.where(std > 0, std, 1.0)
 
 
 def _load_digits() -> Dataset:
@@ -232,12 +273,20 @@ def _load_california() -> Dataset:
                         feature_names=bunch.feature_names)
 
 
-def load_csv(path: str, target: str | None, task: str | None = None) -> Dataset:
-    """A CSV table with a target column; the task is inferred unless given."""
+IMPUTE = ("mean",)
+#: Rows of each class a classification table needs: one each for the training, validation and test splits.
+MIN_CLASS_ROWS = 3
+
+
+def load_csv(path: str, target: str | None, task: str | None = None, impute: str | None = None) -> Dataset:
+    """A CSV table with a target column; the task is inferred unless given. Missing feature values are
+    refused unless `impute="mean"` (the training split's mean, recorded for prediction)."""
     import pandas as pd
 
     if not target:
         raise DatasetError(f"csv:{path} needs --target COLUMN naming the column to predict")
+    if impute is not None and impute not in IMPUTE:
+        raise DatasetError(f"impute must be one of {', '.join(IMPUTE)}, but got {impute!r}")
     try:
         frame = pd.read_csv(path)
     except FileNotFoundError:
@@ -252,6 +301,8 @@ def load_csv(path: str, target: str | None, task: str | None = None) -> Dataset:
     y_raw = frame.pop(target)
     task = task or _infer_task(y_raw)
     _check_text_columns(frame, path)
+    if impute is None:
+        _refuse_missing(frame, path)
     features = pd.get_dummies(frame, dtype=np.float32) if len(frame.columns) else None
     if features is None or features.shape[1] == 0:
         raise DatasetError(f"csv:{path}: no feature columns besides the target '{target}'")
@@ -259,13 +310,41 @@ def load_csv(path: str, target: str | None, task: str | None = None) -> Dataset:
     if task == "classification":
         classes, y = np.unique(y_raw.astype(str), return_inverse=True)
         class_names = tuple(classes)
+        _check_classes(classes, np.bincount(y), path, target)
     else:
         try:
             y, class_names = y_raw.to_numpy(dtype=np.float32), None
         except (TypeError, ValueError):
             raise DatasetError(f"csv:{path}: regression needs a numeric target, but '{target}' is not") from None
     return _split_table(f"csv:{path}", task, x, y, str(Path(path).resolve()), class_names,
-                        list(map(str, features.columns)))
+                        list(map(str, features.columns)), impute=impute)
+
+
+def _refuse_missing(frame, path) -> None:
+    """Missing feature values are never filled silently: name the columns and their first lines."""
+    gaps = []
+    for column in frame.columns:
+        missing = frame[column].isna().to_numpy()
+        if missing.any():
+            lines = [str(int(i) + 2) for i in frame.index[missing][:3]]  # the file's lines, after the header
+            more = ", ..." if missing.sum() > 3 else ""
+            count = int(missing.sum())
+            gaps.append(f"column {column} has {count} missing value{'s' if count > 1 else ''} "
+                        f"(line{'s' if count > 1 else ''} {', '.join(lines)}{more})")
+    if gaps:
+        raise DatasetError(f"csv:{path}: {'; '.join(gaps)}; fill or drop them, or pass --impute mean")
+
+
+def _check_classes(classes, counts, path, target) -> None:
+    if len(classes) < 2:
+        raise DatasetError(f"csv:{path}: the target '{target}' has a single class ('{classes[0]}'); "
+                           f"classification needs at least two (or pass --task regression for a number)")
+    few = [f"'{c}' ({n} row{'s' if n > 1 else ''})" for c, n in zip(classes, counts) if n < MIN_CLASS_ROWS]
+    if few:
+        raise DatasetError(f"csv:{path}: class{'es' if len(few) > 1 else ''} {', '.join(few)} of '{target}' "
+                           f"{'have' if len(few) > 1 else 'has'} fewer than {MIN_CLASS_ROWS} rows; each class "
+                           f"needs one for each of the training, validation and test splits: add rows, or drop "
+                           f"or merge that class")
 
 
 MAX_CATEGORIES = 50
@@ -322,21 +401,29 @@ def check_name(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def load_dataset(name: str, target: str | None = None, task: str | None = None) -> Dataset:
+def load_dataset(name: str, target: str | None = None, task: str | None = None,
+                 impute: str | None = None) -> Dataset:
     """Load (once per process) a registered dataset or `csv:PATH`."""
     check_name(name)
     if name.startswith("csv:"):
-        return load_csv(name[4:], target, task)
-    if target:
-        raise DatasetError(f"--target applies to csv:PATH datasets only, not to '{name}'")
+        return load_csv(name[4:], target, task, impute)
+    if target or impute:
+        raise DatasetError(f"--{'target' if target else 'impute'} applies to csv:PATH datasets only, "
+                           f"not to '{name}'")
     return DATASETS[name].load()
 
 
-def dataset_task(name: str, target: str | None = None, task: str | None = None) -> str:
+def load_recorded(tags: dict) -> Dataset:
+    """The dataset a study recorded in its experiment's tags (dataset, target, task, impute)."""
+    return load_dataset(tags["dataset"], tags.get("target") or None, tags.get("task"), tags.get("impute") or None)
+
+
+def dataset_task(name: str, target: str | None = None, task: str | None = None,
+                 impute: str | None = None) -> str:
     """A dataset's task without loading its arrays (a CSV table is read, since its target decides)."""
     check_name(name)
     if name.startswith("csv:"):
-        return load_dataset(name, target, task).task
+        return load_dataset(name, target, task, impute).task
     if target:
         raise DatasetError(f"--target applies to csv:PATH datasets only, not to '{name}'")
     return DATASETS[name].task

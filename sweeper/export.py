@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Callable
 
 from . import __version__, card as cards
-from .data import Dataset, load_dataset
-from .errors import ExportError, SweeperError, TrackingError
+from .data import Dataset, load_recorded
+from .errors import ExportError, SweeperError
 from .formats import FORMATS, check_installed, write_and_check
 from .tracking import (FINAL_MODEL_ARTIFACT, BestRun, best_run, find_experiment, learning_rates, load_run_model,
                        log_folder, log_metrics, log_refit_model, metric_histories, open_client, parse_param, refit_run,
                        smallest_within, start_retrain_run, store_is_read_only)
-from .train import evaluate, refit
+from .train import evaluate, for_users, refit
 from .urls import mask
 from .workers import pid_alive
 
@@ -44,15 +44,15 @@ class Exported:
 
 
 def export_best(study: str, out: str | Path, *, formats=("keras",), retrain: bool = False,
-                tracking_uri: str | None = None, force: bool = False, seed: int = 0,
+                trial_model: bool = False, tracking_uri: str | None = None, force: bool = False, seed: int = 0,
                 smallest_within_margin: float | None = None,
                 say: Callable[[str], None] = lambda line: None) -> Exported:
     """Write the study's best model into `out` in each of `formats`, with its card (atomically).
 
-    The model is the best completed trial's own (with `smallest_within_margin`: the one with the fewest
-    parameters among those within that margin of the best objective), or with `retrain` its configuration
-    retrained on the training and validation splits together (reusing such a model when the sweep or an
-    earlier export made one)."""
+    The trial is the best completed one (with `smallest_within_margin`: the one with the fewest parameters
+    among those within that margin of the best objective). Its model is the one the sweep made final and
+    registered (the configuration retrained on the training and validation splits together) when there
+    is one; else the trial's own, or with `retrain` one retrained now. `trial_model` takes the trial's own."""
     out = Path(out)
     formats = list(dict.fromkeys(formats))
     _check_out(out, force)
@@ -67,20 +67,20 @@ def export_best(study: str, out: str | Path, *, formats=("keras",), retrain: boo
             f"{top.trial_number} ({int(top.metrics.get('param_count', 0)):,} parameters, {top.objective:.4f}).")
     tags = experiment.tags
     search = _search_params(client, best)
-    dataset = load_dataset(tags["dataset"], tags.get("target") or None, tags.get("task")).subset(
+    dataset = load_recorded(tags).subset(
         _subset(search))  # the data the sweep trained on
     recorded = not store_is_read_only(client)
     if not recorded:
         say(f"The MLflow store {mask(client.tracking_uri)} is read-only: this export is written but not recorded "
             f"in it.")
-    chosen = _choose_model(client, experiment, best, dataset, retrain, seed, say, recorded)
+    chosen = _choose_model(client, experiment, best, dataset, retrain, trial_model, seed, say, recorded)
     test = evaluate(chosen.model, dataset)
     if recorded:
         log_metrics(client, chosen.run_id, test)
     card = _card(client, study, best, chosen, dataset, test, search)
     staging = _staging(out)
     try:
-        files = _write_formats(chosen.model, formats, staging, dataset, say)
+        files = _write_formats(for_users(chosen.model), formats, staging, dataset, say)
         card["formats"] = {name: {"file": path.name, "max_abs_difference": diff, "checked_on": n}
                            for name, (path, diff, n) in files.items()}
         _write_card(card, chosen.model, dataset, client, best, staging)
@@ -102,18 +102,21 @@ def _check_out(out: Path, force: bool) -> None:
         raise SweeperError(f"cannot create {out}: {blocked} is a file, not a folder")
 
 
-def _choose_model(client, experiment, best: BestRun, dataset: Dataset, retrain: bool, seed: int, say,
+def _choose_model(client, experiment, best: BestRun, dataset: Dataset, retrain: bool, own: bool, seed: int, say,
                   recorded: bool = True) -> Chosen:
     trial_model = load_run_model(client, best.run_id)
-    if not retrain:
-        return Chosen(trial_model, f"trial {best.trial_number}'s model", best.run_id)
+    own_model = Chosen(trial_model, f"trial {best.trial_number}'s own model", best.run_id)
+    if own:
+        return own_model
     done = refit_run(client, experiment, best)
     if done is not None:
         epochs = done.data.tags["refit_epochs"]
-        say(f"Reusing trial {best.trial_number}'s configuration as already retrained on training + validation "
-            f"data for {epochs} epochs (run {done.info.run_id}).")
         return Chosen(load_run_model(client, done.info.run_id, FINAL_MODEL_ARTIFACT),
                       _retrained(best, epochs), done.info.run_id)
+    if not retrain:
+        say(f"Trial {best.trial_number} was not retrained on training + validation data (--no-refit or --pick): "
+            f"exporting its own model; --retrain makes the retrained one.")
+        return own_model
     epochs = int(best.metrics.get("best_epoch", 0))
     if epochs < 1:
         raise ExportError(f"trial {best.trial_number} recorded no best epoch, so its training cannot be repeated; "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import card as cards
 from . import figures as figs
-from .data import load_dataset
+from .data import load_recorded
 from .errors import SweeperError
 from .records import StudyRecord, curves, load_study
 from .tracking import best_run, load_run_model, open_client, store_is_read_only
@@ -50,7 +50,7 @@ def _best_model_figures(client, record: StudyRecord) -> list:
     best = best_run(client, record.name)
     experiment = client.get_experiment(record.experiment_id)
     tags = experiment.tags
-    dataset = load_dataset(tags["dataset"], tags.get("target") or None, tags.get("task"))
+    dataset = load_recorded(tags)
     if not dataset.class_names:
         return []  # a regression study: no classes to confuse
     from .quiet import import_tensorflow

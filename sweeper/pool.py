@@ -17,7 +17,6 @@ import time
 
 from . import interrupts
 from .backends import BackendOptions, make_backend
-from .data import load_dataset
 from .errors import SweepError, SweeperError, Terminated
 from .tracking import Tracker
 
@@ -135,7 +134,8 @@ def _work(config, parent_id, index, threads, clock, failures_in_a_row, messages,
     space = config.space
     listener = _ForwardingListener(messages, index) if forward else \
         worker_progress(index, space.objective.metric, space.objective.direction, space.max_epochs)
-    dataset = load_dataset(config.dataset, config.target, config.task).subset(config.subset)
+    dataset = config.load_data()
+    listener.data_loaded(dataset.describe_splits())
     tracker = Tracker(config.study_name, config.tracking_uri)
     tracker.join_search(parent_id, {"backend": config.backend, "dataset": config.dataset})
     options = BackendOptions(config.study_name, space, config.algorithm, config.pruner, config.storage,

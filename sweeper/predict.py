@@ -59,7 +59,7 @@ def _from_registry(uri: str, tracking_uri: str | None) -> Predictor:
     try:
         with fluent(client.tracking_uri):
             info = mlflow.models.get_model_info(uri)
-            model = mlflow.tensorflow.load_model(uri)
+            model = _keras_model(mlflow.pyfunc.load_model(uri))
     except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds for a bad URI
         raise ExportError(f"cannot load {uri} from the MLflow store: {str(exc).splitlines()[0]}") from None
     metadata = (info.metadata or {}).get("sweeper")
@@ -67,6 +67,16 @@ def _from_registry(uri: str, tracking_uri: str | None) -> Predictor:
         raise ExportError(f"{uri} was not logged by this version of sweeper (its MLmodel has no sweeper metadata); "
                           f"export it with `sweeper export` and predict from that folder")
     return Predictor(model, metadata, uri)
+
+
+def _keras_model(pyfunc_model):
+    """The Keras model inside a registered sweeper model (logged as code; older ones in the tensorflow flavor)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return pyfunc_model.unwrap_python_model().keras_model
+    except MlflowException:  # not a python model: MLflow's tensorflow flavor wraps the Keras model itself
+        return pyfunc_model._model_impl.keras_model
 
 
 def read_inputs(path: str | Path, predictor: Predictor) -> tuple[list[str], np.ndarray]:
@@ -142,10 +152,14 @@ def _read_csv(path: Path, predictor: Predictor) -> tuple[list[str], np.ndarray]:
         raise ExportError(f"{path}: missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}; the model "
                           f"takes {', '.join(features)}")
     values = frame[features].apply(pd.to_numeric, errors="coerce")
-    bad = values.isna().any(axis=1)
-    if bad.any():
-        row = int(np.argmax(bad.to_numpy())) + 2  # 1-based, after the header line
-        raise ExportError(f"{path}:{row}: every feature must be a number; line {row} has an empty or text value")
+    empty = frame[features].isna()
+    text = (values.isna() & ~empty).any(axis=1)
+    imputed = prep.get("impute") == "mean"
+    for bad, what in ((text, "a text value"), (empty.any(axis=1) & (not imputed), "an empty value")):
+        if bad.any():
+            line = int(np.argmax(bad.to_numpy())) + 2  # 1-based, after the header line
+            hint = "" if what == "a text value" else " (the model was trained without --impute)"
+            raise ExportError(f"{path}:{line}: every feature must be a number; line {line} has {what}{hint}")
     return [f"{path.name}:{i + 2}" for i in range(len(frame))], _preprocess(values.to_numpy(np.float32), predictor)
 
 
@@ -154,6 +168,7 @@ def _preprocess(x: np.ndarray, predictor: Predictor) -> np.ndarray:
     if prep.get("kind") == "image":
         return (x * prep["scale"]).astype(np.float32)
     if prep.get("kind") == "tabular":
+        # NaN (a value left empty, accepted only for a model trained with --impute mean) -> 0, the training mean
         return np.nan_to_num((x - np.asarray(prep["mean"])) / np.asarray(prep["std"])).astype(np.float32)
     return x
 

@@ -21,6 +21,7 @@ class LiveProgress(SweepListener):
         self.console, self.metric, self.max_epochs, self.prefix = console, metric, max_epochs, prefix
         self.maximize = direction == "maximize"
         self.best = None
+        self.splits_said = False
         self.started = {}
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console,
@@ -71,6 +72,11 @@ class LiveProgress(SweepListener):
         style = {"complete": "green", "pruned": "yellow", "failed": "red"}[state]
         detail = f"{self.metric} {_fmt(value)}" if value is not None else note
         self.console.print(f"{self.prefix}trial {number:>3} [{style}]{state:<8}[/] {detail}  ({seconds:.1f}s)")
+
+    def data_loaded(self, splits):
+        if not self.splits_said:  # every worker of a pool says it; once is enough
+            self.splits_said = True
+            self.console.print(f"{self.prefix}Data: {splits}")
 
     def refit_started(self, trial_number, epochs):
         self.console.print(f"{self.prefix}retraining trial {trial_number}'s configuration on training + validation "

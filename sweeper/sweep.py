@@ -16,7 +16,7 @@ from .names import check_study_name, safe_study_name
 from .search_space import SearchSpace, Suggester, dump_space
 from .tracking import (BUDGET_TAG, SPACE_ARTIFACT, SPACE_TAG, BestRun, Tracker, best_run, default_tracking_uri,
                        describe_store, learning_rates, load_run_model, pareto_runs, trial_runs)
-from .train import evaluate, model_costs, refit, train_trial
+from .train import evaluate, for_users, model_costs, refit, train_trial
 from .urls import mask
 
 _TASK_METRICS = {"classification": ("val_accuracy", "val_loss"), "regression": ("val_loss", "val_mae", "val_rmse")}
@@ -37,6 +37,7 @@ class SweepConfig:
     seed: int = 0
     target: str | None = None
     task: str | None = None
+    impute: str | None = None  # csv:PATH: "mean" fills missing feature values (else they are refused)
     max_failures: int = 3
     jobs: int = 1
     refit: bool = True  # retrain the best configuration on train + val before the final test
@@ -54,6 +55,13 @@ class SweepConfig:
     def study_name(self) -> str:
         return self.study or default_study_name(self.dataset, self.backend)
 
+    def data_task(self) -> str:
+        return dataset_task(self.dataset, self.target, self.task, self.impute)
+
+    def load_data(self) -> Dataset:
+        """The data the sweep trains on (loaded once per process)."""
+        return load_dataset(self.dataset, self.target, self.task, self.impute).subset(self.subset)
+
 
 def default_study_name(dataset: str, backend: str = "optuna") -> str:
     """`fashion` for Optuna, the default engine; `fashion-keras-tuner` for another engine's study."""
@@ -69,6 +77,8 @@ class SweepListener:
     def trials_reaped(self, numbers: list[int]) -> None: ...
 
     def sweep_joined(self, parent_run_id: str) -> None: ...
+
+    def data_loaded(self, splits: str) -> None: ...
 
     def trial_started(self, number: int, params: dict) -> None: ...
 
@@ -191,13 +201,21 @@ def run_sweep(config: SweepConfig, listener: SweepListener | None = None) -> Swe
         raise full from exc
 
 
-def _run_sweep(config: SweepConfig, listener: SweepListener) -> SweepResult:
+def check_inputs(config: SweepConfig) -> str:
+    """What can be refused before any store is touched (engine, data, subset) -> the dataset's task."""
     if config.jobs > 1 and config.backend != "optuna":
         raise UsageError(f"--jobs {config.jobs} needs the optuna backend: a {config.backend} study serves one "
                          f"process at a time")
     if config.space.cost and config.backend != "optuna":
         raise UsageError(f"two objectives need the optuna backend; {config.backend} optimises one")
-    task = dataset_task(config.dataset, config.target, config.task)
+    task = config.data_task()
+    if config.subset:
+        config.load_data()
+    return task
+
+
+def _run_sweep(config: SweepConfig, listener: SweepListener) -> SweepResult:
+    task = check_inputs(config)
     tracker = Tracker(config.study_name, config.tracking_uri)
     config = with_recorded_budget(config, tracker)
     space, study = config.space, config.study_name
@@ -222,8 +240,9 @@ def _run_sweep(config: SweepConfig, listener: SweepListener) -> SweepResult:
 
                 run_workers(config, tracker.parent_id, listener)  # this process loads no data nor TensorFlow
             else:
-                runner = TrialRunner(config, _dataset(config), tracker, listener, backend.best_value,
-                                     backend.take_reaped)
+                dataset = _dataset(config)
+                listener.data_loaded(dataset.describe_splits())
+                runner = TrialRunner(config, dataset, tracker, listener, backend.best_value, backend.take_reaped)
                 backend.optimize(runner, trials=space.trials, timeout=config.timeout)
         if not _last_to_finish(tracker, backend):
             result = _result(config, tracker, backend.counts(), _best_or_none(tracker))
@@ -238,7 +257,7 @@ def _dataset(config: SweepConfig) -> Dataset:
     from .quiet import import_tensorflow
 
     import_tensorflow()
-    return load_dataset(config.dataset, config.target, config.task).subset(config.subset)
+    return config.load_data()
 
 
 @contextlib.contextmanager
@@ -338,7 +357,7 @@ def create_study(config: SweepConfig) -> CreatedStudy:
         raise UsageError(f"only optuna studies can be shared by workers; a {config.backend} study serves one "
                          f"process at a time")
     study = config.study_name
-    task = dataset_task(config.dataset, config.target, config.task)
+    task = config.data_task()
     tracker = Tracker(study, config.tracking_uri)
     _check_against_study(tracker, config, task)
     options = BackendOptions(study, config.space, storage=config.storage, grace_period=config.grace_period)
@@ -389,7 +408,7 @@ def _in_worker_processes(config: SweepConfig, backend) -> bool:
 def _open_search(tracker: Tracker, config: SweepConfig, task: str, shared: bool = False) -> bool:
     space = config.space
     experiment_tags = {"backend": config.backend, "dataset": config.dataset, "task": task,
-                       "target": config.target or "", "objective_metric": space.objective.metric,
+                       "target": config.target or "", "impute": config.impute or "", "objective_metric": space.objective.metric,
                        "objective_direction": space.objective.direction, SPACE_TAG: json.dumps(space.signature()),
                        "objective_cost": space.cost.metric if space.cost else ""}
     if shared:
@@ -413,10 +432,11 @@ def _finish(config, dataset, backend, tracker, listener) -> SweepResult:
         test = evaluate(model, dataset)
         final = _refit_best(config, dataset, tracker, best, model, listener)
         if final is not None:
-            model, trial_test, test = final.model, test, evaluate(final.model, dataset)
+            model, trial_test, test = for_users(final.model), test, evaluate(final.model, dataset)
             metrics.update({f"trial_{k}": v for k, v in trial_test.items()}, refit_epochs=final.epochs,
                            refit_seconds=final.seconds)
             tracker.log_final_model(model, final.epochs, best.run_id)
+        model = for_users(model)  # saved with Keras' default execution options
         version = tracker.log_best_model(model, dataset.x_test[:5], registered_from=best.run_id,
                                          metadata=dataset.metadata())
         metrics.update(test, **{f"best_{config.space.objective.metric}": best.objective})

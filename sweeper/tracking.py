@@ -585,10 +585,14 @@ class Tracker:
 
         keras.config.disable_interactive_logging()  # no predict() progress bars from MLflow's checks
         signature = infer_signature(example, model.predict(example, verbose=0))
-        with fluent(self.uri), mlflow.start_run(run_id=self.parent_id, experiment_id=self.experiment_id):
-            info = mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=example,
-                                               pip_requirements=_requirements(),
-                                               metadata={"sweeper": metadata or {}})
+        with tempfile.TemporaryDirectory() as tmp, fluent(self.uri), \
+                mlflow.start_run(run_id=self.parent_id, experiment_id=self.experiment_id):
+            saved = Path(tmp) / "model.keras"
+            model.save(saved)
+            info = mlflow.pyfunc.log_model(name="model", python_model=str(Path(__file__).with_name("mlflow_model.py")),
+                                           artifacts={"keras_model": str(saved)}, signature=signature,
+                                           input_example=example, pip_requirements=_requirements(),
+                                           metadata={"sweeper": metadata or {}})
         return self._register(info, registered_from)
 
     def _register(self, info, trial_run_id) -> str:

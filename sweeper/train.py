@@ -84,18 +84,26 @@ def refit(trial_model, dataset: Dataset, *, epochs: int, batch_size: int, learni
           seed: int = 0):
     """The trial's configuration trained afresh on the training and validation splits together, for the
     number of epochs at which the trial did best and with the trial's learning rate per epoch (1-based
-    `learning_rates`; epochs missing keep the rate): the final model uses every example but the test split."""
+    `learning_rates`; epochs missing keep the rate): the final model uses every example but the test split
+    (under a subset, the same share of the validation split as of the training one)."""
     import keras
-    import numpy as np
 
     keras.utils.set_random_seed(seed)
     model = keras.models.clone_model(trial_model)  # same layers and settings, new weights
-    model.compile_from_config(trial_model.get_compile_config())  # same loss, metrics and a fresh optimizer
-    x = np.concatenate([dataset.x_train, dataset.x_val])
-    y = np.concatenate([dataset.y_train, dataset.y_val])
+    model.compile_from_config({**trial_model.get_compile_config(), **COMPILE_OPTIONS})  # a fresh optimizer
+    x, y = dataset.refit_arrays()
     schedule = keras.callbacks.LearningRateScheduler(lambda epoch, rate: learning_rates.get(epoch + 1, rate))
     model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[_stop_on_nan(), _checkpoint(),
                                                                                    schedule])
+    return model
+
+
+def for_users(model):
+    """The model recompiled with Keras' default execution options, as a user of a saved model expects
+    (training's 64 steps per call would show `64/4` steps in a plain predict()); its weights are kept."""
+    config = model.get_compile_config()
+    if config and config.get("steps_per_execution", 1) != 1:
+        model.compile_from_config({**config, "steps_per_execution": 1})
     return model
 
 

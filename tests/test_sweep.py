@@ -190,14 +190,17 @@ def test_export_writes_a_model_that_reproduces_the_logged_test_accuracy(fashion_
     experiment = store.get_experiment_by_name("fashion")
     parent = store.search_runs([experiment.experiment_id], "tags.run_kind = 'search'")[0]
     assert card["mlflow_run_id"] == parent.data.tags["best_run_id"]
-    assert card["mlflow_model_run_id"] == card["mlflow_run_id"] and card["model"].endswith("'s model")
+    # the model the summary reports and registers: the refit one, logged in the sweep run
+    assert card["mlflow_model_run_id"] == parent.info.run_id and "retrained on training + validation" in card["model"]
+    champion = store.get_model_version_by_alias("fashion", "champion")
+    assert champion.run_id == parent.info.run_id
     code = ("import sys, numpy as np, keras; from sweeper.data import load_dataset; d = load_dataset('fashion'); "
             "m = keras.saving.load_model(sys.argv[1]); "
             "print(float(np.mean(m.predict(d.x_test, verbose=0).argmax(1) == d.y_test)))")
     fresh = subprocess.run([sys.executable, "-c", code, str(out / "model.keras")], capture_output=True, text=True,
                            check=True)
     assert float(fresh.stdout.strip().splitlines()[-1]) == pytest.approx(
-        parent.data.metrics["trial_test_accuracy"], abs=1e-4)  # the trial's own model; --retrain: the refit one
+        parent.data.metrics["test_accuracy"], abs=1e-4)
     again = sweeper("export", "fashion", "--out", out, "--tracking-uri", f"sqlite:///{workdir}/mlruns/mlflow.db")
     assert again.exit_code == 1 and f"Error: {out} already exists; choose another --out or add --force" in again.output
     forced = sweeper("export", "fashion", "--out", out, "--force", "--tracking-uri",
@@ -218,7 +221,9 @@ def test_no_refit_keeps_the_trials_own_model(tmp_path):
     exported = sweeper("export", "digits", "--out", tmp_path / "best", cwd=tmp_path)
     assert exported.exit_code == 0, exported.output
     card = json.loads((tmp_path / "best" / "model.json").read_text())
-    assert card["model"] == "trial 0's model" and card["mlflow_model_run_id"] == card["mlflow_run_id"]
+    assert card["model"] == "trial 0's own model" and card["mlflow_model_run_id"] == card["mlflow_run_id"]
+    assert "Trial 0 was not retrained on training + validation data (--no-refit or --pick): exporting its own " \
+           "model; --retrain makes the retrained one." in exported.output
     assert card["test_metrics"]["test_accuracy"] == pytest.approx(parent.data.metrics["test_accuracy"], abs=1e-6)
 
 
