@@ -294,8 +294,8 @@ def _sweep_with_progress(config, err):
             err.print(f"Interrupted ({signal_name}) while making the final model: every trial is kept. Run the "
                       f"same command to make it.")
         else:
-            err.print(f"Interrupted ({signal_name}): the running trial is recorded as failed; finished trials are "
-                      f"kept. Run the same command to resume.")
+            err.print(f"Interrupted ({signal_name}): the running trial is recorded as interrupted; finished trials "
+                      f"are kept. Run the same command to resume.")
         sys.exit(143 if stop.terminated else 130)
     _print_summary(result)
     return result

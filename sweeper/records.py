@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .backends.base import TRIAL_STATES as STATES  # one vocabulary for engines, records and summaries
 from .tracking import find_experiment, parse_param
-
-STATES = ("complete", "pruned", "failed", "interrupted", "running")
 
 
 @dataclass
@@ -66,7 +65,7 @@ class StudyRecord:
         """One flat row for `sweeper studies --json/--csv`."""
         best = self.best()
         return {"study": self.name, "engine": self.backend, "dataset": self.dataset, "metric": self.metric,
-                "direction": self.direction, **{s: self.count(s) for s in ("complete", "pruned", "failed")},
+                "direction": self.direction, **{s: self.count(s) for s in STATES[:4]},
                 "best": best and best.value, "best_trial": best and best.number}
 
 

@@ -42,7 +42,7 @@ class LiveProgress(SweepListener):
         if done:
             trials_done = f"{done} trial{'s' if done > 1 else ''}"
             self.console.print(f"Resuming study [bold]{study}[/]: {trials_done} finished before "
-                               f"({counts['failed']} failed), best {self.metric} {_fmt(best)}")
+                               f"({_unfinished(counts)}), best {self.metric} {_fmt(best)}")
         self.progress.update(self.trials, total=trials, completed=min(done, trials), note=self._best_note())
 
     def sweep_joined(self, parent_run_id):
@@ -86,11 +86,22 @@ class LiveProgress(SweepListener):
         return f"best {self.metric} {_fmt(self.best)}"
 
 
+def _unfinished(counts: dict) -> str:
+    interrupted = f", {counts['interrupted']} interrupted" if counts.get("interrupted") else ""
+    return f"{counts['failed']} failed{interrupted}"
+
+
+def count_line(counts: dict, states=("complete", "pruned", "failed", "interrupted")) -> str:
+    """E.g. `3 complete, 2 pruned, 0 failed, 1 interrupted trials` (interrupted only when there are some)."""
+    shown = [f"{counts.get(s, 0)} {s}" for s in states if s != "interrupted" or counts.get(s)]
+    total = sum(counts.get(s, 0) for s in states)
+    return ", ".join(shown) + (" trial" if total == 1 else " trials")
+
+
 def summary(result: SweepResult) -> Group:
     """The end-of-sweep report: best trials, the best model's test metrics, where to look next."""
     counts = result.counts
-    parts = [f"Study [bold]{result.study}[/]: {counts['complete']} complete, {counts['pruned']} pruned, "
-             f"{counts['failed']} failed trials."]
+    parts = [f"Study [bold]{result.study}[/]: {count_line(counts)}."]
     if result.already_complete:
         parts.append("Its budget was already spent and its final model made: nothing to run (--trials N for more "
                      "trials). Its last sweep's result:")
@@ -172,13 +183,13 @@ def trials_table(record, order: str) -> Table:
 def studies_table(records) -> Table:
     """`sweeper studies`: every study in the store."""
     table = Table(title="Studies", padding=(0, 1), pad_edge=False)
-    for header in ("study", "engine", "dataset", "objective", "complete", "pruned", "failed", "best", "best trial"):
-        table.add_column(header, justify="right" if header in ("complete", "pruned", "failed", "best",
-                                                               "best trial") else "left")
+    counted = ("complete", "pruned", "failed", "interrupted")
+    for header in ("study", "engine", "dataset", "objective", *counted, "best", "best trial"):
+        table.add_column(header, justify="right" if header in (*counted, "best", "best trial") else "left")
     for record in records:
         best = record.best()
         table.add_row(escape(record.name), record.backend, record.dataset, f"{record.direction[:3]} {record.metric}",
-                      *(str(record.count(state)) for state in ("complete", "pruned", "failed")),
+                      *(str(record.count(state)) for state in counted),
                       _fmt(best and best.value), str(best.number) if best else "-")
     return table
 

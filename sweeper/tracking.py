@@ -8,7 +8,8 @@ The layout is a contract (see README, "What MLflow holds"):
   example), registered under the study name,
 - child run per trial: sampled params, per-epoch metrics with `step=epoch`, `final_*` metrics (the
   model the trial returns, i.e. its best epoch), tags backend, dataset, trial_number, state.
-  complete -> FINISHED, pruned -> KILLED, failed -> FAILED, interrupted -> KILLED; never RUNNING.
+  complete -> FINISHED, pruned -> FINISHED (a normal outcome of a search, not a failure: the `state` tag tells),
+  failed -> FAILED, interrupted -> KILLED; never RUNNING.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ SWEEP_TAG = "sweep_run_id"  # experiment tag: the parent run that every worker o
 BUDGET_TAG = "budget"  # experiment tag (from `sweeper study create`): trials, max_epochs, patience as JSON
 MLFLOW_PARENT_RUN_ID_TAG = "mlflow.parentRunId"
 logger = logging.getLogger(__name__)
-_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED", "interrupted": "KILLED",
+_STATUS = {"complete": "FINISHED", "pruned": "FINISHED", "failed": "FAILED", "interrupted": "KILLED",
            "abandoned": "KILLED"}
 
 

@@ -7,9 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
+from pathlib import Path
 from typing import Callable
 
 from .errors import SweeperError
@@ -52,21 +54,36 @@ def serve(tracking_uri: str | None, port: int, study: str | None, open_browser: 
     check_port_free(port)
     base = f"http://{HOST}:{port}/"
     url = page_url(base, _experiment_id(tracking_uri, study) if study else None)
-    say(f"MLflow UI on {base} (store {mask(uri)}); Ctrl-C to stop.")
+    log = server_log(port)
+    say(f"MLflow UI on {base} (store {mask(uri)}); Ctrl-C to stop. Server log: {log}")
     if study:
         say(f"Study {study}: {url}")
-    server = subprocess.Popen(server_command(uri, port))
+    with open(log, "wb") as written:  # MLflow's start-up lines, warnings and request log are not for the terminal
+        server = subprocess.Popen(server_command(uri, port), stdout=written, stderr=subprocess.STDOUT)
     if open_browser:
         threading.Thread(target=_open_when_up, args=(base, url), daemon=True).start()
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM must not leave the server orphaned
     try:
-        return server.wait()
+        status = server.wait()
     except KeyboardInterrupt:
         server.terminate()
         server.wait()
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if status != 0:
+        raise SweeperError(f"the MLflow UI server stopped with exit status {status}; its last lines, from {log}: "
+                           f"{' | '.join(_last_lines(log))}")
+    return status
+
+
+def server_log(port: int) -> Path:
+    return Path(tempfile.gettempdir()) / f"sweeper-ui-{port}.log"
+
+
+def _last_lines(path: Path, n: int = 3) -> list[str]:
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-n:] or ["(empty)"]
 
 
 def _point_at_server(uri: str, study: str | None, open_browser: bool, say: Callable[[str], None]) -> int:

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -78,8 +79,8 @@ def test_datasets_lists_each_dataset_and_where_it_is():
 def test_ui_serves_the_store_on_localhost(fashion_study):
     workdir, _ = fashion_study
     port = free_port()
-    server = subprocess.Popen([SWEEPER, "ui", "--port", str(port)], cwd=workdir, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen([SWEEPER, "ui", "--port", str(port)], cwd=workdir, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         body = None
         for _ in range(120):
@@ -92,4 +93,9 @@ def test_ui_serves_the_store_on_localhost(fashion_study):
         assert body is not None and '"name": "fashion"' in body.replace('":"', '": "')
     finally:
         os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+        out, err = server.communicate(timeout=30)
+    # the terminal gets sweeper's own lines only: MLflow's start-up and request log go to the log file
+    log = Path(tempfile.gettempdir()) / f"sweeper-ui-{port}.log"
+    assert err.strip() == (f"MLflow UI on http://127.0.0.1:{port}/ (store sqlite:///mlruns/mlflow.db); Ctrl-C to "
+                           f"stop. Server log: {log}") and out == ""
+    assert "get-by-name" in log.read_text() or log.stat().st_size > 0

@@ -1,6 +1,7 @@
 """Faults, through the installed command in subprocesses and the real embedded store: kill -9, Ctrl-C,
 SIGTERM, parallel workers. A kill waits until a trial's MLflow run is RUNNING, so it lands mid-trial."""
 
+import json
 import os
 import signal
 import subprocess
@@ -108,18 +109,21 @@ def test_an_interrupt_records_the_trial_prints_the_summary_and_resumes(tmp_path,
     process.send_signal(sig)
     out, err = process.communicate(timeout=120)
     assert process.returncode == code, err
-    assert f"Interrupted ({said}): the running trial is recorded as failed" in err
-    assert "Study digits: 1 complete, 0 pruned, 1 failed trials." in out and "Best trials by val_accuracy" in out
+    assert f"Interrupted ({said}): the running trial is recorded as interrupted" in err
+    assert "Study digits: 1 complete, 0 pruned, 0 failed, 1 interrupted trials." in out
+    assert "Best trials by val_accuracy" in out
     assert "not yet evaluated on the test split" in out
     assert "Traceback" not in err
     assert_nothing_running(tmp_path)
     interrupted = [r for r in runs(tmp_path) if r.data.tags.get("state") == "interrupted"]
     assert len(interrupted) == 1 and interrupted[0].info.status == "KILLED"
     assert [r.info.status for r in runs(tmp_path) if r.data.tags["run_kind"] == "search"] == ["KILLED"]
+    [study] = json.loads(run(tmp_path, "studies", "--json").stdout)  # one vocabulary, the same counts
+    assert (study["complete"], study["failed"], study["interrupted"]) == (1, 0, 1)
 
     resumed = run(tmp_path, "search", "digits", "--trials", 3, "--max-epochs", 1, "--pruner", "none")
     assert resumed.returncode == 0, resumed.stderr
-    assert "Resuming study digits: 1 trial finished before (1 failed)" in resumed.stderr
+    assert "Resuming study digits: 1 trial finished before (0 failed, 1 interrupted)" in resumed.stderr
     assert sum(t.state.name == "COMPLETE" for t in study_trials(tmp_path)) == 3
 
 

@@ -80,7 +80,7 @@ def test_export_picks_the_smallest_model_within_the_margin(two_objective_study, 
     smallest = min(close, key=lambda r: (r.data.metrics["param_count"], -r.data.metrics["objective"]))
     result = sweeper("export", "small", "--pick", "smallest-within", margin, "--out", tmp_path / "small", cwd=workdir)
     assert result.exit_code == 0, result.output
-    assert f"Exported trial {smallest.data.tags['trial_number']}'s model" in result.output
+    assert f"Exported trial {smallest.data.tags['trial_number']}'s own model" in result.output
     card = json.loads((tmp_path / "small" / "model.json").read_text())
     assert card["parameter_count"] == smallest.data.metrics["param_count"]
     assert card["parameter_count"] <= min(r.data.metrics["param_count"] for r in runs

@@ -139,7 +139,7 @@ def test_a_pruned_trial_is_recorded_with_its_cost(tmp_path):
     store = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     experiment = store.get_experiment_by_name("digits")
     pruned = store.search_runs([experiment.experiment_id], "tags.state = 'pruned'")
-    assert pruned and all(r.info.status == "KILLED" for r in pruned)
+    assert pruned and all(r.info.status == "FINISHED" for r in pruned)  # not a failure
     for run in pruned:
         assert run.data.tags["state_reason"].startswith("pruned after epoch")
         assert run.data.params["learning_rate"] == "1e-07" and run.data.metrics["train_seconds"] > 0

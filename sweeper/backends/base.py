@@ -15,6 +15,14 @@ from typing import Callable, Protocol
 
 from ..search_space import SearchSpace, Suggester
 
+#: A trial's outcome, in the words every summary, table and MLflow `state` tag uses.
+TRIAL_STATES = ("complete", "pruned", "failed", "interrupted", "running")
+
+
+def empty_counts() -> dict[str, int]:
+    return dict.fromkeys(TRIAL_STATES, 0)
+
+
 #: Reports (epoch, objective value); True means "stop this trial now".
 ShouldPrune = Callable[[int, float], bool]
 
@@ -119,4 +127,4 @@ class Backend(ABC):
 
     @abstractmethod
     def counts(self) -> dict[str, int]:
-        """Trials of the study by state: complete, pruned, failed, running."""
+        """Trials of the study by state (`empty_counts`'s keys: the words every table and summary uses)."""

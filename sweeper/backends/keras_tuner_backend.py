@@ -20,7 +20,7 @@ from ..errors import DiskFull, SweepError, TrialFailed, UsageError
 from ..workers import hold_lock
 from .. import interrupts
 from . import CHOICES
-from .base import Backend, BackendOptions, TrialFunction, TrialPlan
+from .base import Backend, BackendOptions, TrialFunction, TrialPlan, empty_counts
 
 logger = logging.getLogger(__name__)
 STATE_DIR = Path("mlruns") / "keras-tuner"
@@ -230,7 +230,7 @@ class KerasTunerBackend(Backend):
         return best[0].score if best else None
 
     def counts(self) -> dict[str, int]:
-        counts = {"complete": 0, "pruned": 0, "failed": 0, "running": 0}
+        counts = empty_counts()
         for trial in self._ensure_open().oracle.trials.values():
             state = _STATES.get(str(trial.status))
             if state:

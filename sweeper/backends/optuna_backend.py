@@ -17,7 +17,7 @@ from ..urls import mask, scrub
 from .. import interrupts
 from . import CHOICES
 from ..workers import file_lock, is_dead, this_worker
-from .base import Backend, BackendOptions, TrialFunction
+from .base import Backend, BackendOptions, TrialFunction, empty_counts
 
 logger = logging.getLogger(__name__)
 JOURNAL_PATH = Path("mlruns") / "optuna" / "journal.log"
@@ -470,10 +470,12 @@ class OptunaBackend(Backend):
     def counts(self) -> dict[str, int]:
         from optuna.trial import TrialState
 
-        counts = {"complete": 0, "pruned": 0, "failed": 0, "running": 0}
+        counts = empty_counts()
         names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
                  TrialState.RUNNING: "running"}
         for trial in self.study.get_trials(deepcopy=False):
-            if trial.state in names:
+            if trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted"):
+                counts["interrupted"] += 1
+            elif trial.state in names:
                 counts[names[trial.state]] += 1
         return counts
