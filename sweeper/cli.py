@@ -11,6 +11,7 @@ import functools
 import logging
 import re
 import sys
+from pathlib import Path
 
 import click
 
@@ -254,6 +255,7 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
     _check_dataset_options(dataset, target, impute)
     from rich.console import Console
 
+    from .report import banner
     from .sweep import SweepConfig, check_inputs, with_recorded_budget
 
     space, budget = _load_space(dataset, space_file, trials, max_epochs, patience)
@@ -268,9 +270,11 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
     check_inputs(config)
     config = with_recorded_budget(config)
     space = config.space
-    err = Console(stderr=True)
-    err.print(f"Sweeping [bold]{dataset}[/] with {backend}/{algorithm} (pruner {pruner}): study "
-              f"[bold]{config.study_name}[/], {space.trials} trials, up to {space.max_epochs} epochs each")
+    err = Console(stderr=True, soft_wrap=True)
+    err.print(banner(dataset, config))
+    if not space.tuned():
+        err.print(f"Note: every parameter of {space.source} is fixed: each trial trains the same configuration (with "
+                  f"its own seed); give parameters a range or choices to search them.")
     if space.start and backend != "optuna":
         err.print(f"Note: the space's `start` configurations are tried first by the optuna backend only; "
                   f"{backend}'s oracles draw every trial themselves.")
@@ -331,22 +335,23 @@ def refine(study, top, margin, trials, name, out, space_file, force, seed, stora
       sweeper search fashion --trials 12
       sweeper refine fashion --trials 12            # writes fashion-refined.yaml, study fashion-refined
     """
-    from pathlib import Path
-
     from rich.console import Console
 
+    _check_study(tracking_uri, study)
     from .refine import prepare
+    from .wording import plural
 
     refinement, config = prepare(study, top=top, margin=margin, trials=trials, out=Path(out) if out else None,
                                  name=name, space_file=space_file, force=force, storage=storage,
                                  tracking_uri=tracking_uri, seed=seed)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     err.print(f"Refining [bold]{study}[/] around its top {len(refinement.top)} trials (best "
               f"{refinement.top[0].value:.4f}): wrote {config.space.source}")
     for change in refinement.changes:
         err.print(f"  {change}")
     err.print(f"Study [bold]{config.study_name}[/]: {len(refinement.top)} warm-start trials + "
-              f"{config.space.trials - len(refinement.top)} new, up to {config.space.max_epochs} epochs each")
+              f"{config.space.trials - len(refinement.top)} new, up to {plural(config.space.max_epochs, 'epoch')} "
+              f"each")
     result = _sweep_with_progress(config, err)
     first = refinement.top[0]
     if result.best is not None:
@@ -388,17 +393,18 @@ def study_create(name, dataset, space_file, trials, max_epochs, patience, storag
     """
     _check_dataset_options(dataset, target, impute)
     from .sweep import SweepConfig, create_study
+    from .wording import plural
 
     space, _ = _load_space(dataset, space_file, trials, max_epochs, patience)
     created = create_study(SweepConfig(dataset=dataset, space=space, study=name, storage=storage,
                                        tracking_uri=tracking_uri, target=target, task=task,
                                        impute=impute))
     space = created.space
-    click.echo(f"Created study '{name}' in {created.storage}: {space.trials} trials of up to {space.max_epochs} "
-               f"epochs (patience {space.patience}), {space.objective.direction} {space.objective.metric}.\n"
+    click.echo(f"Created study '{name}' in {created.storage}: {plural(space.trials, 'trial')} of up to "
+               f"{plural(space.max_epochs, 'epoch')} (patience {space.patience}), {space.objective.direction} {space.objective.metric}.\n"
                f"MLflow: experiment '{name}', sweep run {created.parent_run_id} at {created.tracking_uri}.\n"
                f"Start workers on any host (same sweeper version, {dataset} available locally, the same "
-               f"SWEEPER_STORAGE and MLFLOW_TRACKING_URI):\n  sweeper search {dataset} --study {name}")
+               f"SWEEPER_STORAGE and MLFLOW_TRACKING_URI):\n  {command_name()} search {dataset} --study {name}")
 
 
 @main.command("lr-find")
@@ -433,8 +439,6 @@ def lr_find(dataset, space_file, write, optimizer, steps, start_lr, end_lr, out,
       cp search_spaces/fashion.yaml my-space.yaml
       sweeper lr-find fashion --write my-space.yaml && sweeper search fashion --space my-space.yaml
     """
-    from pathlib import Path
-
     from .lr_find import lr_find as run_lr_find
     from .quiet import import_tensorflow
     from .search_space import bundled_space_path, load_space
@@ -455,14 +459,37 @@ def lr_find(dataset, space_file, write, optimizer, steps, start_lr, end_lr, out,
 
 
 def _print_summary(result):
-    from rich.console import Console
-
     from .report import summary
 
+    _stdout_console().print(summary(result, command_name()))
+
+
+def _stdout_console():
+    """Rich on stdout: a terminal's width (or $COLUMNS); a pipe or a log file gets 140 columns, not 80."""
+    import os
+
+    from rich.console import Console
+
     out = Console()
-    if not out.is_terminal:
-        out.width = 120  # a pipe or a log file: don't squeeze the table into 80 columns
-    out.print(summary(result))
+    if not out.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
+        out.width = 140
+    return out
+
+
+def command_name() -> str:
+    """How this shell runs sweeper, for the commands that messages suggest: `sweeper` when that is on PATH, else
+    the path it was started by (e.g. `.venv/bin/sweeper` after `make search`), so that they work as typed."""
+    import os
+    import shutil
+
+    started = sys.argv[0] if sys.argv else ""
+    if os.path.basename(started) != "sweeper":
+        return "sweeper"  # python -m sweeper, or a test runner
+    on_path = shutil.which("sweeper")
+    if on_path and os.path.exists(started) and os.path.samefile(on_path, started):
+        return "sweeper"
+    relative = os.path.relpath(started)
+    return relative if not relative.startswith("..") else os.path.abspath(started)
 
 
 def _check_engine(backend, algorithm, pruner):
@@ -489,11 +516,15 @@ def validate(file):
     """
     from .search_space import load_space
 
+    from .wording import plural
+
     space = load_space(file)
-    tuned = [name for name, spec in space.params.items() if type(spec).__name__ != "Fixed"]
+    tuned = space.tuned()
     objectives = " and ".join(f"{o.direction}s {o.metric}" for o in space.objectives)
-    click.echo(f"{file}: valid. Tunes {', '.join(tuned)}; {objectives}; {space.trials} trials of up to {space.max_epochs} epochs "
-               f"(patience {space.patience}).")
+    tunes = f"Tunes {', '.join(tuned)}" if tuned else "Tunes nothing: every parameter is fixed, so each trial " \
+                                                       "trains the same configuration"
+    click.echo(f"{file}: valid. {tunes}; {objectives}; {plural(space.trials, 'trial')} of up to "
+               f"{plural(space.max_epochs, 'epoch')} (patience {space.patience}).")
 
 
 @main.command()
@@ -581,6 +612,7 @@ def trials(study, sort, as_json, as_csv, tracking_uri):
       sweeper trials fashion
       sweeper trials fashion --sort number --csv > trials.csv
     """
+    _check_study(tracking_uri, study)
     from .records import load_study
     from .report import trials_table
     from .tracking import open_client
@@ -610,6 +642,13 @@ def studies(as_json, as_csv, tracking_uri):
     _print_rows(rows, as_json, as_csv, lambda: studies_table(records))
 
 
+def _check_study(tracking_uri, study):
+    """An unknown study or a missing store refused at once, before MLflow or TensorFlow is imported."""
+    from .tracking import check_study_exists
+
+    check_study_exists(tracking_uri, study)
+
+
 def _print_rows(rows, as_json, as_csv, table):
     if as_json and as_csv:
         raise click.UsageError("--json and --csv cannot be used together")
@@ -628,9 +667,7 @@ def _print_rows(rows, as_json, as_csv, table):
         writer.writerows(rows)
         click.echo(buffer.getvalue(), nl=False)
     else:
-        from rich.console import Console
-
-        Console(width=None if sys.stdout.isatty() else 140).print(table())
+        _stdout_console().print(table())
 
 
 @main.command()
@@ -649,12 +686,16 @@ def report(study, out, tracking_uri):
     Example:
       sweeper report fashion --out report.html
     """
+    _check_study(tracking_uri, study)
     from .html_report import build_report
+
+    from .wording import plural
 
     built = build_report(study, out, tracking_uri=tracking_uri)
     drawn = [f.key for f in built.figures if f.figure is not None]
     skipped = [f"{f.key} ({f.note})" for f in built.figures if f.figure is None]
-    click.echo(f"Wrote {built.path}: {len(drawn)} figures ({', '.join(drawn)})"
+    click.echo(f"Wrote {built.path}: " + (f"{plural(len(drawn), 'figure')} ({', '.join(drawn)})" if drawn else
+                                          "no figures yet")
                + (f"; not drawn: {'; '.join(skipped)}" if skipped else "")
                + (f". Also logged on search run {built.search_run_id} (artifacts/report/)." if built.search_run_id
                   else " (not logged in MLflow: the store is read-only)." if built.read_only_store else "."))
@@ -698,8 +739,11 @@ def export(study, out, formats, trial_model, retrain, pick, seed, force, trackin
     """
     if trial_model and retrain:
         raise click.UsageError("--trial-model and --retrain choose different models; pass one of them")
-    from .export import export_best
+    from .export import check_out, export_best
     from .quiet import import_tensorflow
+
+    check_out(Path(out), force)
+    _check_study(tracking_uri, study)
 
     import_tensorflow()
     exported = export_best(study, out, formats=formats, retrain=retrain, trial_model=trial_model, tracking_uri=tracking_uri, force=force,

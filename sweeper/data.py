@@ -426,4 +426,6 @@ def dataset_task(name: str, target: str | None = None, task: str | None = None,
         return load_dataset(name, target, task, impute).task
     if target:
         raise DatasetError(f"--target applies to csv:PATH datasets only, not to '{name}'")
+    if DATASETS[name].locate() is None:
+        load_dataset(name)  # downloaded now (once per process), or an error saying where it was looked for
     return DATASETS[name].task

@@ -10,9 +10,23 @@ class SearchSpaceError(SweeperError):
 
     def __init__(self, message, *, path=None, line=None, key=None):
         self.path, self.line, self.key = path, line, key
+        self.errors = [self]  # every error of the file, in line order (see `of`)
         where = ":".join(str(p) for p in (path, line) if p is not None)
         parts = [p for p in (where, key) if p]
         super().__init__(": ".join(parts + [message]))
+
+    @classmethod
+    def of(cls, errors: list["SearchSpaceError"]) -> "SearchSpaceError":
+        """One error for all those of a file: the first by line, its message followed by one `Error:` line for
+        each of the others (what the command line prints)."""
+        ordered = sorted(errors, key=lambda e: (e.line is None, e.line or 0))
+        first = ordered[0]
+        if len(ordered) > 1:
+            first = cls.__new__(cls)
+            Exception.__init__(first, "\nError: ".join(str(e) for e in ordered))
+            first.path, first.line, first.key = ordered[0].path, ordered[0].line, ordered[0].key
+        first.errors = ordered
+        return first
 
 
 class DatasetError(SweeperError):

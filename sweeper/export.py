@@ -17,9 +17,10 @@ from .errors import ExportError, SweeperError
 from .formats import FORMATS, check_installed, write_and_check
 from .tracking import (FINAL_MODEL_ARTIFACT, BestRun, best_run, find_experiment, learning_rates, load_run_model,
                        log_folder, log_metrics, log_refit_model, metric_histories, open_client, parse_param, refit_run,
-                       smallest_within, start_retrain_run, store_is_read_only)
+                       running_sweep, smallest_within, start_retrain_run, store_is_read_only)
 from .train import evaluate, for_users, refit
 from .urls import mask
+from .wording import plural
 from .workers import pid_alive
 
 #: How many test inputs each written file is checked on (the whole test split of Fashion-MNIST).
@@ -55,7 +56,7 @@ def export_best(study: str, out: str | Path, *, formats=("keras",), retrain: boo
     is one; else the trial's own, or with `retrain` one retrained now. `trial_model` takes the trial's own."""
     out = Path(out)
     formats = list(dict.fromkeys(formats))
-    _check_out(out, force)
+    check_out(out, force)
     check_installed(formats)
     client = open_client(tracking_uri, create=False)
     experiment = find_experiment(client, study)
@@ -66,6 +67,9 @@ def export_best(study: str, out: str | Path, *, formats=("keras",), retrain: boo
             f"{best.objective:.4f}): the smallest within {smallest_within_margin:g} of the best, trial "
             f"{top.trial_number} ({int(top.metrics.get('param_count', 0)):,} parameters, {top.objective:.4f}).")
     tags = experiment.tags
+    if running_sweep(client, experiment) is not None:
+        say(f"Study {study} has a sweep running: this is the best model so far (trial {best.trial_number}); the "
+            f"sweep may still find a better one, and it makes its final model when it ends.")
     search = _search_params(client, best)
     dataset = load_recorded(tags).subset(
         _subset(search))  # the data the sweep trained on
@@ -92,7 +96,8 @@ def export_best(study: str, out: str | Path, *, formats=("keras",), retrain: boo
     return Exported(out, card, {name: (out / path.name, diff) for name, (path, diff, _) in files.items()})
 
 
-def _check_out(out: Path, force: bool) -> None:
+def check_out(out: Path, force: bool) -> None:
+    """Refuse an --out that exists (without --force), is a file, or lies under a file."""
     if out.exists() and not force:
         raise SweeperError(f"{out} already exists; choose another --out or add --force to replace it")
     if out.exists() and not out.is_dir():
@@ -121,7 +126,8 @@ def _choose_model(client, experiment, best: BestRun, dataset: Dataset, retrain: 
     if epochs < 1:
         raise ExportError(f"trial {best.trial_number} recorded no best epoch, so its training cannot be repeated; "
                           f"export it without --retrain")
-    say(f"Retraining trial {best.trial_number}'s configuration on training + validation data for {epochs} epochs...")
+    say(f"Retraining trial {best.trial_number}'s configuration on training + validation data for "
+        f"{plural(epochs, 'epoch')}...")
     if not recorded:
         model = refit(trial_model, dataset, epochs=epochs, batch_size=int(best.params.get("batch_size", 32)),
                       learning_rates=learning_rates(client, best.run_id), seed=seed)
@@ -141,17 +147,20 @@ def _choose_model(client, experiment, best: BestRun, dataset: Dataset, retrain: 
 
 
 def _retrained(best: BestRun, epochs) -> str:
-    return f"trial {best.trial_number}'s configuration retrained on training + validation data for {epochs} epochs"
+    return (f"trial {best.trial_number}'s configuration retrained on training + validation data for "
+            f"{plural(int(epochs), 'epoch')}")
 
 
 def _search_params(client, best: BestRun) -> dict:
     """The settings of the search that ran the best trial (its parent run's params)."""
     search_id = client.get_run(best.run_id).data.tags.get("mlflow.parentRunId", "")
-    return {**client.get_run(search_id).data.params, "run_id": search_id} if search_id else {}
+    if not search_id:
+        return {}
+    return {**{k: parse_param(v) for k, v in client.get_run(search_id).data.params.items()}, "run_id": search_id}
 
 
 def _subset(search: dict) -> int | None:
-    value = parse_param(search.get("subset", "None"))
+    value = search.get("subset")
     return value if isinstance(value, int) else None
 
 

@@ -25,17 +25,19 @@ class Figure:
     note: str = ""
 
 
-def optuna_study(record: StudyRecord, curves: dict[int, list[tuple[int, float]]]):
-    """An in-memory Optuna study holding the record's complete and pruned trials."""
+def optuna_study(record: StudyRecord, curves: dict[int, list[tuple[int, float]]], space=None):
+    """An in-memory Optuna study holding the record's complete and pruned trials; each parameter's distribution
+    (so its axis: log or linear) is the one in the study's `space` when known, and fixed parameters are left
+    out."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(direction=record.direction, study_name=record.name)
-    distributions = _distributions(record.trials)
+    distributions = _space_distributions(space) if space is not None else _distributions(record.trials)
     for trial in record.trials:
         if trial.state not in ("complete", "pruned"):
             continue
-        params = {k: v for k, v in trial.params.items() if k in distributions}
+        params = {k: v for k, v in trial.params.items() if k in distributions and _holds(distributions[k], v)}
         values = {step: value for step, value in curves.get(trial.number, []) if math.isfinite(value)}
         state = optuna.trial.TrialState.COMPLETE if trial.state == "complete" else optuna.trial.TrialState.PRUNED
         study.add_trial(optuna.trial.create_trial(
@@ -45,8 +47,38 @@ def optuna_study(record: StudyRecord, curves: dict[int, list[tuple[int, float]]]
     return study
 
 
+def _space_distributions(space) -> dict:
+    """The Optuna distribution of each tuned parameter of a space, under its engine names (units_0, ...)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from .search_space import Choice, FloatRange, IntRange
+
+    distributions = {}
+    for name in space.tuned():
+        spec = space.params[name]
+        if isinstance(spec, IntRange):
+            distribution = IntDistribution(spec.low, spec.high, log=spec.log, step=spec.step)
+        elif isinstance(spec, FloatRange):
+            distribution = FloatDistribution(spec.low, spec.high, log=spec.log, step=spec.step)
+        else:
+            assert isinstance(spec, Choice)
+            distribution = CategoricalDistribution(list(spec.choices))
+        names = [f"units_{i}" for i in range(space.max_layers)] if name == "units" else [name]
+        distributions.update(dict.fromkeys(names, distribution))
+    return distributions
+
+
+def _holds(distribution, value) -> bool:
+    """Whether a trial's value lies in the distribution (a value from outside it is left out of the figures)."""
+    try:
+        return distribution._contains(distribution.to_internal_repr(value))
+    except (ValueError, TypeError):
+        return False
+
+
 def _distributions(trials: list[TrialRecord]) -> dict:
-    """Each parameter's distribution, spanning the values the trials took (numbers) or their set (others)."""
+    """Each parameter's distribution, spanning the values the trials took (numbers) or their set (others), for a
+    study that recorded no space; a parameter that never varied is taken as fixed and left out."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     seen: dict[str, list] = {}
@@ -55,6 +87,8 @@ def _distributions(trials: list[TrialRecord]) -> dict:
             seen.setdefault(name, []).append(value)
     distributions = {}
     for name, values in seen.items():
+        if len(set(map(str, values))) == 1:
+            continue
         if all(isinstance(v, bool) or v is None or isinstance(v, str) for v in values):
             distributions[name] = CategoricalDistribution(sorted(set(values), key=str))
         elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
@@ -65,11 +99,12 @@ def _distributions(trials: list[TrialRecord]) -> dict:
     return distributions
 
 
-def study_figures(record: StudyRecord, curves: dict[int, list[tuple[int, float]]]) -> list[Figure]:
-    """History, importances, parallel coordinates, slices and learning curves of one study."""
+def study_figures(record: StudyRecord, curves: dict[int, list[tuple[int, float]]], space=None) -> list[Figure]:
+    """History, importances, parallel coordinates, slices and learning curves of one study (`space`: the one it
+    swept, for the parameters' axes)."""
     from optuna import visualization as vis
 
-    study = optuna_study(record, curves)
+    study = optuna_study(record, curves, space)
     complete = len(record.completed())
     target_name = record.metric
     figures = [
@@ -82,7 +117,7 @@ def study_figures(record: StudyRecord, curves: dict[int, list[tuple[int, float]]
         _draw("parallel_coordinate", "Parallel coordinates", complete >= 2, "needs at least 2 complete trials",
               lambda: vis.plot_parallel_coordinate(study, target_name=target_name)),
         _draw("slice", "Objective against each parameter", complete >= 1, "no complete trial yet",
-              lambda: vis.plot_slice(study, target_name=target_name)),
+              lambda: _fit_page(vis.plot_slice(study, target_name=target_name))),
         _draw("learning_curves", f"Learning curves: {record.metric} per epoch, top trials against pruned ones",
               any(curves.values()), "no trial reported an epoch yet", lambda: learning_curves(record, curves)),
     ]
@@ -93,6 +128,13 @@ def study_figures(record: StudyRecord, curves: dict[int, list[tuple[int, float]]
                                 lambda: vis.plot_pareto_front(_two_objective_study(record, costed),
                                                               target_names=[record.metric, record.cost_metric])))
     return figures
+
+
+def _fit_page(figure):
+    """Optuna sizes the slice plot at 300 px a parameter, past the page's edge: let it take the page's width."""
+    figure.layout.width = None
+    figure.update_layout(autosize=True)
+    return figure
 
 
 def _two_objective_study(record: StudyRecord, trials: list[TrialRecord]):

@@ -14,7 +14,7 @@ from . import figures as figs
 from .data import load_recorded
 from .errors import SweeperError
 from .records import StudyRecord, curves, load_study
-from .tracking import best_run, load_run_model, open_client, store_is_read_only
+from .tracking import best_run, latest_search, load_run_model, open_client, recorded_space, store_is_read_only
 
 REPORT_ARTIFACTS = "report"  # folder on the study's latest search run
 
@@ -36,7 +36,8 @@ def build_report(study: str, out: str | Path, *, tracking_uri: str | None = None
     record = load_study(client, study)
     drawn = [t for t in record.trials if t.state in ("complete", "pruned")]
     histories = curves(client, drawn, record.metric)
-    figures = figs.study_figures(record, histories) + _best_model_figures(client, record)
+    space = recorded_space(client, client.get_experiment(record.experiment_id))  # the axes: log or linear
+    figures = figs.study_figures(record, histories, space) + _best_model_figures(client, record)
     page = render(record, figures)
     _write_atomically(out, page)
     search_run_id = _log_on_search_run(client, record, out)
@@ -130,11 +131,10 @@ def _log_on_search_run(client, record: StudyRecord, page: Path) -> str | None:
     store: the page is written all the same)."""
     if store_is_read_only(client):
         return None
-    searches = client.search_runs([record.experiment_id], "tags.run_kind = 'search'",
-                                  order_by=["attributes.start_time DESC"], max_results=1)
-    if not searches:
+    search = latest_search(client, client.get_experiment(record.experiment_id))
+    if search is None:
         return None
-    run_id = searches[0].info.run_id
+    run_id = search.info.run_id
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "report.html"
         copy.write_text(page.read_text(encoding="utf-8"), encoding="utf-8")

@@ -110,20 +110,13 @@ def stage_one(client, study: str, space_file: str | None = None) -> tuple[StudyR
     """The study to refine as MLflow holds it: its trials, the space it swept (the copy logged on its latest
     search run, or `space_file`), and that run's settings (budget, subset)."""
     from .records import load_study
-    from .search_space import parse_space, yaml_lines
-    from .tracking import SPACE_ARTIFACT, SPACE_TAG, find_experiment
+    from .tracking import SPACE_TAG, find_experiment, latest_search, recorded_space
 
     record = load_study(client, study)
     experiment = find_experiment(client, study)
-    [search] = client.search_runs([experiment.experiment_id], "tags.run_kind = 'search'",
-                                  order_by=["attributes.start_time DESC"], max_results=1) or [None]
-    if space_file:
-        space = load_space(space_file)
-    elif search is not None and SPACE_ARTIFACT in [a.path for a in client.list_artifacts(search.info.run_id)]:
-        text = client.download_artifacts(search.info.run_id, SPACE_ARTIFACT)
-        space = parse_space(yaml_lines.load(Path(text).read_text(encoding="utf-8"), path=SPACE_ARTIFACT),
-                            path=f"{study}'s {SPACE_ARTIFACT}")
-    else:
+    search = latest_search(client, experiment)
+    space = load_space(space_file) if space_file else recorded_space(client, experiment)
+    if space is None:
         raise UsageError(f"study '{study}' has no copy of its search space in MLflow (it predates sweeper "
                          f"refine); pass the file it was run with: --space FILE")
     recorded = json.loads(experiment.tags.get(SPACE_TAG, "{}"))

@@ -10,8 +10,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .sweep import SweepListener, SweepResult
+from .wording import plural
 
 _SHOWN_PARAMS = ("n_layers", "learning_rate", "batch_size", "optimizer", "dropout", "activation")
+_PARAM_HEADERS = ("lr", "batch", "optimizer", "dropout", "activation")  # of _SHOWN_PARAMS[1:]
+_STYLES = {"complete": "green", "pruned": "yellow", "failed": "red", "interrupted": "magenta"}
 
 
 class LiveProgress(SweepListener):
@@ -69,7 +72,7 @@ class LiveProgress(SweepListener):
         if value is not None and (self.best is None or (value > self.best) == self.maximize):
             self.best = value
         self.progress.update(self.trials, note=self._best_note())
-        style = {"complete": "green", "pruned": "yellow", "failed": "red"}[state]
+        style = _STYLES[state]
         detail = f"{self.metric} {_fmt(value)}" if value is not None else note
         self.console.print(f"{self.prefix}trial {number:>3} [{style}]{state:<8}[/] {detail}  ({seconds:.1f}s)")
 
@@ -80,10 +83,26 @@ class LiveProgress(SweepListener):
 
     def refit_started(self, trial_number, epochs):
         self.console.print(f"{self.prefix}retraining trial {trial_number}'s configuration on training + validation "
-                           f"data for {epochs} epochs (--no-refit skips this)")
+                           f"data for {plural(epochs, 'epoch')} (--no-refit skips this)")
+        self.progress.reset(self.epochs, total=epochs, description="refit", note="")
+
+    def refit_epoch_ended(self, epoch, logs):
+        shown = next((name for name in ("accuracy", "loss") if name in logs), None)
+        self.progress.update(self.epochs, completed=epoch, note=f"{shown} {_fmt(logs[shown])}" if shown else "")
+
+    def final_step(self, what):
+        self.progress.update(self.trials, description="final model", note=what)
 
     def _best_note(self):
         return f"best {self.metric} {_fmt(self.best)}"
+
+
+def banner(dataset: str, config) -> str:
+    """What a sweep is about to do, in two lines that fit 80 columns."""
+    space = config.space
+    return (f"Sweeping [bold]{escape(dataset)}[/]: study [bold]{escape(config.study_name)}[/], "
+            f"{plural(space.trials, 'trial')} of up to {plural(space.max_epochs, 'epoch')}\n"
+            f"Engine {config.backend}, algorithm {config.algorithm}, pruner {config.pruner}")
 
 
 def _unfinished(counts: dict) -> str:
@@ -98,8 +117,9 @@ def count_line(counts: dict, states=("complete", "pruned", "failed", "interrupte
     return ", ".join(shown) + (" trial" if total == 1 else " trials")
 
 
-def summary(result: SweepResult) -> Group:
-    """The end-of-sweep report: best trials, the best model's test metrics, where to look next."""
+def summary(result: SweepResult, command: str = "sweeper") -> Group:
+    """The end-of-sweep report: best trials, the best model's test metrics, where to look next (`command`: how
+    this shell runs sweeper, e.g. .venv/bin/sweeper, so that the hints work as typed)."""
     counts = result.counts
     parts = [f"Study [bold]{result.study}[/]: {count_line(counts)}."]
     if result.already_complete:
@@ -108,24 +128,21 @@ def summary(result: SweepResult) -> Group:
     if result.best is None:
         parts.append("No trial completed, so there is no best model yet.")
         return Group(*parts)
-    table = Table(title=f"Best trials by {result.objective_metric}", padding=(0, 1), pad_edge=False)
-    headers = ("trial", result.objective_metric.removeprefix("val_"), "epochs", "units", "lr", "batch", "optimizer",
-               "dropout", "activation")
-    for header in headers:
-        table.add_column(header, justify="left" if header in ("optimizer", "activation") else "right")
+    metric = result.objective_metric.removeprefix("val_")
+    rows = []
     for run in result.top:
         p, m = run.data.params, run.data.metrics
-        units = _units(p)
-        table.add_row(run.data.tags.get("trial_number", "?"), _fmt(m.get("objective")), _fmt(m.get("epochs"), 0),
-                      units, *(_fmt_param(p.get(name)) for name in _SHOWN_PARAMS[1:]))
-    parts.append(table)
+        rows.append([run.data.tags.get("trial_number", "?"), _fmt(m.get("objective")), _fmt(m.get("epochs"), 0),
+                     _units(p), *(_fmt_param(p.get(name)) for name in _SHOWN_PARAMS[1:])])
+    parts.append(FittedTable(f"Best trials by {result.objective_metric}",
+                             ["trial", metric, "epochs", "units", *_PARAM_HEADERS], rows))
     if result.pareto:
-        parts.append(_pareto_table(result))
+        parts.append(_pareto_table(result, command))
     tests = ", ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
     tests = f"on the test split: {tests}" if tests else "not yet evaluated on the test split"
     if result.refit_epochs:
         trial_tests = ", ".join(f"{k} {v:.4f}" for k, v in result.trial_test_metrics.items())
-        tests = (f"retrained on training + validation data for {result.refit_epochs} epochs, {tests} (the trial's "
+        tests = (f"retrained on training + validation data for {plural(result.refit_epochs, 'epoch')}, {tests} (the trial's "
                  f"own model: {trial_tests})")
     parts.append(f"Best model: trial {result.best.trial_number}, {result.objective_metric} "
                  f"{result.best.objective:.4f}; {tests}")
@@ -134,7 +151,7 @@ def summary(result: SweepResult) -> Group:
                      "on the test split, registers it and ends the sweep run.")
     if result.model_version:
         parts.append(f"Registered in MLflow as models:/{result.study}@champion (version {result.model_version}).")
-    parts.append(f"\nBrowse every trial:  sweeper ui\nExport the best model:  sweeper export {result.study} "
+    parts.append(f"\nBrowse every trial:  {command} ui\nExport the best model:  {command} export {result.study} "
                  f"--out best-{result.study}/")
     return Group(*parts)
 
@@ -145,53 +162,88 @@ def _units(params: dict) -> str:
                     if f"units_{i}" in params)
 
 
-def _pareto_table(result: SweepResult) -> Table:
+def _pareto_table(result: SweepResult, command: str) -> FittedTable:
     """Two objectives: the trials no other beats on both, cheapest first."""
     metric = result.objective_metric.removeprefix("val_")
-    table = Table(title=f"Pareto front: {metric} against {result.cost_metric}", padding=(0, 1), pad_edge=False)
-    for header in ("trial", metric, result.cost_metric, "units", "lr", "optimizer"):
-        table.add_column(header, justify="left" if header == "optimizer" else "right")
+    rows = []
     for run in result.pareto:
         p, m = run.data.params, run.data.metrics
-        units = _units(p)
         cost = m[result.cost_metric]
-        table.add_row(run.data.tags.get("trial_number", "?"), _fmt(m.get("objective")),
-                      f"{cost:,.0f}" if result.cost_metric == "param_count" else f"{cost:.3f}", units,
-                      _fmt_param(p.get("learning_rate")), p.get("optimizer", ""))
-    table.caption = (f"Export the smallest model within 0.005 of the best: sweeper export {result.study} "
-                     f"--pick smallest-within 0.005 --out best-small/")
-    return table
+        rows.append([run.data.tags.get("trial_number", "?"), _fmt(m.get("objective")),
+                     f"{cost:,.0f}" if result.cost_metric == "param_count" else f"{cost:.3f}", _units(p),
+                     _fmt_param(p.get("learning_rate")), p.get("optimizer", "")])
+    return FittedTable(f"Pareto front: {metric} against {result.cost_metric}",
+                       ["trial", metric, result.cost_metric, "units", "lr", "optimizer"], rows,
+                       optional=("optimizer", "lr"),
+                       caption=f"Export the smallest model within 0.005 of the best: {command} export {result.study} "
+                               f"--pick smallest-within 0.005 --out best-small/")
 
 
-def trials_table(record, order: str) -> Table:
+def trials_table(record, order: str) -> FittedTable:
     """`sweeper trials`: one row per trial, with the parameters that shape an MLP."""
-    table = Table(title=f"Study {escape(record.name)}: {record.direction} {record.metric}", padding=(0, 1),
-                  pad_edge=False)
-    for header in ("trial", "state", record.metric, "seconds", "epochs", "units", "lr", "batch", "optimizer",
-                   "dropout", "activation"):
-        table.add_column(header, justify="left" if header in ("state", "optimizer", "activation") else "right")
-    style = {"complete": "green", "pruned": "yellow", "failed": "red"}
+    rows = []
     for trial in record.sorted_trials(order):
         p = {k: str(v) for k, v in trial.params.items()}
-        units = _units(p)
-        table.add_row(str(trial.number), f"[{style.get(trial.state, 'white')}]{trial.state}[/]", _fmt(trial.value),
-                      _fmt(trial.seconds, 1), _fmt(trial.epochs, 0), units,
-                      *(_fmt_param(p.get(name)) for name in _SHOWN_PARAMS[1:]))
-    return table
+        rows.append([str(trial.number), f"[{_STYLES.get(trial.state, 'white')}]{trial.state}[/]", _fmt(trial.value),
+                     _fmt(trial.seconds, 1), _fmt(trial.epochs, 0), _units(p),
+                     *(_fmt_param(p.get(name)) for name in _SHOWN_PARAMS[1:])])
+    return FittedTable(f"Study {escape(record.name)}: {record.direction} {record.metric}",
+                       ["trial", "state", record.metric, "seconds", "epochs", "units", *_PARAM_HEADERS], rows,
+                       optional=("activation", "dropout", "seconds", "batch", "epochs"))
 
 
-def studies_table(records) -> Table:
+def studies_table(records) -> FittedTable:
     """`sweeper studies`: every study in the store."""
-    table = Table(title="Studies", padding=(0, 1), pad_edge=False)
     counted = ("complete", "pruned", "failed", "interrupted")
-    for header in ("study", "engine", "dataset", "objective", *counted, "best", "best trial"):
-        table.add_column(header, justify="right" if header in (*counted, "best", "best trial") else "left")
+    rows = []
     for record in records:
         best = record.best()
-        table.add_row(escape(record.name), record.backend, record.dataset, f"{record.direction[:3]} {record.metric}",
-                      *(str(record.count(state)) for state in counted),
-                      _fmt(best and best.value), str(best.number) if best else "-")
-    return table
+        rows.append([escape(record.name), record.backend, record.dataset, f"{record.direction[:3]} {record.metric}",
+                     *(str(record.count(state)) for state in counted), _fmt(best and best.value),
+                     str(best.number) if best else "-"])
+    return FittedTable("Studies", ["study", "engine", "dataset", "objective", *counted, "best", "best trial"], rows,
+                       optional=("dataset", "engine", "best trial", "interrupted"),
+                       left=("study", "engine", "dataset", "objective"))
+
+
+class FittedTable:
+    """A table drawn in the width it is given by leaving out whole columns (`optional`, the first named going
+    first) rather than cutting words; its caption names what was left out."""
+
+    def __init__(self, title: str, headers: list[str], rows: list[list[str]], *,
+                 optional=("activation", "dropout", "batch", "epochs"), left=("state", "optimizer", "activation"),
+                 caption: str | None = None):
+        self.title, self.headers, self.rows, self.optional, self.left = title, headers, rows, optional, left
+        self.caption = caption
+
+    def __rich_console__(self, console, options):
+        shown, dropped = list(self.headers), []
+        table = self.table(shown)
+        for header in (h for h in self.optional if h in self.headers):
+            if _natural_width(console, options, table) <= options.max_width:
+                break
+            shown.remove(header)
+            dropped.append(header)
+            table = self.table(shown, dropped)
+        yield table
+
+    def table(self, shown: list[str], dropped: list[str] = ()) -> Table:
+        notes = [self.caption] if self.caption else []
+        if dropped:
+            notes.append(f"Left out to fit the terminal: {', '.join(dropped)} (a wider terminal, or --csv, shows "
+                         f"them).")
+        table = Table(title=self.title, padding=(0, 1), pad_edge=False, caption=" ".join(notes) or None)
+        columns = [self.headers.index(header) for header in shown]
+        for header in shown:
+            table.add_column(header, justify="left" if header in self.left else "right", no_wrap=True)
+        for row in self.rows:
+            table.add_row(*(row[i] for i in columns))
+        return table
+
+
+def _natural_width(console, options, table: Table) -> int:
+    """The width a table takes when nothing squeezes it."""
+    return table.__rich_measure__(console, options.update_width(100_000)).maximum
 
 
 def _fmt(value, digits=4):

@@ -196,6 +196,10 @@ class SearchSpace:
             drawn[name] = p[name].suggest(suggester, name)
         return {name: value for name, value in drawn.items() if value is not _INACTIVE}
 
+    def tuned(self) -> list[str]:
+        """The parameters a search chooses (not fixed), in the file's order."""
+        return [name for name, spec in self.params.items() if not isinstance(spec, Fixed)]
+
     @property
     def max_layers(self) -> int:
         spec = self.params["n_layers"]
@@ -347,10 +351,12 @@ def parse_space(doc: Any, path: str | None = None) -> SearchSpace:
 
 
 class _Reader:
-    """Turns the parsed YAML into a SearchSpace, raising with file, line and key."""
+    """Turns the parsed YAML into a SearchSpace, raising with file, line and key. Each independent part (a
+    top-level key, a parameter) is read even when another failed, so that one run names every error."""
 
     def __init__(self, path):
         self.path = path
+        self.errors: list[SearchSpaceError] = []
 
     def fail(self, message, mapping=None, key=None, keypath=None):
         line = None
@@ -358,21 +364,32 @@ class _Reader:
             line = mapping.key_lines.get(key, mapping.line)
         raise SearchSpaceError(message, path=self.path, line=line, key=keypath)
 
+    def collect(self, read, *args, **kwargs):
+        """`read(*args)`, keeping its error (and returning None) so that reading goes on."""
+        try:
+            return read(*args, **kwargs)
+        except SearchSpaceError as exc:
+            self.errors.append(exc)
+            return None
+
     def space(self, doc) -> SearchSpace:
         if not isinstance(doc, LineDict):
             self.fail(f"the file must be a YAML mapping with a `params` key, but got {_show_type(doc)}")
-        self.known_keys(doc, _TOP_KEYS, "")
-        self.require(doc, ("params", "objective"), "")
-        budget = {k: self.count(doc, k, minimum=0 if k == "patience" else 1)
+        self.known_keys(doc, _TOP_KEYS, "", keep_going=True)
+        self.require(doc, ("params", "objective"), "", keep_going=True)
+        budget = {k: self.collect(self.count, doc, k, minimum=0 if k == "patience" else 1)
                   for k in ("trials", "max_epochs", "patience") if k in doc}
         description = doc.get("description", "")
         if not isinstance(description, str):
-            self.fail(f"must be text, but got {_show(description)}", doc, "description", "description")
-        params = self.params(doc)
-        objective, cost = self.objectives(doc)
+            self.collect(self.fail, f"must be text, but got {_show(description)}", doc, "description", "description")
+        params = self.params(doc) if "params" in doc else None
+        objectives = self.collect(self.objectives, doc) if "objective" in doc else None
+        start = self.collect(self.start, doc.get("start", []), doc, params) if params is not None else ()
+        if self.errors:
+            raise SearchSpaceError.of(self.errors)
+        objective, cost = objectives
         return SearchSpace(params=MappingProxyType(params), objective=objective, cost=cost,
-                           description=description.strip(), source=self.path,
-                           start=self.start(doc.get("start", []), doc, params), **budget)
+                           description=description.strip(), source=self.path, start=start, **budget)
 
     def start(self, node, doc, params) -> tuple[dict, ...]:
         """`start:`, a list of configurations to try first; each value must lie inside the space."""
@@ -419,16 +436,20 @@ class _Reader:
             config[f"units_{i}"] = size
         return config
 
-    def known_keys(self, mapping, allowed, prefix):
+    def known_keys(self, mapping, allowed, prefix, keep_going=False):
+        """Refuse keys not in `allowed` (`keep_going`: name each, and let the caller read on)."""
+        report = self.collect if keep_going else (lambda fail, *args: fail(*args))
         for key in mapping:
             if key not in allowed:
-                self.fail(f"unknown key; expected one of {', '.join(allowed)}", mapping, key, prefix + str(key))
+                report(self.fail, f"unknown key; expected one of {', '.join(allowed)}", mapping, key,
+                       prefix + str(key))
 
-    def require(self, mapping, keys, prefix):
+    def require(self, mapping, keys, prefix, keep_going=False):
+        report = self.collect if keep_going else (lambda fail, *args: fail(*args))
         for key in keys:
             if key not in mapping:
                 where = f" in `{prefix.rstrip('.')}`" if prefix else ""
-                self.fail(f"missing required key{where}", mapping, None, prefix + key)
+                report(self.fail, f"missing required key{where}", mapping, None, prefix + key)
 
     def count(self, doc, key, minimum):
         value = doc[key]
@@ -466,17 +487,18 @@ class _Reader:
                       "direction", keypath + ".direction")
         return Objective(metric, direction)
 
-    def params(self, doc) -> dict:
+    def params(self, doc) -> dict | None:
+        """Every parameter's spec (None when one of them has an error, each of which is kept)."""
         node = doc["params"]
         if not isinstance(node, LineDict):
-            self.fail(f"must be a mapping of parameter names to specs, but got {_show(node)}",
-                      doc, "params", "params")
-        self.known_keys(node, tuple(_RULES), "params.")
-        self.require(node, [n for n, r in _RULES.items() if r.default is _REQUIRED], "params.")
-        params = {}
-        for name, rule in _RULES.items():
-            params[name] = self.param(node, name, rule) if name in node else Fixed(rule.default)
-        return params
+            return self.collect(self.fail, f"must be a mapping of parameter names to specs, but got {_show(node)}",
+                                doc, "params", "params")
+        errors_before = len(self.errors)
+        self.known_keys(node, tuple(_RULES), "params.", keep_going=True)
+        self.require(node, [n for n, r in _RULES.items() if r.default is _REQUIRED], "params.", keep_going=True)
+        params = {name: self.collect(self.param, node, name, rule) if name in node else Fixed(rule.default)
+                  for name, rule in _RULES.items()}
+        return params if len(self.errors) == errors_before else None
 
     def param(self, parent, name, rule) -> ParamSpec:
         keypath = f"params.{name}"

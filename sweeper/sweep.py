@@ -18,6 +18,7 @@ from .tracking import (BUDGET_TAG, SPACE_ARTIFACT, SPACE_TAG, BestRun, Tracker, 
                        describe_store, learning_rates, load_run_model, pareto_runs, trial_runs)
 from .train import evaluate, for_users, model_costs, refit, train_trial
 from .urls import mask
+from .wording import plural
 
 _TASK_METRICS = {"classification": ("val_accuracy", "val_loss"), "regression": ("val_loss", "val_mae", "val_rmse")}
 
@@ -87,6 +88,11 @@ class SweepListener:
     def trial_ended(self, number: int, state: str, value: float | None, note: str = "") -> None: ...
 
     def refit_started(self, trial_number: int, epochs: int) -> None: ...
+
+    def refit_epoch_ended(self, epoch: int, logs: dict) -> None: ...
+
+    def final_step(self, what: str) -> None:
+        """The final model's making moved on to `what`, e.g. "evaluating the final model on the test split"."""
 
 
 @dataclass
@@ -291,7 +297,7 @@ def _open_backend(config: SweepConfig, tracker: Tracker):
         if not config.start_over:
             raise StoreError(
                 f"{engine.describe_storage(options)} holds no study '{study}', but {where} holds "
-                f"{_plural(recorded, 'trial run')} of it: the study's storage was deleted or moved, or --storage "
+                f"{plural(recorded, 'trial run')} of it: the study's storage was deleted or moved, or --storage "
                 f"points elsewhere, and going on would run its trials again from trial 0 beside the old runs. "
                 f"Restore it (or point --storage at it), or add --start-over to set the MLflow runs aside "
                 f"(experiment renamed and deleted, restorable) and sweep the study afresh")
@@ -303,7 +309,7 @@ def _open_backend(config: SweepConfig, tracker: Tracker):
             if not config.start_over:
                 raise StoreError(
                     f"{where} holds no run of study '{study}', but {engine.describe_storage(options)} holds "
-                    f"{_plural(trained, 'finished trial')} of it: the MLflow store was deleted or moved, or --tracking-uri "
+                    f"{plural(trained, 'finished trial')} of it: the MLflow store was deleted or moved, or --tracking-uri "
                     f"points elsewhere, and going on would record only new trials, without a model for the old "
                     f"ones. Restore it (or point --tracking-uri at it), or add --start-over to delete the "
                     f"engine's study and sweep it afresh")
@@ -313,10 +319,6 @@ def _open_backend(config: SweepConfig, tracker: Tracker):
         yield backend
     finally:
         backend.close()
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _stored_result(config: SweepConfig, tracker: Tracker, backend) -> SweepResult | None:
@@ -428,15 +430,19 @@ def _finish(config, dataset, backend, tracker, listener) -> SweepResult:
     metrics, tags, version, test, trial_test, final = _count_metrics(counts), {}, None, {}, {}, None
     best = _best_or_none(tracker)
     if best is not None:
+        listener.final_step(f"evaluating trial {best.trial_number}'s model on the test split")
         model = load_run_model(tracker.client, best.run_id)
         test = evaluate(model, dataset)
         final = _refit_best(config, dataset, tracker, best, model, listener)
         if final is not None:
+            listener.final_step("evaluating the final model on the test split")
             model, trial_test, test = for_users(final.model), test, evaluate(final.model, dataset)
             metrics.update({f"trial_{k}": v for k, v in trial_test.items()}, refit_epochs=final.epochs,
                            refit_seconds=final.seconds)
+            listener.final_step("saving the final model in MLflow")
             tracker.log_final_model(model, final.epochs, best.run_id)
         model = for_users(model)  # saved with Keras' default execution options
+        listener.final_step(f"logging and registering models:/{tracker.study}@champion")
         version = tracker.log_best_model(model, dataset.x_test[:5], registered_from=best.run_id,
                                          metadata=dataset.metadata())
         metrics.update(test, **{f"best_{config.space.objective.metric}": best.objective})
@@ -462,7 +468,8 @@ def _refit_best(config, dataset, tracker, best: BestRun, trial_model, listener) 
     listener.refit_started(best.trial_number, epochs)
     started = time.perf_counter()
     model = refit(trial_model, dataset, epochs=epochs, batch_size=int(best.params.get("batch_size", 32)),
-                  learning_rates=learning_rates(tracker.client, best.run_id), seed=config.seed)
+                  learning_rates=learning_rates(tracker.client, best.run_id), seed=config.seed,
+                  epoch_hooks=[listener.refit_epoch_ended])
     return _Refit(model, epochs, time.perf_counter() - started)
 
 

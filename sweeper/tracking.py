@@ -412,16 +412,7 @@ class Tracker:
         return run_id
 
     def _running_sweep(self) -> str | None:
-        run_id = self.client.get_experiment(self.experiment_id).tags.get(SWEEP_TAG)
-        if not run_id:
-            return None
-        from mlflow.exceptions import MlflowException
-
-        try:
-            run = self.client.get_run(run_id)
-        except MlflowException:  # deleted by hand
-            return None
-        return run_id if run.info.status == "RUNNING" and run.info.lifecycle_stage == "active" else None
+        return running_sweep(self.client, self.client.get_experiment(self.experiment_id))
 
     def trial_run_count(self) -> int:
         """How many trial runs MLflow holds for the study."""
@@ -433,9 +424,7 @@ class Tracker:
         """The study's latest sweep run (None before the first)."""
         if self.experiment_id is None:
             return None
-        found = self.client.search_runs([self.experiment_id], "tags.run_kind = 'search'",
-                                        order_by=["attributes.start_time DESC"], max_results=1)
-        return found[0] if found else None
+        return latest_search(self.client, self.client.get_experiment(self.experiment_id))
 
     def set_study_aside(self) -> str:
         """Rename the study's experiment to STUDY-set-aside-TIMESTAMP and delete it (restorable with `mlflow
@@ -646,9 +635,72 @@ def find_experiment(client, study: str):
     experiment = client.get_experiment_by_name(study)
     if experiment is None or experiment.lifecycle_stage == "deleted":
         names = [e.name for e in client.search_experiments() if e.name != "Default"]
-        known = ", ".join(names) if names else "none yet: run `sweeper search` first"
-        raise TrackingError(f"no study '{study}' in the MLflow store {mask(client.tracking_uri)}; studies: {known}")
+        raise _no_study(study, client.tracking_uri, names)
     return experiment
+
+
+def latest_search(client, experiment):
+    """The study's latest sweep run (None before the first)."""
+    found = client.search_runs([experiment.experiment_id], "tags.run_kind = 'search'",
+                               order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0] if found else None
+
+
+def recorded_space(client, experiment):
+    """The search space the study swept, from the copy on its latest sweep run that has one (None for a study
+    older than those copies)."""
+    from .search_space import parse_space, yaml_lines
+
+    searches = client.search_runs([experiment.experiment_id], "tags.run_kind = 'search'",
+                                  order_by=["attributes.start_time DESC"], max_results=100)
+    for search in searches:
+        if SPACE_ARTIFACT in [a.path for a in client.list_artifacts(search.info.run_id)]:
+            with tempfile.TemporaryDirectory() as tmp:
+                text = Path(client.download_artifacts(search.info.run_id, SPACE_ARTIFACT, tmp)).read_text("utf-8")
+            return parse_space(yaml_lines.load(text, path=SPACE_ARTIFACT),
+                               path=f"{experiment.name}'s {SPACE_ARTIFACT}")
+    return None
+
+
+def running_sweep(client, experiment) -> str | None:
+    """The id of the study's sweep run while it runs (workers join it), else None."""
+    run_id = experiment.tags.get(SWEEP_TAG)
+    if not run_id:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:  # deleted by hand
+        return None
+    return run_id if run.info.status == "RUNNING" and run.info.lifecycle_stage == "active" else None
+
+
+def _no_study(study: str, uri: str, names: list[str]) -> TrackingError:
+    known = ", ".join(names) if names else "none yet: run `sweeper search` first"
+    return TrackingError(f"no study '{study}' in the MLflow store {mask(uri)}; studies: {known}")
+
+
+def check_study_exists(tracking_uri: str | None, study: str) -> None:
+    """Refuse, in a fraction of a second, a study that an embedded (SQLite) store does not hold, or a store that
+    is not there: before MLflow (seconds to import) or TensorFlow is loaded. Other stores are checked when
+    opened; so is an SQLite file this cannot read."""
+    import sqlite3
+
+    uri = tracking_uri or default_tracking_uri()
+    database = sqlite_path(uri)
+    if database is None:
+        return
+    if not database.exists():
+        _check_sqlite_store(database, create=False)
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)) as db:
+            names = [name for name, in db.execute("SELECT name FROM experiments WHERE lifecycle_stage = 'active' "
+                                                  "ORDER BY experiment_id")]
+    except sqlite3.Error:
+        return  # half-created, locked or not SQLite: opening the store says what is wrong
+    if study not in names:
+        raise _no_study(study, uri, [name for name in names if name != "Default"])
 
 
 def trial_runs(client, experiment, *, state: str | None = None, limit: int = 1000):

@@ -57,8 +57,7 @@ def train_trial(params: dict, dataset: Dataset, objective: Objective, *, max_epo
     if patience >= PLATEAU_MIN_PATIENCE:  # before the hooks, so that they see (and log) the learning rate
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=objective.metric, mode=objective.direction[:3],
                                                            factor=PLATEAU_FACTOR, patience=1))
-    callbacks.append(keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: [hook(epoch + 1, dict(logs or {})) for hook in epoch_hooks]))
+    callbacks.append(_hooks(epoch_hooks))
     started = time.perf_counter()
     try:
         fit = model.fit(dataset.x_train, dataset.y_train, batch_size=params["batch_size"], epochs=max_epochs,
@@ -81,7 +80,7 @@ def train_trial(params: dict, dataset: Dataset, objective: Objective, *, max_epo
 
 
 def refit(trial_model, dataset: Dataset, *, epochs: int, batch_size: int, learning_rates: dict[int, float],
-          seed: int = 0):
+          seed: int = 0, epoch_hooks: Sequence[EpochHook] = ()):
     """The trial's configuration trained afresh on the training and validation splits together, for the
     number of epochs at which the trial did best and with the trial's learning rate per epoch (1-based
     `learning_rates`; epochs missing keep the rate): the final model uses every example but the test split
@@ -93,8 +92,8 @@ def refit(trial_model, dataset: Dataset, *, epochs: int, batch_size: int, learni
     model.compile_from_config({**trial_model.get_compile_config(), **COMPILE_OPTIONS})  # a fresh optimizer
     x, y = dataset.refit_arrays()
     schedule = keras.callbacks.LearningRateScheduler(lambda epoch, rate: learning_rates.get(epoch + 1, rate))
-    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[_stop_on_nan(), _checkpoint(),
-                                                                                   schedule])
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0,
+              callbacks=[_stop_on_nan(), _checkpoint(), schedule, _hooks(epoch_hooks)])
     return model
 
 
@@ -137,6 +136,14 @@ def _fail_on_nan(history: dict, metric: str) -> None:
                 raise TrialFailed(f"{name} became {value} at epoch {epoch}")
     if metric not in history:
         raise TrialFailed(f"training reported no '{metric}' (it reported {', '.join(history)})")
+
+
+def _hooks(epoch_hooks: Sequence[EpochHook]):
+    """The hooks called after every epoch with the 1-based epoch and Keras' logs."""
+    import keras
+
+    return keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: [hook(epoch + 1, dict(logs or {})) for hook in epoch_hooks])
 
 
 def _stop_on_nan():

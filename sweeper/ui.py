@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import SweeperError
-from .tracking import STORE_DIR, default_tracking_uri
+from .tracking import STORE_DIR, default_tracking_uri, describe_store
 from .urls import mask
 
 HOST = "127.0.0.1"
@@ -55,7 +55,7 @@ def serve(tracking_uri: str | None, port: int, study: str | None, open_browser: 
     base = f"http://{HOST}:{port}/"
     url = page_url(base, _experiment_id(tracking_uri, study) if study else None)
     log = server_log(port)
-    say(f"MLflow UI on {base} (store {mask(uri)}); Ctrl-C to stop. Server log: {log}")
+    say(f"MLflow UI on {base} (store {describe_store(uri)}); Ctrl-C to stop. Server log: {log}")
     if study:
         say(f"Study {study}: {url}")
     with open(log, "wb") as written:  # MLflow's start-up lines, warnings and request log are not for the terminal

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import UsageError
@@ -21,7 +22,11 @@ def mask(url: str | None) -> str | None:
 
 
 def check_url(url: str | None, option: str) -> str | None:
-    """Refuse what SQLAlchemy and MLflow would misread, naming the option and what is expected."""
+    """Refuse what SQLAlchemy and MLflow would misread, naming the option and what is expected; an SQLite file
+    given by URL must lie in a folder that exists (sweeper creates only its own ./mlruns)."""
+    if url and "://" not in url and option == "--tracking-uri":
+        raise UsageError(f"--tracking-uri {url} is not a tracking URI; expected http://HOST:PORT (an MLflow "
+                         f"server), sqlite:///PATH or postgresql://..., or leave it out for the embedded store")
     if not url or "://" not in url:
         return url
     if "{" in url or "}" in url:
@@ -33,7 +38,17 @@ def check_url(url: str | None, option: str) -> str | None:
     except ValueError as exc:
         raise UsageError(f"{option} {mask(url)} is not a valid URL ({exc}); a password with @ : / % must be "
                          f"percent-encoded (@ as %40, : as %3A, / as %2F, % as %25)") from None
+    _check_sqlite_folder(url, option)
     return url
+
+
+def _check_sqlite_folder(url: str, option: str) -> None:
+    if not url.startswith("sqlite:///") or url.startswith("sqlite:///:memory:"):
+        return
+    folder = Path(url.removeprefix("sqlite:///").split("?", 1)[0]).parent
+    if not folder.is_dir():
+        raise UsageError(f"{option} {mask(url)}: the folder {folder} does not exist; create it first, or choose "
+                         f"a file in an existing folder")
 
 
 def scrub(text: str, *urls: str | None) -> str:

@@ -1,6 +1,7 @@
 """Every bad input: one exact `Error:` line, the right exit code, and nothing written to MLflow or a study."""
 
 import csv
+import os
 
 import pytest
 
@@ -119,6 +120,15 @@ CASES = [
                                                          "not a folder"),
     (["export", "fashion"], 2, "Error: Missing option '--out'."),
     (["validate", "missing.yaml"], 1, "Error: missing.yaml: no such file; expected a search-space YAML file"),
+    (["search", "fashion", "--tracking-uri", "notaurl"], 2,
+     "Error: --tracking-uri notaurl is not a tracking URI; expected http://HOST:PORT (an MLflow server), "
+     "sqlite:///PATH or postgresql://..., or leave it out for the embedded store"),
+    (["search", "fashion", "--storage", "sqlite:////nonexistent/dir/x.db"], 2,
+     "Error: --storage sqlite:////nonexistent/dir/x.db: the folder /nonexistent/dir does not exist; create it "
+     "first, or choose a file in an existing folder"),
+    (["search", "fashion", "--tracking-uri", "sqlite:///no/such/folder/mlflow.db"], 2,
+     "Error: --tracking-uri sqlite:///no/such/folder/mlflow.db: the folder no/such/folder does not exist; create "
+     "it first, or choose a file in an existing folder"),
 ]
 
 
@@ -144,6 +154,7 @@ def test_bad_input_gets_one_error_line_and_writes_nothing(inputs, args, code, li
     assert "Traceback" not in result.output
     created = sorted(set(p.name for p in inputs.iterdir()) - set(before))
     assert created in ([], ["mlruns"])  # at most an empty store: no experiment, no run, no study
+    assert not os.path.exists("/nonexistent")  # a store's folder is never made for a URL given
     if created:
         assert not (inputs / "mlruns" / "optuna").exists() and not (inputs / "mlruns" / "keras-tuner").exists()
         import mlflow

@@ -96,6 +96,6 @@ def test_ui_serves_the_store_on_localhost(fashion_study):
         out, err = server.communicate(timeout=30)
     # the terminal gets sweeper's own lines only: MLflow's start-up and request log go to the log file
     log = Path(tempfile.gettempdir()) / f"sweeper-ui-{port}.log"
-    assert err.strip() == (f"MLflow UI on http://127.0.0.1:{port}/ (store sqlite:///mlruns/mlflow.db); Ctrl-C to "
+    assert err.strip() == (f"MLflow UI on http://127.0.0.1:{port}/ (store mlruns/mlflow.db); Ctrl-C to "
                            f"stop. Server log: {log}") and out == ""
     assert "get-by-name" in log.read_text() or log.stat().st_size > 0
