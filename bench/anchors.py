@@ -150,8 +150,8 @@ def main():
     parser.add_argument("--target", type=float, default=0.89)
     parser.add_argument("--workdir", required=True)
     args = parser.parse_args()
-    from sweeper import quiet
-    from sweeper.data import load_dataset
+    from sweeper.ml import quiet
+    from sweeper.ml.data import load_dataset
 
     quiet.import_tensorflow()
     import keras

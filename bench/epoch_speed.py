@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sweeper import quiet  # noqa: E402
+from sweeper import quiet
 
 VARIANTS = {
     # name: (compile options, fit options, batch-level callback)
@@ -79,8 +79,8 @@ def main():
     import keras
     import tensorflow as tf
 
-    from sweeper.data import load_dataset
-    from sweeper.train import COMPILE_OPTIONS
+    from sweeper.ml.data import load_dataset
+    from sweeper.ml.train import COMPILE_OPTIONS
 
     dataset = load_dataset("fashion")
     params = 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10
@@ -90,7 +90,7 @@ def main():
     print(f"threads: intra-op {tf.config.threading.get_intra_op_parallelism_threads() or 'default'}, "
           f"{os.cpu_count()} cores; epoch work {flop / 1e9:.1f} GFLOP ({params} parameters x "
           f"{len(dataset.x_train)} images x 6); matmul rate {rate:.1f} GFLOP/s -> ideal epoch {ideal:.2f} s")
-    print(f"seconds per epoch = times the ideal (the first epoch, tracing and compiling included)")
+    print("seconds per epoch = times the ideal (the first epoch, tracing and compiling included)")
     print(f"{'variant':<34}" + "".join(f"{'batch ' + str(b):>24}" for b in args.batches))
     for name in args.variants:
         row = f"{name:<34}"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sweeper.search_space import bundled_space_path, load_space  # noqa: E402
-from sweeper.sweep import SweepConfig, SweepListener, run_sweep  # noqa: E402
+from sweeper.domain.space import bundled_space_path, load_space
+from sweeper.usecases.sweep import SweepConfig, SweepListener, run_sweep
 
 
 def resident_mib(pid="self") -> float:

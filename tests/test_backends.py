@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from sweeper.search_space import Choice, FloatRange, IntRange, load_space
+from sweeper.domain.space import Choice, FloatRange, IntRange, load_space
 
 from .conftest import SPACES, sweeper, write_space
 

@@ -6,9 +6,9 @@ import struct
 import numpy as np
 import pytest
 
-from sweeper import data
-from sweeper.data import load_dataset, load_csv, read_idx
-from sweeper.errors import DatasetError
+from sweeper.domain.errors import DatasetError
+from sweeper.ml import data
+from sweeper.ml.data import load_csv, load_dataset, read_idx
 
 
 @pytest.fixture(autouse=True)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sweeper.data import load_dataset
-from sweeper.formats import FORMATS, TOLERANCE
+from sweeper.ml.data import load_dataset
+from sweeper.ml.formats import FORMATS, TOLERANCE
 
 from .conftest import sweeper
 
@@ -38,7 +38,7 @@ def two_models(fashion):
     """Two real, differently trained models on a few hundred Fashion-MNIST images."""
     import keras
 
-    from sweeper.model import build_model
+    from sweeper.ml.model import build_model
 
     params = {"n_layers": 1, "units_0": 32, "activation": "relu", "kernel_initializer": "he_normal", "dropout": 0.1,
               "optimizer": "adam", "learning_rate": 1e-3}

@@ -6,8 +6,8 @@ import signal
 
 import pytest
 
-from sweeper.errors import Terminated
-from sweeper.interrupts import check, deferred, installed, requested
+from sweeper.domain.errors import Terminated
+from sweeper.runtime.interrupts import check, deferred, installed, requested
 
 
 def _send(signum):

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from sweeper.backends.keras_tuner_backend import HyperParametersSuggester
-from sweeper.search_space import load_space
+from sweeper.domain.space import load_space
+from sweeper.engines.keras_tuner_engine import HyperParametersSuggester
 
 from .conftest import SPACES, sweeper
 
@@ -114,7 +114,7 @@ def test_keras_tuner_state_is_a_folder_not_a_url(tmp_path):
 def test_a_keras_tuner_study_serves_one_process_at_a_time(tmp_path):
     import os
 
-    from sweeper.backends.keras_tuner_backend import _lock_study
+    from sweeper.engines.keras_tuner_engine import _lock_study
 
     held = _lock_study(tmp_path / "mlruns" / "keras-tuner" / f"{STUDY}.lock", STUDY)  # as another sweep would
     try:

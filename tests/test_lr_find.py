@@ -7,8 +7,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from sweeper.lr_find import _round_down, _round_up, _suggest, write_range
-from sweeper.search_space import load_space
+from sweeper.domain.space import load_space
+from sweeper.usecases.lr_find import _round_down, _round_up, _suggest, write_range
 
 from .conftest import SPACES, sweeper, write_space
 

@@ -6,10 +6,11 @@ import json
 import mlflow
 import pytest
 
-from sweeper.search_space import load_space
+from sweeper.domain.space import load_space
 
 from .conftest import SPACES, sweeper, write_space
 from .test_faults import study_trials
+
 
 def two_objective_space(tmp_path, second="{metric: param_count, direction: minimize}"):
     text = (SPACES / "digits.yaml").read_text()

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from sweeper.data import load_csv, load_dataset
-from sweeper.errors import DatasetError
+from sweeper.domain.errors import DatasetError
+from sweeper.ml.data import load_csv, load_dataset
 
 from .conftest import SMALL, sweeper
 

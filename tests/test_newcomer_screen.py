@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from sweeper import cli
+from sweeper.cli.speak import command_name
 
 from .conftest import SMALL, SPACES, sweeper, write_space
 from .test_sweep import FAILING
@@ -26,12 +26,12 @@ def test_hints_name_sweeper_as_this_shell_runs_it(monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "argv", [SWEEPER, "search"])
     monkeypatch.setenv("PATH", bare_path)
     monkeypatch.chdir(tmp_path)
-    assert cli.command_name() == SWEEPER  # not on PATH, started from elsewhere: the whole path
+    assert command_name() == SWEEPER  # not on PATH, started from elsewhere: the whole path
     monkeypatch.chdir(Path(SWEEPER).parents[2])
     monkeypatch.setattr(sys, "argv", [os.path.relpath(SWEEPER), "search"])
-    assert cli.command_name() == os.path.relpath(SWEEPER)  # e.g. .venv/bin/sweeper, as make search runs it
+    assert command_name() == os.path.relpath(SWEEPER)  # e.g. .venv/bin/sweeper, as make search runs it
     monkeypatch.setenv("PATH", venv_bin + os.pathsep + bare_path)
-    assert cli.command_name() == "sweeper"  # the venv is active: the plain name works
+    assert command_name() == "sweeper"  # the venv is active: the plain name works
 
 
 def test_the_summary_hints_work_as_typed_from_a_fresh_shell(tmp_path):
@@ -67,8 +67,8 @@ class Recorder:
 
 
 def test_the_display_follows_the_refit_epoch_by_epoch_and_each_final_step(tmp_path, monkeypatch):
-    from sweeper.search_space import load_space
-    from sweeper.sweep import SweepConfig, run_sweep
+    from sweeper.domain.space import load_space
+    from sweeper.usecases.sweep import SweepConfig, run_sweep
 
     monkeypatch.chdir(tmp_path)
     space = load_space(SPACES / "digits.yaml").with_budget(trials=2, max_epochs=3, patience=3)
@@ -107,7 +107,7 @@ def test_tables_fit_80_columns_by_leaving_out_whole_columns(fashion_study, monke
 def test_the_summary_table_fits_80_columns():
     from rich.console import Console
 
-    from sweeper.report import FittedTable
+    from sweeper.present.console import FittedTable
 
     rows = [["12", "0.8846", "15", "512-256-128", "0.000353", "256", "rmsprop", "0.214", "leaky_relu"]] * 3
     table = FittedTable("Best trials by val_accuracy", ["trial", "accuracy", "epochs", "units", "lr", "batch",
@@ -126,7 +126,7 @@ def test_the_summary_table_fits_80_columns():
 
 def test_tensorflow_retracing_warnings_stay_out_of_the_terminal():
     code = """
-from sweeper.quiet import import_tensorflow
+from sweeper.ml.quiet import import_tensorflow
 import_tensorflow()
 import numpy as np, tensorflow as tf
 f = tf.function(lambda x: x * 2)
@@ -144,9 +144,9 @@ print("done")
 def test_report_axes_follow_the_recorded_space_and_leave_fixed_parameters_out(fashion_study):
     import mlflow
 
-    from sweeper.figures import optuna_study, study_figures
-    from sweeper.records import curves, load_study
-    from sweeper.tracking import recorded_space
+    from sweeper.domain.records import curves, load_study
+    from sweeper.present.figures import optuna_study, study_figures
+    from sweeper.store.tracking import recorded_space
 
     workdir, _ = fashion_study
     client = mlflow.MlflowClient(f"sqlite:///{workdir}/mlruns/mlflow.db")

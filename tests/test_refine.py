@@ -5,10 +5,10 @@ import math
 import mlflow
 import pytest
 
-from sweeper.errors import UsageError
-from sweeper.records import StudyRecord, TrialRecord
-from sweeper.refine import narrow
-from sweeper.search_space import Choice, dump_space, load_space
+from sweeper.domain.errors import UsageError
+from sweeper.domain.records import StudyRecord, TrialRecord
+from sweeper.domain.space import Choice, dump_space, load_space
+from sweeper.usecases.refine import narrow
 
 from .conftest import SPACES, sweeper
 from .test_faults import study_trials

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from sweeper.errors import SearchSpaceError, UsageError
-from sweeper.search_space import Fixed, FloatRange, IntRange, load_space, parse_space
-from sweeper import yaml_lines
+from sweeper.domain import yaml_lines
+from sweeper.domain.errors import SearchSpaceError, UsageError
+from sweeper.domain.space import Fixed, FloatRange, IntRange, load_space, parse_space
 
 from .conftest import SPACES
 
@@ -192,7 +192,7 @@ def test_not_a_mapping_and_missing_file(tmp_path):
 
 
 def test_objective_better_respects_direction():
-    from sweeper.search_space import Objective
+    from sweeper.domain.space import Objective
 
     assert Objective("val_accuracy", "maximize").better(0.9, 0.8)
     assert Objective("val_loss", "minimize").better(0.1, 0.2)

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import sweeper
-from .test_faults import SLOW, SWEEPER, assert_nothing_running, run, runs, start, study_trials, \
-    wait_for_running_trial
+from .test_faults import SLOW, SWEEPER, assert_nothing_running, run, runs, start, study_trials, wait_for_running_trial
 
 QUICK = ["search", "digits", "--max-epochs", 2, "--pruner", "none"]
 
@@ -291,8 +290,8 @@ def test_an_export_cleans_up_after_a_killed_one(fashion_study, tmp_path):
 def test_an_optuna_call_on_a_trial_another_worker_failed_abandons_it_whatever_the_timing(tmp_path):
     import optuna
 
-    from sweeper.backends.optuna_backend import _OwnTrial
-    from sweeper.errors import TrialAbandoned
+    from sweeper.domain.errors import TrialAbandoned
+    from sweeper.engines.optuna_engine import _OwnTrial
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db")
     trial = study.ask()
@@ -308,7 +307,7 @@ def test_an_optuna_call_on_a_trial_another_worker_failed_abandons_it_whatever_th
 def test_registration_is_one_version_per_best_trial_even_after_a_kill_between_version_and_alias(tmp_path):
     import mlflow
 
-    from sweeper.tracking import CHAMPION, Tracker, fluent
+    from sweeper.store.tracking import CHAMPION, Tracker, fluent
 
     assert run(tmp_path, *QUICK, "--trials", 1).returncode == 0
     store = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
@@ -340,7 +339,7 @@ def test_a_model_whose_logging_a_kill_cut_short_is_marked_failed_when_its_sweep_
     import mlflow
     from mlflow.entities import LoggedModelStatus
 
-    from sweeper.tracking import Tracker
+    from sweeper.store.tracking import Tracker
 
     assert run(tmp_path, *QUICK, "--trials", 1).returncode == 0
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")

@@ -1,0 +1,10 @@
+"""The engines and what each offers, the first of each list its default: the one table every layer reads (the
+command line for its choices, the plan for its checks, the engines for their defaults)."""
+
+from __future__ import annotations
+
+#: engine name -> (algorithms, pruners)
+ENGINES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "optuna": (("tpe", "random", "grid", "cmaes", "nsga2"), ("median", "hyperband", "none")),
+    "keras-tuner": (("random", "bayesian", "hyperband"), ("none",)),
+}

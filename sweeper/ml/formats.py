@@ -1,0 +1,139 @@
+"""Model file formats: each one writes a Keras model, and loads what it wrote back for a prediction check.
+
+Keras 3 writes every format itself (`model.save`, `model.export(format=...)`); the formats differ in what
+must be installed to write and to read them back.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from sweeper.domain.errors import ExportError
+from sweeper.ml.quiet import quiet_stderr
+
+#: Largest absolute difference in outputs allowed between a written file and the in-memory model.
+TOLERANCE = 1e-4
+
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+class Format:
+    """One way to write a model to disk (a file or a folder named `filename` in the export folder)."""
+
+    name: str
+    filename: str
+    description: str
+    modules: tuple[str, ...] = ()  # importable modules needed to write and to read back
+    extra: str | None = None  # `pip install 'sweeper[extra]'` installs them
+
+    def missing(self) -> list[str]:
+        return [m for m in self.modules if not _importable(m)]
+
+    def write(self, model, path: Path) -> None:
+        raise NotImplementedError
+
+    def load(self, path: Path) -> Predict:
+        raise NotImplementedError
+
+
+class KerasFormat(Format):
+    name, filename, description = "keras", "model.keras", "Keras 3 native (keras.saving.load_model)"
+
+    def write(self, model, path):
+        model.save(path)
+
+    def load(self, path):
+        import keras
+
+        loaded = keras.saving.load_model(path, safe_mode=True)
+        return lambda x: loaded.predict(x, verbose=0, batch_size=1024)
+
+
+class SavedModelFormat(Format):
+    name, filename, description = "savedmodel", "savedmodel", "TensorFlow SavedModel (TF Serving, tf.saved_model.load)"
+
+    def write(self, model, path):
+        model.export(str(path), format="tf_saved_model", verbose=False)
+
+    def load(self, path):
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(path))
+        return lambda x: loaded.serve(x).numpy()
+
+
+class OnnxFormat(Format):
+    name, filename, description = "onnx", "model.onnx", "ONNX (onnxruntime and other ONNX runtimes)"
+    modules, extra = ("tf2onnx", "onnx", "onnxruntime"), "onnx"
+
+    def write(self, model, path):
+        model.export(str(path), format="onnx", verbose=False)
+
+    def load(self, path):
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+
+
+class TFLiteFormat(Format):
+    name, filename, description = "tflite", "model.tflite", "LiteRT / TensorFlow Lite (mobile and edge)"
+    modules, extra = ("ai_edge_litert",), "tflite"
+
+    def write(self, model, path):
+        model.export(str(path), format="litert", verbose=False)
+
+    def load(self, path):
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(path))
+
+        def predict(x):
+            entry, exit_ = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+            interpreter.resize_tensor_input(entry["index"], x.shape)
+            interpreter.allocate_tensors()
+            interpreter.set_tensor(entry["index"], x)
+            interpreter.invoke()
+            return interpreter.get_tensor(exit_["index"]).copy()
+
+        return predict
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in (KerasFormat(), SavedModelFormat(), OnnxFormat(), TFLiteFormat())}
+
+
+def check_installed(names) -> None:
+    """Refuse, before any work, a format whose converter or runtime is not installed."""
+    for name in names:
+        missing = FORMATS[name].missing()
+        if missing:
+            raise ExportError(f"the {name} format needs {', '.join(missing)}, which is not installed; install it "
+                              f"with: pip install 'sweeper[{FORMATS[name].extra}]'")
+
+
+def write_and_check(fmt: Format, model, path: Path, x: np.ndarray) -> float:
+    """Write `model` in `fmt` at `path`, load it back and return the largest difference of its outputs on `x`
+    from the in-memory model's; more than TOLERANCE is an error."""
+    with quiet_stderr():
+        fmt.write(model, path)
+        got = np.asarray(fmt.load(path)(x), dtype=np.float64)
+    expected = model.predict(x, verbose=0, batch_size=1024)
+    got = got.reshape(expected.shape)
+    difference = float(np.max(np.abs(got - expected))) if len(x) else 0.0
+    if not difference <= TOLERANCE:
+        raise ExportError(f"the {fmt.name} file {path.name} does not reproduce the model: its outputs differ by up "
+                          f"to {difference:.2e} on {len(x)} test inputs, more than the {TOLERANCE:.0e} allowed")
+    return difference

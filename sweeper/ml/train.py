@@ -1,0 +1,172 @@
+"""Fit one trial: early stopping on the objective, per-epoch hooks, NaN -> failed trial."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sweeper.domain.errors import TrialFailed, TrialPruned
+from sweeper.domain.space import Objective
+from sweeper.ml.data import Dataset
+from sweeper.ml.model import build_model
+from sweeper.runtime import interrupts
+
+#: Keras compile options that make an epoch cheap on CPU: 64 steps per call into TensorFlow instead of one
+#: cuts an epoch at batch 32 from about 12x to 5.5x the matmul ideal; XLA did not pay for its compile time
+#: (bench/epoch_speed.py, bench/RESULTS.md).
+COMPILE_OPTIONS = {"steps_per_execution": 64}
+
+#: After an epoch without improvement the learning rate drops to 30%, when the early-stopping patience
+#: leaves room for that to show (patience >= 2): a good configuration gains about half a point of
+#: validation accuracy in the same epochs (bench/RESULTS.md).
+PLATEAU_FACTOR, PLATEAU_MIN_PATIENCE = 0.3, 2
+
+#: Called after every epoch with the 1-based epoch and Keras' logs; may raise TrialPruned.
+EpochHook = Callable[[int, dict], None]
+
+
+@dataclass
+class TrialResult:
+    objective: float
+    metrics: dict[str, float]  # at the best epoch, whose weights the model holds
+    history: dict[str, list[float]]
+    epochs: int  # epochs trained by this call
+    best_epoch: int  # 1-based, counted from the model's first epoch (see initial_epoch)
+    seconds: float
+    model: Any  # keras.Model
+
+
+def train_trial(params: dict, dataset: Dataset, objective: Objective, *, max_epochs: int, patience: int,
+                seed: int = 0, epoch_hooks: Sequence[EpochHook] = (), initial_epoch: int = 0,
+                weights_in: str | None = None, weights_out: str | None = None) -> TrialResult:
+    """Train one configuration for epochs `initial_epoch + 1 .. max_epochs`, optionally starting from the
+    weights of an earlier trial (`weights_in`) and keeping the best epoch's weights (`weights_out`)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = build_model(params, dataset, **COMPILE_OPTIONS)
+    if weights_in:
+        model.optimizer.build(model.trainable_variables)  # so that its state (e.g. Adam's moments) loads too
+        model.load_weights(weights_in)
+    stopper = keras.callbacks.EarlyStopping(monitor=objective.metric, mode=objective.direction[:3],
+                                            patience=patience, restore_best_weights=True)
+    callbacks = [_stop_on_nan(), _checkpoint(), stopper]
+    if patience >= PLATEAU_MIN_PATIENCE:  # before the hooks, so that they see (and log) the learning rate
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=objective.metric, mode=objective.direction[:3],
+                                                           factor=PLATEAU_FACTOR, patience=1))
+    callbacks.append(_hooks(epoch_hooks))
+    started = time.perf_counter()
+    try:
+        fit = model.fit(dataset.x_train, dataset.y_train, batch_size=params["batch_size"], epochs=max_epochs,
+                        initial_epoch=initial_epoch, validation_data=(dataset.x_val, dataset.y_val), verbose=0,
+                        callbacks=callbacks)
+    except TrialPruned as exc:
+        exc.train_seconds = time.perf_counter() - started
+        raise
+    seconds = time.perf_counter() - started
+    history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
+    _fail_on_nan(history, objective.metric)
+    best = stopper.best_epoch - initial_epoch if stopper.best_weights is not None else len(history["loss"]) - 1
+    metrics = {k: vs[best] for k, vs in history.items()}
+    if weights_out:  # written beside, then renamed: an interrupted save never leaves half a checkpoint
+        partial = f"{weights_out}.partial.weights.h5"
+        model.save_weights(partial)
+        os.replace(partial, weights_out)
+    return TrialResult(metrics[objective.metric], metrics, history, len(history["loss"]), initial_epoch + best + 1,
+                       seconds, model)
+
+
+def refit(trial_model, dataset: Dataset, *, epochs: int, batch_size: int, learning_rates: dict[int, float],
+          seed: int = 0, epoch_hooks: Sequence[EpochHook] = ()):
+    """The trial's configuration trained afresh on the training and validation splits together, for the
+    number of epochs at which the trial did best and with the trial's learning rate per epoch (1-based
+    `learning_rates`; epochs missing keep the rate): the final model uses every example but the test split
+    (under a subset, the same share of the validation split as of the training one)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.models.clone_model(trial_model)  # same layers and settings, new weights
+    model.compile_from_config({**trial_model.get_compile_config(), **COMPILE_OPTIONS})  # a fresh optimizer
+    x, y = dataset.refit_arrays()
+    schedule = keras.callbacks.LearningRateScheduler(lambda epoch, rate: learning_rates.get(epoch + 1, rate))
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0,
+              callbacks=[_stop_on_nan(), _checkpoint(), schedule, _hooks(epoch_hooks)])
+    return model
+
+
+def for_users(model):
+    """The model recompiled with Keras' default execution options, as a user of a saved model expects
+    (training's 64 steps per call would show `64/4` steps in a plain predict()); its weights are kept."""
+    config = model.get_compile_config()
+    if config and config.get("steps_per_execution", 1) != 1:
+        model.compile_from_config({**config, "steps_per_execution": 1})
+    return model
+
+
+def evaluate(model, dataset: Dataset) -> dict[str, float]:
+    """Test-split metrics of a trained model, named test_*."""
+    scores = model.evaluate(dataset.x_test, dataset.y_test, verbose=0, return_dict=True)
+    return {f"test_{k}": float(v) for k, v in scores.items()}
+
+
+def model_costs(model, dataset: Dataset, *, latency: bool = False) -> dict[str, float]:
+    """What a trained model costs: its parameter count, and (when asked: it takes about a second) the
+    median wall time in milliseconds of predicting one example, over 50 calls after 5 to warm up."""
+    costs = {"param_count": float(model.count_params())}
+    if latency:
+        example = dataset.x_test[:1]
+        for _ in range(5):
+            model.predict_on_batch(example)
+        times = []
+        for _ in range(50):
+            started = time.perf_counter()
+            model.predict_on_batch(example)
+            times.append(time.perf_counter() - started)
+        costs["latency_ms"] = 1000 * sorted(times)[len(times) // 2]
+    return costs
+
+
+def _fail_on_nan(history: dict, metric: str) -> None:
+    for name in ("loss", metric):
+        for epoch, value in enumerate(history.get(name, []), start=1):
+            if not math.isfinite(value):
+                raise TrialFailed(f"{name} became {value} at epoch {epoch}")
+    if metric not in history:
+        raise TrialFailed(f"training reported no '{metric}' (it reported {', '.join(history)})")
+
+
+def _hooks(epoch_hooks: Sequence[EpochHook]):
+    """The hooks called after every epoch with the 1-based epoch and Keras' logs."""
+    import keras
+
+    return keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: [hook(epoch + 1, dict(logs or {})) for hook in epoch_hooks])
+
+
+def _stop_on_nan():
+    """Keras' TerminateOnNaN, without its message on stdout (the trial's state says it)."""
+    import keras
+
+    class StopOnNaN(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                self.model.stop_training = True
+
+    return StopOnNaN()
+
+
+def _checkpoint():
+    """An interrupt checkpoint every few batches (see sweeper.interrupts): a Ctrl-C or SIGTERM that Python
+    swallowed where it landed still stops the training."""
+    import keras
+
+    class InterruptCheckpoint(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            interrupts.check()
+
+    return InterruptCheckpoint()

@@ -1,0 +1,273 @@
+"""The best model of a study -> a folder a user can load and serve: the formats asked for, each checked by
+loading it back, plus model.json and MODEL_CARD.md with its figures; written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sweeper import __version__
+from sweeper.domain.errors import ExportError, SweeperError
+from sweeper.domain.urls import mask
+from sweeper.domain.wording import plural
+from sweeper.ml.data import Dataset, load_recorded
+from sweeper.ml.formats import FORMATS, check_installed, write_and_check
+from sweeper.ml.train import evaluate, for_users, refit
+from sweeper.present import card as cards
+from sweeper.runtime.workers import pid_alive
+from sweeper.store.tracking import (
+    FINAL_MODEL_ARTIFACT,
+    BestRun,
+    best_run,
+    find_experiment,
+    learning_rates,
+    load_run_model,
+    log_folder,
+    log_metrics,
+    log_refit_model,
+    metric_histories,
+    open_client,
+    parse_param,
+    refit_run,
+    running_sweep,
+    smallest_within,
+    start_retrain_run,
+    store_is_read_only,
+)
+
+#: How many test inputs each written file is checked on (the whole test split of Fashion-MNIST).
+CHECKED_INPUTS = 10_000
+
+
+@dataclass
+class Chosen:
+    """The model to export and where MLflow holds it."""
+
+    model: object  # keras.Model
+    description: str
+    run_id: str  # the run holding the model (the trial's, or the one that retrained it)
+    retrained_now: bool = False
+
+
+@dataclass
+class Exported:
+    directory: Path
+    card: dict
+    files: dict = field(default_factory=dict)  # format -> (path, max abs difference)
+
+
+def export_best(study: str, out: str | Path, *, formats=("keras",), retrain: bool = False,
+                trial_model: bool = False, tracking_uri: str | None = None, force: bool = False, seed: int = 0,
+                smallest_within_margin: float | None = None,
+                say: Callable[[str], None] = lambda line: None) -> Exported:
+    """Write the study's best model into `out` in each of `formats`, with its card (atomically).
+
+    The trial is the best completed one (with `smallest_within_margin`: the one with the fewest parameters
+    among those within that margin of the best objective). Its model is the one the sweep made final and
+    registered (the configuration retrained on the training and validation splits together) when there
+    is one; else the trial's own, or with `retrain` one retrained now. `trial_model` takes the trial's own."""
+    out = Path(out)
+    formats = list(dict.fromkeys(formats))
+    check_out(out, force)
+    check_installed(formats)
+    client = open_client(tracking_uri, create=False)
+    experiment = find_experiment(client, study)
+    best = best_run(client, study)
+    if smallest_within_margin is not None:
+        top, best = best, smallest_within(client, study, best, smallest_within_margin)
+        say(f"Picked trial {best.trial_number} ({int(best.metrics.get('param_count', 0)):,} parameters, objective "
+            f"{best.objective:.4f}): the smallest within {smallest_within_margin:g} of the best, trial "
+            f"{top.trial_number} ({int(top.metrics.get('param_count', 0)):,} parameters, {top.objective:.4f}).")
+    tags = experiment.tags
+    if running_sweep(client, experiment) is not None:
+        say(f"Study {study} has a sweep running: this is the best model so far (trial {best.trial_number}); the "
+            f"sweep may still find a better one, and it makes its final model when it ends.")
+    search = _search_params(client, best)
+    dataset = load_recorded(tags).subset(
+        _subset(search))  # the data the sweep trained on
+    recorded = not store_is_read_only(client)
+    if not recorded:
+        say(f"The MLflow store {mask(client.tracking_uri)} is read-only: this export is written but not recorded "
+            f"in it.")
+    chosen = _choose_model(client, experiment, best, dataset, retrain, trial_model, seed, say, recorded)
+    test = evaluate(chosen.model, dataset)
+    if recorded:
+        log_metrics(client, chosen.run_id, test)
+    card = _card(client, study, best, chosen, dataset, test, search)
+    staging = _staging(out)
+    try:
+        files = _write_formats(for_users(chosen.model), formats, staging, dataset, say)
+        card["formats"] = {name: {"file": path.name, "max_abs_difference": diff, "checked_on": n}
+                           for name, (path, diff, n) in files.items()}
+        _write_card(card, chosen.model, dataset, client, best, staging)
+        if recorded:
+            log_folder(client, chosen.run_id, staging / "card", "model_card")
+        _move_into_place(staging, out, force)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Exported(out, card, {name: (out / path.name, diff) for name, (path, diff, _) in files.items()})
+
+
+def check_out(out: Path, force: bool) -> None:
+    """Refuse an --out that exists (without --force), is a file, or lies under a file."""
+    if out.exists() and not force:
+        raise SweeperError(f"{out} already exists; choose another --out or add --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise SweeperError(f"{out} is a file; --out names a folder to create")
+    blocked = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
+    if blocked is not None:
+        raise SweeperError(f"cannot create {out}: {blocked} is a file, not a folder")
+
+
+def _choose_model(client, experiment, best: BestRun, dataset: Dataset, retrain: bool, own: bool, seed: int, say,
+                  recorded: bool = True) -> Chosen:
+    trial_model = load_run_model(client, best.run_id)
+    own_model = Chosen(trial_model, f"trial {best.trial_number}'s own model", best.run_id)
+    if own:
+        return own_model
+    done = refit_run(client, experiment, best)
+    if done is not None:
+        epochs = done.data.tags["refit_epochs"]
+        return Chosen(load_run_model(client, done.info.run_id, FINAL_MODEL_ARTIFACT),
+                      _retrained(best, epochs), done.info.run_id)
+    if not retrain:
+        say(f"Trial {best.trial_number} was not retrained on training + validation data (--no-refit or --pick): "
+            f"exporting its own model; --retrain makes the retrained one.")
+        return own_model
+    epochs = int(best.metrics.get("best_epoch", 0))
+    if epochs < 1:
+        raise ExportError(f"trial {best.trial_number} recorded no best epoch, so its training cannot be repeated; "
+                          f"export it without --retrain")
+    say(f"Retraining trial {best.trial_number}'s configuration on training + validation data for "
+        f"{plural(epochs, 'epoch')}...")
+    if not recorded:
+        model = refit(trial_model, dataset, epochs=epochs, batch_size=int(best.params.get("batch_size", 32)),
+                      learning_rates=learning_rates(client, best.run_id), seed=seed)
+        return Chosen(model, _retrained(best, epochs), best.run_id, retrained_now=True)
+    run_id = start_retrain_run(client, experiment, best)
+    started = time.perf_counter()
+    try:
+        model = refit(trial_model, dataset, epochs=epochs, batch_size=int(best.params.get("batch_size", 32)),
+                      learning_rates=learning_rates(client, best.run_id), seed=seed)
+        log_refit_model(client, run_id, model, epochs, best.run_id)
+        log_metrics(client, run_id, {"refit_seconds": time.perf_counter() - started, "refit_epochs": epochs})
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return Chosen(model, _retrained(best, epochs), run_id, retrained_now=True)
+
+
+def _retrained(best: BestRun, epochs) -> str:
+    return (f"trial {best.trial_number}'s configuration retrained on training + validation data for "
+            f"{plural(int(epochs), 'epoch')}")
+
+
+def _search_params(client, best: BestRun) -> dict:
+    """The settings of the search that ran the best trial (its parent run's params)."""
+    search_id = client.get_run(best.run_id).data.tags.get("mlflow.parentRunId", "")
+    if not search_id:
+        return {}
+    return {**{k: parse_param(v) for k, v in client.get_run(search_id).data.params.items()}, "run_id": search_id}
+
+
+def _subset(search: dict) -> int | None:
+    value = search.get("subset")
+    return value if isinstance(value, int) else None
+
+
+def _card(client, study: str, best: BestRun, chosen: Chosen, dataset: Dataset, test: dict, search: dict) -> dict:
+    trial = client.get_run(best.run_id)
+    return {
+        "study": study,
+        **dataset.metadata(),
+        "splits": {"training": len(dataset.x_train), "validation": len(dataset.x_val), "test": len(dataset.x_test)},
+        "objective": {"metric": client.get_experiment(trial.info.experiment_id).tags.get("objective_metric"),
+                      "value": best.objective},
+        "hyperparameters": {k: parse_param(v) for k, v in sorted(best.params.items())},
+        "model": chosen.description,
+        "parameter_count": int(chosen.model.count_params()),
+        "architecture": " -> ".join(_layer_summary(layer) for layer in chosen.model.layers),
+        "validation_metrics": {k.removeprefix("final_"): v for k, v in best.metrics.items()
+                               if k.startswith("final_val_")},
+        "test_metrics": test,
+        "trial_number": best.trial_number,
+        "best_epoch": int(best.metrics.get("best_epoch", 0)),
+        "search": {k: v for k, v in search.items() if k != "run_id"},
+        "mlflow_run_id": best.run_id,
+        "mlflow_model_run_id": chosen.run_id,
+        "mlflow_search_run_id": search.get("run_id", ""),
+        "mlflow_tracking_uri": mask(client.tracking_uri),
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "sweeper_version": __version__,
+        "versions": cards.library_versions(),
+    }
+
+
+def _layer_summary(layer) -> str:
+    config = layer.get_config()
+    if "units" in config:
+        return f"Dense({config['units']}, {config.get('activation')})"
+    if "rate" in config:
+        return f"Dropout({config['rate']:g})"
+    return type(layer).__name__
+
+
+def _write_formats(model, formats, staging: Path, dataset: Dataset, say) -> dict:
+    x = dataset.x_test[:CHECKED_INPUTS]
+    files = {}
+    for name in formats:
+        fmt = FORMATS[name]
+        path = staging / fmt.filename
+        difference = write_and_check(fmt, model, path, x)
+        say(f"  {name:<10} {fmt.filename:<13} reloaded: outputs within {difference:.1e} of the trained model "
+            f"on {len(x):,} test inputs")
+        files[name] = (path, difference, len(x))
+    return files
+
+
+def _write_card(card: dict, model, dataset: Dataset, client, best: BestRun, staging: Path) -> None:
+    """model.json and MODEL_CARD.md with its figures, in the export folder and (copied) in staging/card."""
+    if dataset.class_names:
+        matrix = cards.confusion_matrix(model, dataset)
+        card["confusion_matrix"] = matrix.tolist()
+        card["per_class_accuracy"] = {name: (acc, int(n)) for name, acc, n in
+                                      zip(dataset.class_names, cards.per_class_accuracy(matrix), matrix.sum(axis=1))}
+        cards.plot_confusion(matrix, dataset.class_names, staging / cards.CONFUSION_PNG)
+    curves = metric_histories(client, best.run_id, ["loss", "val_loss", "accuracy", "val_accuracy", "mae",
+                                                    "val_mae", "rmse", "val_rmse"])
+    cards.plot_learning_curves(curves, staging / cards.CURVES_PNG)
+    (staging / cards.CARD_JSON).write_text(json.dumps(card, indent=2) + "\n")
+    (staging / cards.CARD_FILE).write_text(cards.render(card))
+    (staging / "card").mkdir()
+    for name in (cards.CARD_FILE, cards.CARD_JSON, cards.CONFUSION_PNG, cards.CURVES_PNG):
+        if (staging / name).exists():
+            shutil.copy(staging / name, staging / "card" / name)
+
+
+def _staging(out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by an export that was killed
+        if not pid_alive(int(stale.name.rsplit("-", 1)[1])):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    return staging
+
+
+def _move_into_place(staging: Path, out: Path, force: bool) -> None:
+    """Rename the finished folder into place: never a half-written export."""
+    shutil.rmtree(staging / "card")
+    if out.exists() and force:
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(out)

@@ -1,0 +1,185 @@
+"""Worker processes: `--jobs N` workers on one study, each replaced by a fresh one every few trials.
+
+TensorFlow keeps about 6 MiB per trained model that `clear_session` does not free (bench/RESULTS.md),
+so a worker that ran `RECYCLE_AFTER` trials exits and a fresh process takes its place: a long sweep's
+memory stays flat. A single worker forwards its events to the caller's listener (the live display);
+several workers print a line per trial each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import threading
+import time
+
+from sweeper.domain.errors import SweeperError, SweepError, Terminated
+from sweeper.engines import BackendOptions, make_backend
+from sweeper.runtime import interrupts
+from sweeper.store.tracking import Tracker
+
+#: trials a worker process runs before a fresh one replaces it (SWEEPER_RECYCLE_AFTER overrides)
+RECYCLE_AFTER = int(os.environ.get("SWEEPER_RECYCLE_AFTER", "20"))
+_DONE, _RECYCLE = "done", "recycle"
+
+
+#: how long workers have, once interrupted, to record their trials before they are killed (their trials are
+#: then reaped by the next sweep): one in-flight write and the end of a training step
+STOP_GRACE_SECONDS = 20
+
+
+def run_workers(config, parent_id: str, listener) -> None:
+    """Run `config.jobs` workers (recycled) until the study's budget or the time is spent."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # a fresh TensorFlow per worker
+    messages = context.Queue()
+    clock = context.Value("d", 0.0)  # when the first worker was ready to train: --timeout counts from there
+    threads = max(1, (os.cpu_count() or 1) // config.jobs)
+    failures_in_a_row = {index: 0 for index in range(config.jobs)}
+
+    def spawn(index):
+        process = context.Process(target=_worker_main, name=f"sweeper-worker-{index}",
+                                  args=(config, parent_id, index, threads, clock, failures_in_a_row[index],
+                                        messages, config.jobs == 1, os.getpid()))
+        process.start()
+        return process
+
+    workers = {index: spawn(index) for index in range(config.jobs)}
+    errors = []
+    try:
+        while workers:
+            try:
+                kind, index, *payload = messages.get(timeout=0.5)
+            except queue.Empty:
+                errors += _vanished(workers)
+                continue
+            if kind == "event":
+                name, args = payload
+                getattr(listener, name)(*args)
+                continue
+            status, failures_in_a_row[index] = payload
+            workers.pop(index).join()
+            if status == _RECYCLE:
+                workers[index] = spawn(index)
+            elif status != _DONE:
+                errors.append((index, status))
+    except KeyboardInterrupt as exc:
+        stop(workers.values(), signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+        raise
+    if errors:
+        raise SweepError("; ".join(f"worker {index}: {message}" for index, message in sorted(errors)))
+
+
+def _vanished(workers: dict) -> list:
+    """Workers that died without a word (killed, out of memory)."""
+    gone = [(index, process) for index, process in workers.items() if not process.is_alive()]
+    for index, process in gone:
+        del workers[index]
+    return [(index, f"exited with code {process.exitcode}") for index, process in gone]
+
+
+def stop(processes, signum: int, grace: float = STOP_GRACE_SECONDS) -> None:
+    """Pass the interrupt to every worker at once (a worker ignores a second one: Ctrl-C in a terminal has
+    reached them already), give them `grace` seconds together to record their trials, then kill the rest."""
+    processes = [process for process in processes if process.is_alive()]
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signum)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        process.join(timeout=max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+class _ForwardingListener:
+    """A worker's listener that hands every event to the parent process's listener."""
+
+    def __init__(self, messages, index):
+        self.messages, self.index = messages, index
+
+    def __getattr__(self, name):
+        return lambda *args: self.messages.put(("event", self.index, name, args))
+
+
+def _worker_main(config, parent_id, index, threads, clock, failures_in_a_row, messages, forward, parent_pid) -> None:
+    """One worker process: its own TensorFlow threads, data, backend and trial runs; it ends with its parent."""
+    with interrupts.installed():
+        _die_with_parent(parent_pid)
+        status, failures = _DONE, failures_in_a_row
+        try:
+            status, failures = _work(config, parent_id, index, threads, clock, failures_in_a_row, messages, forward)
+        except KeyboardInterrupt:
+            pass  # its trial is recorded as interrupted; the parent process reports the interruption
+        except SweeperError as exc:
+            status = str(exc)
+        messages.put(("exit", index, status, failures))
+
+
+def _work(config, parent_id, index, threads, clock, failures_in_a_row, messages, forward) -> tuple[str, int]:
+    from sweeper.ml.quiet import import_tensorflow
+    from sweeper.present.console import worker_progress
+    from sweeper.usecases.sweep import TrialRunner
+
+    import_tensorflow()
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    space = config.space
+    listener = _ForwardingListener(messages, index) if forward else \
+        worker_progress(index, space.objective.metric, space.objective.direction, space.max_epochs)
+    dataset = config.load_data()
+    listener.data_loaded(dataset.describe_splits())
+    tracker = Tracker(config.study_name, config.tracking_uri)
+    tracker.join_search(parent_id, {"backend": config.backend, "dataset": config.dataset})
+    options = BackendOptions(config.study_name, space, config.algorithm, config.pruner, config.storage,
+                             config.seed, worker=index, grace_period=config.grace_period)
+    with make_backend(config.backend, options) as backend:
+        runner = TrialRunner(config, dataset, tracker, listener, backend.best_value, backend.take_reaped)
+        runner.failures_in_a_row = failures_in_a_row
+        try:
+            ran = backend.optimize(runner, trials=space.trials, timeout=_time_left(config.timeout, clock),
+                                   max_runs=RECYCLE_AFTER)
+        finally:
+            failures_in_a_row = runner.failures_in_a_row
+        counts = backend.counts()
+        more = counts["complete"] + counts["pruned"] < space.trials
+    return (_RECYCLE if ran >= RECYCLE_AFTER and more else _DONE), failures_in_a_row
+
+
+def _time_left(timeout: float | None, clock) -> float | None:
+    """The sweep's --timeout counts from when its first worker was ready to train (start-up excluded)."""
+    if timeout is None:
+        return None
+    with clock.get_lock():
+        if not clock.value:
+            clock.value = time.time()
+        started = clock.value
+    return max(0.0, started + timeout - time.time())
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """A worker whose parent dies (kill -9 included) gets SIGTERM, records its trial and exits (Linux: the
+    kernel's parent-death signal; elsewhere a thread that watches the parent)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, signal.SIGTERM, 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
+            raise OSError(ctypes.get_errno(), "prctl")
+    except (OSError, AttributeError):
+        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    if os.getppid() != parent_pid:  # it died before the signal was asked for
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)
