@@ -15,8 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sweeper.domain.events import SweepListener
 from sweeper.domain.space import bundled_space_path, load_space
-from sweeper.usecases.sweep import SweepConfig, SweepListener, run_sweep
+from sweeper.usecases.plan import make_plan
+from sweeper.usecases.sweep import run_sweep
 
 
 def resident_mib(pid="self") -> float:
@@ -54,7 +56,7 @@ def main():
     log = MemoryLog()
     with tempfile.TemporaryDirectory() as workdir:
         os.chdir(workdir)
-        run_sweep(SweepConfig(dataset=args.dataset, space=space, pruner="none", subset=args.subset), log)
+        run_sweep(make_plan(args.dataset, space=space, pruner="none", subset=args.subset), log)
     for trial in range(5, args.trials + 1, 5):
         print(f"after trial {trial:>3}: {log.after[trial]:7.1f} MiB resident")
     first, last = log.after[5], log.after[args.trials]

@@ -87,7 +87,7 @@ def test_the_model_card_holds_the_runs_real_figures(exported, fashion, store):
     assert np.trace(matrix) / 10_000 == pytest.approx(card["test_metrics"]["test_accuracy"], abs=1e-4)
     assert card["per_class_accuracy"]["Ankle boot"][0] == pytest.approx(matrix[9, 9] / matrix[9].sum())
     assert card["splits"] == {"training": 300, "validation": 5000, "test": 10_000}  # the sweep's --subset 300
-    assert card["search"]["backend"] == "optuna" and card["search"]["trials"] == "3"
+    assert card["search"]["backend"] == "optuna" and card["search"]["trials"] == 3  # typed (issue 17, item 15)
     assert card["parameter_count"] > 7850 and card["versions"]["keras"].startswith("3.")
     trial = store.get_run(card["mlflow_run_id"])
     search = store.get_run(trial.data.tags["mlflow.parentRunId"])

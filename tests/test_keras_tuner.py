@@ -83,7 +83,7 @@ def test_export_of_a_keras_tuner_study_reproduces_its_test_accuracy(hyperband_st
     assert exported.exit_code == 0, exported.output
     _, runs = _runs(workdir)
     parent, = [r for r in runs if r.data.tags["run_kind"] == "search"]
-    code = ("import sys, numpy as np, keras; from sweeper.data import load_dataset; d = load_dataset('digits'); "
+    code = ("import sys, numpy as np, keras; from sweeper.ml.data import load_dataset; d = load_dataset('digits'); "
             "m = keras.saving.load_model(sys.argv[1]); "
             "print(float(np.mean(m.predict(d.x_test, verbose=0).argmax(1) == d.y_test)))")
     fresh = subprocess.run([sys.executable, "-c", code, str(out / "model.keras")], capture_output=True, text=True,

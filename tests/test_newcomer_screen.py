@@ -68,19 +68,20 @@ class Recorder:
 
 def test_the_display_follows_the_refit_epoch_by_epoch_and_each_final_step(tmp_path, monkeypatch):
     from sweeper.domain.space import load_space
-    from sweeper.usecases.sweep import SweepConfig, run_sweep
+    from sweeper.usecases.plan import make_plan
+    from sweeper.usecases.sweep import run_sweep
 
     monkeypatch.chdir(tmp_path)
     space = load_space(SPACES / "digits.yaml").with_budget(trials=2, max_epochs=3, patience=3)
     listener = Recorder()
-    result = run_sweep(SweepConfig(dataset="digits", space=space, pruner="none", subset=300), listener)
+    result = run_sweep(make_plan("digits", space=space, pruner="none", subset=300), listener)
     names = [event[0] for event in listener.events]
     refit_at = names.index("refit_started")
     epochs = [event[1] for event in listener.events if event[0] == "refit_epoch_ended"]
     assert epochs == list(range(1, result.refit_epochs + 1))
     assert all("loss" in event[2] for event in listener.events if event[0] == "refit_epoch_ended")
     steps = [event[1] for event in listener.events if event[0] == "final_step"]
-    assert steps == [f"evaluating trial {result.best.trial_number}'s model on the test split",
+    assert steps == [f"evaluating trial {result.best.number}'s model on the test split",
                      "evaluating the final model on the test split", "saving the final model in MLflow",
                      "logging and registering models:/digits@champion"]
     assert names.index("final_step") < refit_at < names.index("refit_epoch_ended")
@@ -142,25 +143,21 @@ print("done")
 # -- 12. the report's axes come from the space the study recorded; fixed parameters are left out -----------
 
 def test_report_axes_follow_the_recorded_space_and_leave_fixed_parameters_out(fashion_study):
-    import mlflow
-
-    from sweeper.domain.records import curves, load_study
     from sweeper.present.figures import optuna_study, study_figures
-    from sweeper.store.tracking import recorded_space
+    from sweeper.store import Store
 
     workdir, _ = fashion_study
-    client = mlflow.MlflowClient(f"sqlite:///{workdir}/mlruns/mlflow.db")
-    record = load_study(client, "fashion")
-    space = recorded_space(client, client.get_experiment_by_name("fashion"))
-    assert space is not None and space.signature() == json.loads(
-        client.get_experiment_by_name("fashion").tags["search_space"])
-    study = optuna_study(record, curves(client, record.trials, record.metric), space)
+    store = Store.open(f"sqlite:///{workdir}/mlruns/mlflow.db", create=False)
+    record = store.study("fashion", trials=True)
+    space = store.recorded_space(record)
+    assert space is not None and space.signature() == store.space_signature(record)
+    curves = store.curves(record.trials, record.metric)
+    study = optuna_study(record, curves, space)
     distributions = {k: v for t in study.trials for k, v in t.distributions.items()}
     assert distributions["units_0"].log and not distributions["dropout"].log  # as fashion.yaml says
     assert distributions["learning_rate"].log and distributions["learning_rate"].low == 1e-4
     assert "l2" not in distributions  # fixed: not a parameter of the search
-    slice_figure = next(f.figure for f in study_figures(record, curves(client, record.trials, record.metric), space)
-                        if f.key == "slice")
+    slice_figure = next(f.figure for f in study_figures(record, curves, space) if f.key == "slice")
     assert slice_figure.layout.width is None  # it takes the page's width, not 300 px a parameter
 
 

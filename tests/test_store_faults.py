@@ -307,7 +307,9 @@ def test_an_optuna_call_on_a_trial_another_worker_failed_abandons_it_whatever_th
 def test_registration_is_one_version_per_best_trial_even_after_a_kill_between_version_and_alias(tmp_path):
     import mlflow
 
-    from sweeper.store.tracking import CHAMPION, Tracker, fluent
+    from sweeper.store import SweepRecorder
+    from sweeper.store.files import fluent
+    from sweeper.store.layout import CHAMPION
 
     assert run(tmp_path, *QUICK, "--trials", 1).returncode == 0
     store = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
@@ -319,7 +321,7 @@ def test_registration_is_one_version_per_best_trial_even_after_a_kill_between_ve
     old = os.getcwd()
     os.chdir(tmp_path)
     try:
-        tracker = Tracker("digits")
+        tracker = SweepRecorder.open("digits")
         tracker.parent_id = champion.run_id
 
         class Info:
@@ -339,7 +341,7 @@ def test_a_model_whose_logging_a_kill_cut_short_is_marked_failed_when_its_sweep_
     import mlflow
     from mlflow.entities import LoggedModelStatus
 
-    from sweeper.store.tracking import Tracker
+    from sweeper.store import SweepRecorder
 
     assert run(tmp_path, *QUICK, "--trials", 1).returncode == 0
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
@@ -353,7 +355,7 @@ def test_a_model_whose_logging_a_kill_cut_short_is_marked_failed_when_its_sweep_
     old = os.getcwd()
     os.chdir(tmp_path)
     try:
-        assert Tracker("digits").reap_dead_runs() == 1
+        assert SweepRecorder.open("digits").reap_dead_runs() == 1
     finally:
         os.chdir(old)
         os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -68,8 +68,10 @@ def doctor(repair, storage, tracking_uri):
       sweeper doctor
       sweeper doctor --repair
     """
+    from sweeper.runtime.setup import quiet_libraries
     from sweeper.usecases.doctor import check
 
+    quiet_libraries(optuna=True)
     findings = check(storage, tracking_uri, repair=repair)
     for finding in findings:
         mark = "repaired" if finding.repaired and finding.healthy else "ok" if finding.healthy else "PROBLEM"
@@ -94,11 +96,10 @@ def trials(study, sort, as_json, as_csv, tracking_uri):
       sweeper trials fashion --sort number --csv > trials.csv
     """
     check_study(tracking_uri, study)
-    from sweeper.domain.records import load_study
     from sweeper.present.console import trials_table
-    from sweeper.store.tracking import open_client
+    from sweeper.usecases.studies import load_study
 
-    record = load_study(open_client(tracking_uri, create=False), study)
+    record = load_study(study, tracking_uri)
     rows = [t.row() for t in record.sorted_trials(sort)]
     print_rows(rows, as_json, as_csv, lambda: trials_table(record, sort))
 
@@ -114,11 +115,10 @@ def studies(as_json, as_csv, tracking_uri):
     Example:
       sweeper studies
     """
-    from sweeper.domain.records import all_studies
     from sweeper.present.console import studies_table
-    from sweeper.store.tracking import open_client
+    from sweeper.usecases.studies import all_studies
 
-    records = all_studies(open_client(tracking_uri, create=False))
+    records = all_studies(tracking_uri)
     rows = [record.row() for record in records]
     print_rows(rows, as_json, as_csv, lambda: studies_table(records))
 
@@ -141,8 +141,10 @@ def report(study, out, tracking_uri):
     """
     check_study(tracking_uri, study)
     from sweeper.domain.wording import plural
+    from sweeper.runtime.setup import quiet_libraries
     from sweeper.usecases.report import build_report
 
+    quiet_libraries(optuna=True)
     built = build_report(study, out, tracking_uri=tracking_uri)
     drawn = [f.key for f in built.figures if f.figure is not None]
     skipped = [f"{f.key} ({f.note})" for f in built.figures if f.figure is None]

@@ -16,15 +16,21 @@ def reports_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from sweeper.domain.errors import SweeperError, UsageError
+        from sweeper.domain.errors import OptionError, SweeperError, UsageError
         from sweeper.runtime.interrupts import installed
+        from sweeper.runtime.setup import quiet_libraries
 
         debug = (click.get_current_context().find_root().params or {}).get("debug")
+        quiet_libraries()  # the entry point sets up its process: the libraries' own logging out of the terminal
         try:
             with installed(), _warnings_shown():  # before the first store write, in every command
                 return command(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except OptionError as exc:
+            if debug:
+                raise
+            raise click.BadParameter(exc.message, param_hint=f"'{exc.option}'") from None
         except UsageError as exc:
             if debug:
                 raise
@@ -98,11 +104,18 @@ def command_name() -> str:
     return relative if not relative.startswith("..") else os.path.abspath(started)
 
 
-def check_study(tracking_uri, study):
+def check_study(tracking_uri, study, say_missing_store=True):
     """An unknown study or a missing store refused at once, before MLflow or TensorFlow is imported."""
-    from sweeper.store.tracking import check_study_exists
+    from sweeper.usecases.studies import check_study_exists
 
-    check_study_exists(tracking_uri, study)
+    check_study_exists(tracking_uri, study, say_missing_store=say_missing_store)
+
+
+def error_console():
+    """Rich on stderr, for what a sweep says while it runs; lines are not broken (a path stays whole)."""
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)
 
 
 def print_rows(rows, as_json, as_csv, table):

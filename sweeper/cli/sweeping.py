@@ -17,26 +17,10 @@ from sweeper.cli.options import (
     storage_option,
     tracking_option,
 )
-from sweeper.cli.speak import check_study, command_name, print_summary, reports_errors
+from sweeper.cli.speak import check_study, command_name, error_console, print_summary, reports_errors
 from sweeper.domain.choices import ENGINES
-
-
-def _load_space(dataset, space_file, trials, max_epochs, patience):
-    """The space file (or DATASET's bundled one) with the budget options given -> (space, explicit budget)."""
-    from sweeper.domain.space import bundled_space_path, load_space
-
-    budget = {k: v for k, v in dict(trials=trials, max_epochs=max_epochs, patience=patience).items()
-              if v is not None}
-    return load_space(space_file or bundled_space_path(dataset)).with_budget(**budget), budget
-
-
-def _check_dataset_options(dataset, target, impute=None):
-    if target and not dataset.startswith("csv:"):
-        raise click.UsageError("--target applies to csv:PATH datasets only")
-    if impute and not dataset.startswith("csv:"):
-        raise click.UsageError("--impute applies to csv:PATH datasets only")
-    if dataset.startswith("csv:") and not target:
-        raise click.UsageError(f"{dataset} needs --target COLUMN naming the column to predict")
+from sweeper.domain.wording import plural
+from sweeper.present.console import banner
 
 
 @click.command()
@@ -83,46 +67,37 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
       sweeper search fashion --trials 12 --jobs 2
       sweeper search csv:houses.csv --target price --timeout 30m
     """
-    algorithm, pruner = _check_engine(backend, algorithm, pruner)
-    _check_dataset_options(dataset, target, impute)
-    from rich.console import Console
+    from sweeper.usecases.plan import make_plan
 
-    from sweeper.present.console import banner
-    from sweeper.usecases.sweep import SweepConfig, check_inputs, with_recorded_budget
-
-    space, budget = _load_space(dataset, space_file, trials, max_epochs, patience)
-    if space.cost:
-        pruner = "none"  # Optuna prunes single-objective studies only
-    config = SweepConfig(dataset=dataset, space=space, study=study, backend=backend, algorithm=algorithm,
-                         pruner=pruner, storage=storage, tracking_uri=tracking_uri, timeout=timeout, subset=subset,
-                         seed=seed, target=target, task=task, impute=impute, max_failures=max_failures,
-                         jobs=jobs, refit=refit, grace_period=grace_period, budget=budget, start_over=start_over)
-    if algorithm == "grid":
-        space.grid()  # refuse an ungriddable space before any work starts
-    check_inputs(config)
-    config = with_recorded_budget(config)
-    space = config.space
-    err = Console(stderr=True, soft_wrap=True)
-    err.print(banner(dataset, config))
+    plan = make_plan(dataset, space=space_file, study=study, trials=trials, max_epochs=max_epochs, patience=patience,
+                     backend=backend, algorithm=algorithm, pruner=pruner, storage=storage, tracking_uri=tracking_uri,
+                     timeout=timeout, subset=subset, seed=seed, target=target, task=task, impute=impute,
+                     max_failures=max_failures, jobs=jobs, refit=refit, grace_period=grace_period,
+                     start_over=start_over, quiet_workers=True)
+    err = error_console()
+    err.print(banner(plan))
+    space = plan.space
     if not space.tuned():
         err.print(f"Note: every parameter of {space.source} is fixed: each trial trains the same configuration (with "
                   f"its own seed); give parameters a range or choices to search them.")
     if space.start and backend != "optuna":
         err.print(f"Note: the space's `start` configurations are tried first by the optuna backend only; "
                   f"{backend}'s oracles draw every trial themselves.")
-    _sweep_with_progress(config, err)
+    sweep_with_progress(plan, err)
 
 
-def _sweep_with_progress(config, err):
+def sweep_with_progress(plan, err):
     """Run the sweep under the live display; Ctrl-C and SIGTERM end it cleanly; print the summary."""
     from sweeper.domain.errors import SweepInterrupted
     from sweeper.present.console import LiveProgress
+    from sweeper.runtime.setup import quiet_libraries
     from sweeper.usecases.sweep import run_sweep
 
-    space = config.space
+    quiet_libraries(optuna=True)
+    objective = plan.space.objective
     try:
-        with LiveProgress(err, space.objective.metric, space.objective.direction, space.max_epochs) as progress:
-            result = run_sweep(config, progress)
+        with LiveProgress(err, objective.metric, objective.direction, plan.space.max_epochs) as progress:
+            result = run_sweep(plan, progress)
     except SweepInterrupted as stop:
         print_summary(stop.result)
         signal_name = "SIGTERM" if stop.terminated else "Ctrl-C"
@@ -167,31 +142,27 @@ def refine(study, top, margin, trials, name, out, space_file, force, seed, stora
       sweeper search fashion --trials 12
       sweeper refine fashion --trials 12            # writes fashion-refined.yaml, study fashion-refined
     """
-    from rich.console import Console
-
-    check_study(tracking_uri, study)
-    from sweeper.domain.wording import plural
+    check_study(tracking_uri, study, say_missing_store=False)
     from sweeper.usecases.refine import prepare
 
-    refinement, config = prepare(study, top=top, margin=margin, trials=trials, out=Path(out) if out else None,
-                                 name=name, space_file=space_file, force=force, storage=storage,
-                                 tracking_uri=tracking_uri, seed=seed)
-    err = Console(stderr=True, soft_wrap=True)
+    refinement, plan = prepare(study, top=top, margin=margin, trials=trials, out=Path(out) if out else None,
+                               name=name, space_file=space_file, force=force, storage=storage,
+                               tracking_uri=tracking_uri, seed=seed, quiet_workers=True)
+    err = error_console()
     err.print(f"Refining [bold]{study}[/] around its top {len(refinement.top)} trials (best "
-              f"{refinement.top[0].value:.4f}): wrote {config.space.source}")
+              f"{refinement.top[0].value:.4f}): wrote {plan.space.source}")
     for change in refinement.changes:
         err.print(f"  {change}")
-    err.print(f"Study [bold]{config.study_name}[/]: {len(refinement.top)} warm-start trials + "
-              f"{config.space.trials - len(refinement.top)} new, up to {plural(config.space.max_epochs, 'epoch')} "
-              f"each")
-    result = _sweep_with_progress(config, err)
+    err.print(f"Study [bold]{plan.study}[/]: {len(refinement.top)} warm-start trials + "
+              f"{plan.space.trials - len(refinement.top)} new, up to {plural(plan.space.max_epochs, 'epoch')} each")
+    result = sweep_with_progress(plan, err)
     first = refinement.top[0]
     if result.best is not None:
-        better = config.space.objective.better(result.best.objective, first.value)
+        better = plan.space.objective.better(result.best.value, first.value)
         click.echo(f"First stage: {study}'s best {result.objective_metric} {first.value:.4f} (trial {first.number}); "
-                   f"refined: {result.best.objective:.4f} (trial {result.best.trial_number}). The better model is "
-                   f"{config.study_name + ' (refined)' if better else study + ' (first stage)'}'s: sweeper export "
-                   f"{config.study_name if better else study} --out best/")
+                   f"refined: {result.best.value:.4f} (trial {result.best.number}). The better model is "
+                   f"{plan.study + ' (refined)' if better else study + ' (first stage)'}'s: {command_name()} export "
+                   f"{plan.study if better else study} --out best/")
 
 
 @click.group()
@@ -223,17 +194,19 @@ def study_create(name, dataset, space_file, trials, max_epochs, patience, storag
       sweeper study create fashion-pg --dataset fashion --trials 12 --max-epochs 10
       sweeper search fashion --study fashion-pg     # on each host
     """
-    _check_dataset_options(dataset, target, impute)
-    from sweeper.domain.wording import plural
-    from sweeper.usecases.sweep import SweepConfig, create_study
+    from sweeper.runtime.setup import quiet_libraries
+    from sweeper.usecases.plan import make_plan
+    from sweeper.usecases.sweep import create_study
 
-    space, _ = _load_space(dataset, space_file, trials, max_epochs, patience)
-    created = create_study(SweepConfig(dataset=dataset, space=space, study=name, storage=storage,
-                                       tracking_uri=tracking_uri, target=target, task=task,
-                                       impute=impute))
+    plan = make_plan(dataset, space=space_file, study=name, trials=trials, max_epochs=max_epochs, patience=patience,
+                     storage=storage, tracking_uri=tracking_uri, target=target, task=task, impute=impute,
+                     recorded_budget=False)
+    quiet_libraries(optuna=True)
+    created = create_study(plan)
     space = created.space
     click.echo(f"Created study '{name}' in {created.storage}: {plural(space.trials, 'trial')} of up to "
-               f"{plural(space.max_epochs, 'epoch')} (patience {space.patience}), {space.objective.direction} {space.objective.metric}.\n"
+               f"{plural(space.max_epochs, 'epoch')} (patience {space.patience}), {space.objective.direction} "
+               f"{space.objective.metric}.\n"
                f"MLflow: experiment '{name}', sweep run {created.parent_run_id} at {created.tracking_uri}.\n"
                f"Start workers on any host (same sweeper version, {dataset} available locally, the same "
                f"SWEEPER_STORAGE and MLFLOW_TRACKING_URI):\n  {command_name()} search {dataset} --study {name}")
@@ -288,15 +261,3 @@ def lr_find(dataset, space_file, write, optimizer, steps, start_lr, end_lr, out,
                f"Suggested learning_rate: {{type: float, low: {test.low:g}, high: {test.high:g}, log: true}}\n"
                f"Plot: {found.plot_path} (and in MLflow, run {found.run_id})"
                + (f"\nWrote the range into {found.written}." if found.written else ""))
-
-
-def _check_engine(backend, algorithm, pruner):
-    algorithms, pruners = ENGINES[backend]
-    algorithm, pruner = algorithm or algorithms[0], pruner or pruners[0]
-    if algorithm not in algorithms:
-        raise click.BadParameter(f"'{algorithm}' is not an algorithm of the {backend} backend; expected one of "
-                                 f"{', '.join(algorithms)}", param_hint="'--algorithm'")
-    if pruner not in pruners:
-        raise click.BadParameter(f"'{pruner}' is not a pruner of the {backend} backend; expected one of "
-                                 f"{', '.join(pruners)}", param_hint="'--pruner'")
-    return algorithm, pruner

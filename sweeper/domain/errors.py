@@ -1,4 +1,4 @@
-"""The few exceptions the library raises; `cli.py` turns them into `Error:` lines."""
+"""The few exceptions the library raises; the command line turns them into `Error:` lines once."""
 
 
 class SweeperError(Exception):
@@ -43,6 +43,14 @@ class SweepError(SweeperError):
 
 class UsageError(SweeperError):
     """Options that cannot work together; the CLI reports it as a usage error (exit 2)."""
+
+
+class OptionError(UsageError):
+    """One option's value is not accepted; `option` names it as the command line spells it (e.g. --algorithm)."""
+
+    def __init__(self, option: str, message: str):
+        self.option, self.message = option, message
+        super().__init__(f"{option}: {message}")
 
 
 class StoreError(SweeperError):

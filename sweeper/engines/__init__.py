@@ -1,26 +1,24 @@
-"""Search engines behind one seam (`base.Backend`). Importing this package imports no engine."""
+"""The engines: the seam (`base.Engine`, driven by a trial function over a Suggester) and one adapter per search
+engine, Optuna (`optuna_engine`, the default) and Keras Tuner (`keras_tuner_engine`). They see only the domain:
+neither the store nor Keras training. Importing this package imports no engine."""
 
-from sweeper.domain.choices import ENGINES
-from sweeper.engines.base import Backend, BackendOptions, ShouldPrune, TrialFunction, TrialPlan
-
-CHOICES = ENGINES  # engine name -> (algorithms, pruners), the first of each its default
+from sweeper.engines.base import Engine, EngineOptions, ShouldPrune, TrialFunction, TrialPlan
 
 
-def backend_class(name: str) -> type[Backend]:
+def engine_class(name: str) -> type[Engine]:
     if name == "optuna":
-        from sweeper.engines.optuna_engine import OptunaBackend
+        from sweeper.engines.optuna_engine import OptunaEngine
 
-        return OptunaBackend
+        return OptunaEngine
     if name == "keras-tuner":
-        from sweeper.engines.keras_tuner_engine import KerasTunerBackend
+        from sweeper.engines.keras_tuner_engine import KerasTunerEngine
 
-        return KerasTunerBackend
+        return KerasTunerEngine
     raise KeyError(name)
 
 
-def make_backend(name: str, options: BackendOptions) -> Backend:
-    return backend_class(name)(options)
+def make_engine(name: str, options: EngineOptions) -> Engine:
+    return engine_class(name)(options)
 
 
-__all__ = ["Backend", "BackendOptions", "CHOICES", "ShouldPrune", "TrialFunction", "TrialPlan", "backend_class",
-           "make_backend"]
+__all__ = ["Engine", "EngineOptions", "ShouldPrune", "TrialFunction", "TrialPlan", "engine_class", "make_engine"]

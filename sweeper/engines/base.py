@@ -1,9 +1,10 @@
 """The seam every search engine adapts to.
 
-A backend owns the study (its storage, algorithm and budget) and calls `run_trial` with a
-Suggester of its own; it never sees Keras or MLflow. `run_trial` returns the objective value or
-raises `TrialPruned` (pruned) or `TrialFailed` (recorded as failed, the sweep goes on); any other
-exception is fatal and stops the sweep.
+An engine owns the study (its storage, algorithm and budget) and calls the trial function with a Suggester of its
+own; it never sees Keras or MLflow. The trial function returns the trial's `TrialOutcome` (complete, pruned,
+failed, abandoned), which the engine records through its own table of states; only what stops the sweep (an
+interrupt, a full disk, the failure cap) is raised past it, and `outcome_of` tells the engine how the trial it was
+running ended.
 """
 
 from __future__ import annotations
@@ -14,15 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from sweeper.domain.records import TrialOutcome
 from sweeper.domain.space import SearchSpace, Suggester
-
-#: A trial's outcome, in the words every summary, table and MLflow `state` tag uses.
-TRIAL_STATES = ("complete", "pruned", "failed", "interrupted", "running")
-
-
-def empty_counts() -> dict[str, int]:
-    return dict.fromkeys(TRIAL_STATES, 0)
-
 
 #: Reports (epoch, objective value); True means "stop this trial now".
 ShouldPrune = Callable[[int, float], bool]
@@ -46,11 +40,11 @@ class TrialPlan:
 
 class TrialFunction(Protocol):
     def __call__(self, suggester: Suggester, number: int, should_prune: ShouldPrune,
-                 plan: TrialPlan = TrialPlan()) -> float: ...
+                 plan: TrialPlan = TrialPlan()) -> TrialOutcome: ...
 
 
 @dataclass(frozen=True)
-class BackendOptions:
+class EngineOptions:
     study: str
     space: SearchSpace
     algorithm: str | None = None
@@ -62,12 +56,12 @@ class BackendOptions:
     warm_start: tuple = ()  # (params, objective value) of trials to add to a new study as complete (refine)
 
 
-class Backend(ABC):
+class Engine(ABC):
     name: str
     algorithms: tuple[str, ...]
     pruners: tuple[str, ...] = ("none",)
 
-    def __init__(self, options: BackendOptions):
+    def __init__(self, options: EngineOptions):
         self.options = options
 
     def __enter__(self):
@@ -77,7 +71,7 @@ class Backend(ABC):
         self.close()
 
     def close(self) -> None:
-        """Let go of what the study holds in this process (a backend is used as a context manager)."""
+        """Let go of what the study holds in this process (an engine is used as a context manager)."""
 
     @abstractmethod
     def optimize(self, run_trial: TrialFunction, *, trials: int, timeout: float | None,
@@ -110,12 +104,12 @@ class Backend(ABC):
 
     @classmethod
     @abstractmethod
-    def study_exists(cls, options: BackendOptions) -> bool:
+    def study_exists(cls, options: EngineOptions) -> bool:
         """Whether the study is in its storage, found without creating anything."""
 
     @classmethod
     @abstractmethod
-    def describe_storage(cls, options: BackendOptions) -> str:
+    def describe_storage(cls, options: EngineOptions) -> str:
         """Where the study lives, for messages: e.g. "the Optuna storage mlruns/optuna/journal.log"."""
 
     @abstractmethod
@@ -128,4 +122,4 @@ class Backend(ABC):
 
     @abstractmethod
     def counts(self) -> dict[str, int]:
-        """Trials of the study by state (`empty_counts`'s keys: the words every table and summary uses)."""
+        """Trials of the study by state (`domain.records.empty_counts`'s keys: the words every table uses)."""

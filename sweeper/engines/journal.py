@@ -153,3 +153,16 @@ def repair(path: Path) -> tuple[list[BadLine], Path | None]:
     finally:
         repaired.unlink(missing_ok=True)
     return bad, backup
+
+
+def studies_load(path: Path) -> str | None:
+    """What stops the journal's studies from loading (None: every one loads, with its trials)."""
+    import optuna
+
+    try:
+        storage = optuna.storages.JournalStorage(SafeJournalFileBackend(path))
+        for study in storage.get_all_studies():
+            storage.get_all_trials(study._study_id, deepcopy=False)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None

@@ -16,14 +16,15 @@ import time
 import warnings
 from pathlib import Path
 
-from sweeper.domain.errors import DiskFull, SweepError, TrialFailed, UsageError
-from sweeper.engines import CHOICES
-from sweeper.engines.base import Backend, BackendOptions, TrialFunction, TrialPlan, empty_counts
+from sweeper.domain.choices import ENGINES
+from sweeper.domain.errors import SweepError, UsageError
+from sweeper.domain.places import KERAS_TUNER_DIR
+from sweeper.domain.records import empty_counts, outcome_of
+from sweeper.engines.base import Engine, EngineOptions, TrialFunction, TrialPlan
 from sweeper.runtime import interrupts
 from sweeper.runtime.workers import hold_lock
 
 logger = logging.getLogger(__name__)
-STATE_DIR = Path("mlruns") / "keras-tuner"
 _STATES = {"COMPLETED": "complete", "FAILED": "failed", "INVALID": "failed", "RUNNING": "running"}
 _CHECKPOINT = "checkpoint.weights.h5"
 
@@ -90,18 +91,20 @@ def _tuner_class():
 
         def run_trial(self, trial, *args, **kwargs):
             try:
-                value = self.run_trial_function(HyperParametersSuggester(trial.hyperparameters), int(trial.trial_id),
-                                                lambda epoch, value: False, self._plan(trial))
-            except TrialFailed as exc:
-                raise kt.errors.FailedTrialError(str(exc)) from exc
-            except DiskFull as exc:  # the trial stays running in the oracle: Keras Tuner reruns it on resume
-                raise kt.errors.FatalError(str(exc)) from exc
-            except SweepError as exc:  # the failure cap: record this trial as failed, then stop
-                trial.status, trial.message = "FAILED", str(exc)
-                self.oracle.end_trial(trial)
-                self.save()
+                outcome = self.run_trial_function(HyperParametersSuggester(trial.hyperparameters),
+                                                  int(trial.trial_id), lambda epoch, value: False, self._plan(trial))
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # a full disk or the failure cap: the sweep stops
+                if outcome_of(exc).state != "interrupted":  # the failure cap: this trial failed
+                    trial.status, trial.message = "FAILED", str(exc)
+                    self.oracle.end_trial(trial)
+                    self.save()
+                # else the trial stays running in the oracle: Keras Tuner runs it again on resume
                 raise kt.errors.FatalError(str(exc)) from exc  # Keras Tuner would record any other error and go on
-            return {self.metric: value}
+            if outcome.state != "complete":  # Keras Tuner prunes nothing: the trial failed
+                raise kt.errors.FailedTrialError(outcome.reason)
+            return {self.metric: outcome.value}
 
         def _plan(self, trial) -> TrialPlan:
             """A Hyperband round trains epochs initial_epoch+1 .. tuner/epochs from its promoted trial's weights."""
@@ -120,8 +123,8 @@ def _tuner_class():
     return SweeperTuner
 
 
-def _directory(options: BackendOptions) -> Path:
-    return Path(options.storage or STATE_DIR).resolve()
+def _directory(options: EngineOptions) -> Path:
+    return Path(options.storage or KERAS_TUNER_DIR).resolve()
 
 
 def _lock_study(path: Path, study: str):
@@ -134,18 +137,12 @@ def _lock_study(path: Path, study: str):
     return held
 
 
-class KerasTunerBackend(Backend):
+class KerasTunerEngine(Engine):
     name = "keras-tuner"
-    algorithms, pruners = CHOICES["keras-tuner"]
+    algorithms, pruners = ENGINES["keras-tuner"]
 
-    def __init__(self, options: BackendOptions):
+    def __init__(self, options: EngineOptions):
         super().__init__(options)
-        if options.storage and "://" in options.storage:
-            raise UsageError(f"the keras-tuner backend keeps its state in a folder, but --storage is the URL "
-                             f"{options.storage}; give a folder path (default: {STATE_DIR})")
-        if (options.pruner or "none") != "none":
-            raise UsageError(f"unknown pruner '{options.pruner}' for keras-tuner; expected one of "
-                             f"{', '.join(self.pruners)}")
         self.directory = _directory(options)
         self._lock = _lock_study(self.directory / f"{options.study}.lock", options.study)
         self.oracle = self._oracle(options.algorithm or "random")
@@ -209,11 +206,11 @@ class KerasTunerBackend(Backend):
         self._lock.close()  # closing the file releases its lock
 
     @classmethod
-    def study_exists(cls, options: BackendOptions) -> bool:
+    def study_exists(cls, options: EngineOptions) -> bool:
         return (_directory(options) / options.study / "oracle.json").is_file()
 
     @classmethod
-    def describe_storage(cls, options: BackendOptions) -> str:
+    def describe_storage(cls, options: EngineOptions) -> str:
         where = _directory(options) / options.study
         return f"the Keras Tuner folder {where.relative_to(Path.cwd()) if where.is_relative_to(Path.cwd()) else where}"
 

@@ -11,16 +11,17 @@ import time
 import warnings
 from pathlib import Path
 
-from sweeper.domain.errors import DiskFull, SweeperError, TrialAbandoned, TrialFailed, TrialPruned, UsageError
+from sweeper.domain.choices import ENGINES
+from sweeper.domain.errors import SweeperError, TrialAbandoned, UsageError
+from sweeper.domain.places import OPTUNA_JOURNAL
+from sweeper.domain.records import TrialOutcome, empty_counts, outcome_of
 from sweeper.domain.space import signature_changes
 from sweeper.domain.urls import mask, scrub
-from sweeper.engines import CHOICES
-from sweeper.engines.base import Backend, BackendOptions, TrialFunction, empty_counts
+from sweeper.engines.base import Engine, EngineOptions, TrialFunction
 from sweeper.runtime import interrupts
 from sweeper.runtime.workers import file_lock, is_dead, this_worker
 
 logger = logging.getLogger(__name__)
-JOURNAL_PATH = Path("mlruns") / "optuna" / "journal.log"
 SPACE_ATTR = "search_space"  # study user attr: the space's signature, which joining workers must match
 _POLL_SECONDS = 2.0
 
@@ -29,15 +30,36 @@ def _retry_once(study, trial):
     """Optuna's retry of a trial whose worker died: the same parameters once more (system attr failed_trial)."""
     import optuna
 
-    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
+    with _quiet_warnings():
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
 
+
+
+@contextlib.contextmanager
+def _quiet_warnings():
+    """Optuna's warnings about what sweeper does on purpose, kept to the block: features marked experimental
+    (multivariate TPE, the retry callback), and heartbeats outside Study.optimize (sweeper runs the heartbeat
+    thread around each trial itself: ask and tell keep the budget exact)."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        yield
+
+
+def _optuna_state(state: str):
+    """A trial's outcome (other than complete) -> Optuna's TrialState."""
+    from optuna.trial import TrialState
+
+    return {"pruned": TrialState.PRUNED, "failed": TrialState.FAIL, "interrupted": TrialState.FAIL}[state]
 
 
 def journal_path(url: str | None) -> Path | None:
     """The journal file a storage URL names (None for an RDB URL such as sqlite:// or postgresql://)."""
     if url and "://" in url:
         return None
-    return (Path(url) if url else JOURNAL_PATH).resolve()
+    return (Path(url) if url else OPTUNA_JOURNAL).resolve()
 
 
 def make_storage(url: str | None, grace_period: int = 60):
@@ -198,24 +220,20 @@ class _OwnTrial:
             return self.trial.should_prune()
 
 
-class OptunaBackend(Backend):
+class OptunaEngine(Engine):
     name = "optuna"
-    algorithms, pruners = CHOICES["optuna"]
+    algorithms, pruners = ENGINES["optuna"]
 
-    def __init__(self, options: BackendOptions):
+    def __init__(self, options: EngineOptions):
         import optuna
 
         super().__init__(options)
-        optuna.logging.set_verbosity(optuna.logging.ERROR)
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        # We run the heartbeat thread around each trial ourselves (ask and tell keep the budget exact).
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         space = options.space
         self.journal_path = journal_path(options.storage)
         import sqlalchemy
 
         try:
-            with self.study_lock():  # workers starting together on a new store create the study once
+            with self.study_lock(), _quiet_warnings():  # workers starting together on a new store create it once
                 self.study = optuna.create_study(study_name=options.study,
                                                  storage=make_storage(options.storage, options.grace_period),
                                                  directions=[o.direction for o in space.objectives],
@@ -238,7 +256,8 @@ class OptunaBackend(Backend):
         # Offset the seed by the trials already run, so a resumed study does not replay its first draws,
         # and by the worker's index, so that workers started together do not draw the same trials.
         seed = options.seed + len(self.study.trials) + 7919 * options.worker
-        self.study.sampler = self._sampler(options.algorithm or "tpe", seed)
+        with _quiet_warnings():
+            self.study.sampler = self._sampler(options.algorithm or "tpe", seed)
         self.study.pruner = self._pruner(options.pruner or "median")
         self._reseeded = False
         self._reaped: list[int] = []
@@ -323,7 +342,6 @@ class OptunaBackend(Backend):
 
     def _run(self, trial, run_trial) -> None:
         from optuna.storages._heartbeat import get_heartbeat_thread  # what study.optimize runs around a trial
-        from optuna.trial import TrialState
 
         heartbeats = self.journal_path is None
         own = _OwnTrial(trial, self._abandoned, lambda: self._still_running(trial.number))
@@ -335,32 +353,35 @@ class OptunaBackend(Backend):
                 return False
             return own.report_and_ask(value, epoch)
 
-        # skip_if_finished: another worker may have failed the trial meanwhile; Optuna then warns, not raises
-        with get_heartbeat_thread(trial._trial_id, self.study._storage):
+        with get_heartbeat_thread(trial._trial_id, self.study._storage), _quiet_warnings():
             try:
-                value = run_trial(own, trial.number, should_prune)
-            except TrialPruned:
-                self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
-            except TrialAbandoned:
-                pass  # already failed (and its retry queued) by the worker that found it silent
-            except TrialFailed:
-                self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-            except BaseException as exc:  # Ctrl-C, SIGTERM, a full disk or the failure cap: the sweep stops
-                self._end_stopped(trial, exc)
+                outcome = run_trial(own, trial.number, should_prune)
+            except BaseException as exc:  # an interrupt, a full disk or the failure cap: the sweep stops
+                self._end_stopped(trial, outcome_of(exc))
                 raise
-            else:
-                self.study.tell(trial, value, skip_if_finished=True)
+            self._tell(trial, outcome)
         gc.collect()
 
-    def _end_stopped(self, trial, exc: BaseException) -> None:
+    def _tell(self, trial, outcome: TrialOutcome) -> None:
+        """The trial's outcome in Optuna's words (skip_if_finished: another worker may have failed the trial
+        meanwhile; Optuna then warns, not raises)."""
+        if outcome.state == "abandoned":
+            return  # already failed (and its retry queued) by the worker that found it silent
+        if outcome.state == "complete":
+            values = outcome.value if outcome.cost is None else [outcome.value, outcome.cost]
+            self.study.tell(trial, values, skip_if_finished=True)
+        else:
+            self.study.tell(trial, state=_optuna_state(outcome.state), skip_if_finished=True)
+
+    def _end_stopped(self, trial, outcome: TrialOutcome) -> None:
         """The trial running when the sweep stopped: failed; and when the stop was not the configuration's
         fault (an interrupt, a full disk), its parameters are queued to run again on resume."""
         from optuna.trial import TrialState
 
-        interrupted = isinstance(exc, (KeyboardInterrupt, DiskFull))
+        interrupted = outcome.state == "interrupted"
         try:
             if interrupted:
-                trial.set_user_attr("interrupted", "full disk" if isinstance(exc, DiskFull) else "interrupt")
+                trial.set_user_attr("interrupted", "full disk" if outcome.error == "DiskFull" else "interrupt")
             self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             if interrupted:
                 _retry_once(self.study, self.study.trials[trial.number])
@@ -416,7 +437,8 @@ class OptunaBackend(Backend):
         from optuna.trial import TrialState
 
         running = {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        optuna.storages.fail_stale_trials(self.study)
+        with _quiet_warnings():
+            optuna.storages.fail_stale_trials(self.study)
         still = {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         failed = {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
         return sorted((running - still) & failed)
@@ -436,7 +458,7 @@ class OptunaBackend(Backend):
             deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
     @classmethod
-    def study_exists(cls, options: BackendOptions) -> bool:
+    def study_exists(cls, options: EngineOptions) -> bool:
         path = journal_path(options.storage)
         if path is not None and not path.exists():
             return False
@@ -444,7 +466,7 @@ class OptunaBackend(Backend):
         return options.study in {study.study_name for study in storage.get_all_studies()}
 
     @classmethod
-    def describe_storage(cls, options: BackendOptions) -> str:
+    def describe_storage(cls, options: EngineOptions) -> str:
         path = journal_path(options.storage)
         if path is None:
             return f"the Optuna storage {mask(options.storage)}"

@@ -413,9 +413,9 @@ def load_dataset(name: str, target: str | None = None, task: str | None = None,
     return DATASETS[name].load()
 
 
-def load_recorded(tags: dict) -> Dataset:
-    """The dataset a study recorded in its experiment's tags (dataset, target, task, impute)."""
-    return load_dataset(tags["dataset"], tags.get("target") or None, tags.get("task"), tags.get("impute") or None)
+def load_recorded(study) -> Dataset:
+    """The dataset a study recorded (a `domain.records.StudyRecord`: dataset, target, task, impute)."""
+    return load_dataset(study.dataset, study.target, study.task or None, study.impute)
 
 
 def dataset_task(name: str, target: str | None = None, task: str | None = None,

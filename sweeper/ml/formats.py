@@ -40,16 +40,25 @@ class Format:
         raise NotImplementedError
 
 
+def load_keras(path):
+    """A `.keras` file as a Keras model (safe mode: no code is run from the file)."""
+    import keras
+
+    return keras.saving.load_model(path, safe_mode=True)
+
+
+def save_keras(model, path) -> None:
+    model.save(path)
+
+
 class KerasFormat(Format):
     name, filename, description = "keras", "model.keras", "Keras 3 native (keras.saving.load_model)"
 
     def write(self, model, path):
-        model.save(path)
+        save_keras(model, path)
 
     def load(self, path):
-        import keras
-
-        loaded = keras.saving.load_model(path, safe_mode=True)
+        loaded = load_keras(path)
         return lambda x: loaded.predict(x, verbose=0, batch_size=1024)
 
 

@@ -9,8 +9,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sweeper.domain.events import SweepListener, SweepResult
 from sweeper.domain.wording import plural
-from sweeper.usecases.sweep import SweepListener, SweepResult
 
 _SHOWN_PARAMS = ("n_layers", "learning_rate", "batch_size", "optimizer", "dropout", "activation")
 _PARAM_HEADERS = ("lr", "batch", "optimizer", "dropout", "activation")  # of _SHOWN_PARAMS[1:]
@@ -18,10 +18,11 @@ _STYLES = {"complete": "green", "pruned": "yellow", "failed": "red", "interrupte
 
 
 class LiveProgress(SweepListener):
-    """Trials done of the budget, the running trial's epoch, the best value so far; a line per trial."""
+    """Trials done of the budget, the running trial's epoch, the best value so far; a line per trial. With several
+    workers (`worker(i)`), an epoch bar per worker and lines marked with the worker's number."""
 
-    def __init__(self, console: Console, metric: str, direction: str, max_epochs: int, prefix: str = ""):
-        self.console, self.metric, self.max_epochs, self.prefix = console, metric, max_epochs, prefix
+    def __init__(self, console: Console, metric: str, direction: str, max_epochs: int):
+        self.console, self.metric, self.max_epochs = console, metric, max_epochs
         self.maximize = direction == "maximize"
         self.best = None
         self.splits_said = False
@@ -31,6 +32,7 @@ class LiveProgress(SweepListener):
                                  transient=True, disable=not console.is_terminal)
         self.trials = self.progress.add_task("trials", total=None, note="")
         self.epochs = self.progress.add_task("epochs", total=max_epochs, note="")
+        self._workers: dict[int, _WorkerProgress] = {}
 
     def __enter__(self):
         self.progress.start()
@@ -39,12 +41,18 @@ class LiveProgress(SweepListener):
     def __exit__(self, *exc):
         self.progress.stop()
 
+    def worker(self, index):
+        if index not in self._workers:
+            if not self._workers:
+                self.progress.update(self.epochs, visible=False)  # each worker shows its own
+            self._workers[index] = _WorkerProgress(self, index)
+        return self._workers[index]
+
     def search_started(self, study, trials, counts, best):
         self.best = best
         done = counts["complete"] + counts["pruned"]
         if done:
-            trials_done = f"{done} trial{'s' if done > 1 else ''}"
-            self.console.print(f"Resuming study [bold]{study}[/]: {trials_done} finished before "
+            self.console.print(f"Resuming study [bold]{escape(study)}[/]: {plural(done, 'trial')} finished before "
                                f"({_unfinished(counts)}), best {self.metric} {_fmt(best)}")
         self.progress.update(self.trials, total=trials, completed=min(done, trials), note=self._best_note())
 
@@ -58,33 +66,23 @@ class LiveProgress(SweepListener):
                            f"again once with the same parameters.")
 
     def trial_started(self, number, params):
-        self.started[number] = time.perf_counter()
-        self.progress.reset(self.epochs, total=self.max_epochs, description=f"trial {number}", note="")
+        self.start_trial(number, self.epochs, f"trial {number}")
 
     def epoch_ended(self, number, epoch, logs):
-        value = logs.get(self.metric)
-        self.progress.update(self.epochs, completed=epoch, note=f"{self.metric} {_fmt(value)}")
+        self.show_epoch(self.epochs, epoch, logs)
 
     def trial_ended(self, number, state, value, note=""):
-        seconds = time.perf_counter() - self.started.pop(number, time.perf_counter())
-        if state != "failed":
-            self.progress.advance(self.trials)
-        if value is not None and (self.best is None or (value > self.best) == self.maximize):
-            self.best = value
-        self.progress.update(self.trials, note=self._best_note())
-        style = _STYLES[state]
-        detail = f"{self.metric} {_fmt(value)}" if value is not None else note
-        self.console.print(f"{self.prefix}trial {number:>3} [{style}]{state:<8}[/] {detail}  ({seconds:.1f}s)")
+        self.end_trial(number, state, value, note, "")
 
     def data_loaded(self, splits):
         if not self.splits_said:  # every worker of a pool says it; once is enough
             self.splits_said = True
-            self.console.print(f"{self.prefix}Data: {splits}")
+            self.console.print(f"Data: {splits}")
 
     def refit_started(self, trial_number, epochs):
-        self.console.print(f"{self.prefix}retraining trial {trial_number}'s configuration on training + validation "
-                           f"data for {plural(epochs, 'epoch')} (--no-refit skips this)")
-        self.progress.reset(self.epochs, total=epochs, description="refit", note="")
+        self.console.print(f"retraining trial {trial_number}'s configuration on training + validation data for "
+                           f"{plural(epochs, 'epoch')} (--no-refit skips this)")
+        self.progress.reset(self.epochs, total=epochs, description="refit", note="", visible=True)
 
     def refit_epoch_ended(self, epoch, logs):
         shown = next((name for name in ("accuracy", "loss") if name in logs), None)
@@ -93,16 +91,55 @@ class LiveProgress(SweepListener):
     def final_step(self, what):
         self.progress.update(self.trials, description="final model", note=what)
 
+    def start_trial(self, number: int, bar, description: str) -> None:
+        self.started[number] = time.perf_counter()
+        self.progress.reset(bar, total=self.max_epochs, description=description, note="")
+
+    def show_epoch(self, bar, epoch: int, logs: dict) -> None:
+        self.progress.update(bar, completed=epoch, note=f"{self.metric} {_fmt(logs.get(self.metric))}")
+
+    def end_trial(self, number: int, state: str, value, note: str, prefix: str) -> None:
+        seconds = time.perf_counter() - self.started.pop(number, time.perf_counter())
+        if state != "failed":
+            self.progress.advance(self.trials)
+        if value is not None and (self.best is None or (value > self.best) == self.maximize):
+            self.best = value
+        self.progress.update(self.trials, note=self._best_note())
+        detail = f"{self.metric} {_fmt(value)}" if value is not None else escape(note)
+        self.console.print(f"{escape(prefix)}trial {number:>3} [{_STYLES[state]}]{state:<8}[/] {detail}  "
+                           f"({seconds:.1f}s)")
+
     def _best_note(self):
         return f"best {self.metric} {_fmt(self.best)}"
 
 
-def banner(dataset: str, config) -> str:
+class _WorkerProgress(SweepListener):
+    """The events of one worker of several: its own epoch bar, its lines marked `[worker i]`; the trials done and
+    the best value are the sweep's, kept by the display."""
+
+    def __init__(self, display: LiveProgress, index: int):
+        self.display, self.prefix = display, f"[worker {index}] "
+        self.epochs = display.progress.add_task(f"worker {index}", total=display.max_epochs, note="")
+
+    def trial_started(self, number, params):
+        self.display.start_trial(number, self.epochs, escape(f"{self.prefix}trial {number}"))
+
+    def epoch_ended(self, number, epoch, logs):
+        self.display.show_epoch(self.epochs, epoch, logs)
+
+    def trial_ended(self, number, state, value, note=""):
+        self.display.end_trial(number, state, value, note, self.prefix)
+
+    def data_loaded(self, splits):
+        self.display.data_loaded(splits)
+
+
+def banner(plan) -> str:
     """What a sweep is about to do, in two lines that fit 80 columns."""
-    space = config.space
-    return (f"Sweeping [bold]{escape(dataset)}[/]: study [bold]{escape(config.study_name)}[/], "
+    space = plan.space
+    return (f"Sweeping [bold]{escape(plan.dataset)}[/]: study [bold]{escape(plan.study)}[/], "
             f"{plural(space.trials, 'trial')} of up to {plural(space.max_epochs, 'epoch')}\n"
-            f"Engine {config.backend}, algorithm {config.algorithm}, pruner {config.pruner}")
+            f"Engine {plan.backend}, algorithm {plan.algorithm}, pruner {plan.pruner}")
 
 
 def _unfinished(counts: dict) -> str:
@@ -130,10 +167,10 @@ def summary(result: SweepResult, command: str = "sweeper") -> Group:
         return Group(*parts)
     metric = result.objective_metric.removeprefix("val_")
     rows = []
-    for run in result.top:
-        p, m = run.data.params, run.data.metrics
-        rows.append([run.data.tags.get("trial_number", "?"), _fmt(m.get("objective")), _fmt(m.get("epochs"), 0),
-                     _units(p), *(_fmt_param(p.get(name)) for name in _SHOWN_PARAMS[1:])])
+    for trial in result.top:
+        p = _texts(trial.params)
+        rows.append([str(trial.number), _fmt(trial.value), _fmt(trial.epochs, 0), _units(p),
+                     *(_fmt_param(p.get(name)) for name in _SHOWN_PARAMS[1:])])
     parts.append(FittedTable(f"Best trials by {result.objective_metric}",
                              ["trial", metric, "epochs", "units", *_PARAM_HEADERS], rows))
     if result.pareto:
@@ -142,10 +179,10 @@ def summary(result: SweepResult, command: str = "sweeper") -> Group:
     tests = f"on the test split: {tests}" if tests else "not yet evaluated on the test split"
     if result.refit_epochs:
         trial_tests = ", ".join(f"{k} {v:.4f}" for k, v in result.trial_test_metrics.items())
-        tests = (f"retrained on training + validation data for {plural(result.refit_epochs, 'epoch')}, {tests} (the trial's "
-                 f"own model: {trial_tests})")
-    parts.append(f"Best model: trial {result.best.trial_number}, {result.objective_metric} "
-                 f"{result.best.objective:.4f}; {tests}")
+        tests = (f"retrained on training + validation data for {plural(result.refit_epochs, 'epoch')}, {tests} "
+                 f"(the trial's own model: {trial_tests})")
+    parts.append(f"Best model: trial {result.best.number}, {result.objective_metric} {result.best.value:.4f}; "
+                 f"{tests}")
     if result.finished_elsewhere:
         parts.append("Other workers still run trials of this study: the last to finish evaluates the best model "
                      "on the test split, registers it and ends the sweep run.")
@@ -156,8 +193,13 @@ def summary(result: SweepResult, command: str = "sweeper") -> Group:
     return Group(*parts)
 
 
+def _texts(params: dict) -> dict[str, str]:
+    """A trial's parameters as text, as the tables show them."""
+    return {name: str(value) for name, value in params.items()}
+
+
 def _units(params: dict) -> str:
-    """Layer widths as text, e.g. 256-128, from params as MLflow holds them (units_0, units_1, ...)."""
+    """Layer widths as text, e.g. 256-128, from a trial's parameters (units_0, units_1, ...)."""
     return "-".join(str(params[f"units_{i}"]) for i in range(int(params.get("n_layers", 0)))
                     if f"units_{i}" in params)
 
@@ -166,11 +208,10 @@ def _pareto_table(result: SweepResult, command: str) -> FittedTable:
     """Two objectives: the trials no other beats on both, cheapest first."""
     metric = result.objective_metric.removeprefix("val_")
     rows = []
-    for run in result.pareto:
-        p, m = run.data.params, run.data.metrics
-        cost = m[result.cost_metric]
-        rows.append([run.data.tags.get("trial_number", "?"), _fmt(m.get("objective")),
-                     f"{cost:,.0f}" if result.cost_metric == "param_count" else f"{cost:.3f}", _units(p),
+    for trial in result.pareto:
+        p = _texts(trial.params)
+        rows.append([str(trial.number), _fmt(trial.value),
+                     f"{trial.cost:,.0f}" if result.cost_metric == "param_count" else f"{trial.cost:.3f}", _units(p),
                      _fmt_param(p.get("learning_rate")), p.get("optimizer", "")])
     return FittedTable(f"Pareto front: {metric} against {result.cost_metric}",
                        ["trial", metric, result.cost_metric, "units", "lr", "optimizer"], rows,
@@ -183,7 +224,7 @@ def trials_table(record, order: str) -> FittedTable:
     """`sweeper trials`: one row per trial, with the parameters that shape an MLP."""
     rows = []
     for trial in record.sorted_trials(order):
-        p = {k: str(v) for k, v in trial.params.items()}
+        p = _texts(trial.params)
         rows.append([str(trial.number), f"[{_STYLES.get(trial.state, 'white')}]{trial.state}[/]", _fmt(trial.value),
                      _fmt(trial.seconds, 1), _fmt(trial.epochs, 0), _units(p),
                      *(_fmt_param(p.get(name)) for name in _SHOWN_PARAMS[1:])])
@@ -260,9 +301,3 @@ def _fmt_param(text):
     except ValueError:
         return text
     return text if number.is_integer() else f"{number:.3g}"
-
-
-def worker_progress(index: int, metric: str, direction: str, max_epochs: int) -> LiveProgress:
-    """A `--jobs` worker's listener: a plain line per trial on stderr, marked with the worker's number."""
-    return LiveProgress(Console(stderr=True, force_terminal=False, width=120), metric, direction, max_epochs,
-                        prefix=escape(f"[worker {index}] "))

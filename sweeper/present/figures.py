@@ -31,7 +31,6 @@ def optuna_study(record: StudyRecord, curves: dict[int, list[tuple[int, float]]]
     out."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(direction=record.direction, study_name=record.name)
     distributions = _space_distributions(space) if space is not None else _distributions(record.trials)
     for trial in record.trials:

@@ -49,7 +49,7 @@ def _journal(path: Path, repair: bool) -> Finding:
     if not repair:
         return Finding(str(path), False, f"{found}; `sweeper doctor --repair` keeps the {good:,} good ones")
     _, backup = journal.repair(path)
-    problem = _studies_load(path)
+    problem = journal.studies_load(path)
     if problem:
         return Finding(str(path), False, f"{found}; without them the studies do not load ({problem}): restore "
                                          f"{backup.name} or a backup", repaired=True)
@@ -57,40 +57,26 @@ def _journal(path: Path, repair: bool) -> Finding:
                                     f"{backup.name}); every study loads", repaired=True)
 
 
-def _studies_load(path: Path) -> str | None:
-    import optuna
-
-    from sweeper.engines.journal import SafeJournalFileBackend
-
-    try:
-        storage = optuna.storages.JournalStorage(SafeJournalFileBackend(path))
-        for study in storage.get_all_studies():
-            storage.get_all_trials(study._study_id, deepcopy=False)
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
 def _mlflow(tracking_uri: str | None, repair: bool) -> Finding:
-    from sweeper.store import tracking
+    from sweeper.store import Store, default_tracking_uri
+    from sweeper.store.files import half_created, set_aside, sqlite_path
 
-    uri = tracking_uri or tracking.default_tracking_uri()
-    database = tracking.sqlite_path(uri)
+    uri = tracking_uri or default_tracking_uri()
+    database = sqlite_path(uri)
     if database is None:
         return Finding(uri, True, "not an SQLite file: left to the server's or the database's own tools")
     if not database.exists():
         return Finding(str(database), True, "no MLflow store yet (the first `sweeper search` makes it)")
-    broken = tracking.half_created(database)
+    broken = half_created(database)
     if broken is not None:
         if not repair:
             return Finding(str(database), False, f"half-created by an interrupted first run ({broken}) and holds no "
                                                  f"runs; `sweeper doctor --repair` sets it aside")
-        aside = tracking.set_aside(database, "half-created")
+        aside = set_aside(database, "half-created")
         return Finding(str(database), True, f"half-created ({broken}), held no runs: set aside as {aside.name}",
                        repaired=True)
     try:
-        client = tracking.open_client(uri, create=False)
-        experiments = [e for e in client.search_experiments() if "backend" in e.tags]
+        studies = Store.open(uri, create=False).study_names()
     except SweeperError as exc:
         return Finding(str(database), False, str(exc))
-    return Finding(str(database), True, f"opens; {len(experiments)} stud{'y' if len(experiments) == 1 else 'ies'}")
+    return Finding(str(database), True, f"opens; {len(studies)} stud{'y' if len(studies) == 1 else 'ies'}")

@@ -11,34 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sweeper import __version__
 from sweeper.domain.errors import ExportError, SweeperError
-from sweeper.domain.urls import mask
+from sweeper.domain.records import StudyRecord, TrialRecord
 from sweeper.domain.wording import plural
 from sweeper.ml.data import Dataset, load_recorded
 from sweeper.ml.formats import FORMATS, check_installed, write_and_check
-from sweeper.ml.train import evaluate, for_users, refit
 from sweeper.present import card as cards
 from sweeper.runtime.workers import pid_alive
-from sweeper.store.tracking import (
-    FINAL_MODEL_ARTIFACT,
-    BestRun,
-    best_run,
-    find_experiment,
-    learning_rates,
-    load_run_model,
-    log_folder,
-    log_metrics,
-    log_refit_model,
-    metric_histories,
-    open_client,
-    parse_param,
-    refit_run,
-    running_sweep,
-    smallest_within,
-    start_retrain_run,
-    store_is_read_only,
-)
+from sweeper.store import Store
 
 #: How many test inputs each written file is checked on (the whole test split of Fashion-MNIST).
 CHECKED_INPUTS = 10_000
@@ -71,42 +51,43 @@ def export_best(study: str, out: str | Path, *, formats=("keras",), retrain: boo
     among those within that margin of the best objective). Its model is the one the sweep made final and
     registered (the configuration retrained on the training and validation splits together) when there
     is one; else the trial's own, or with `retrain` one retrained now. `trial_model` takes the trial's own."""
+    from sweeper.ml.train import evaluate, for_users
+
     out = Path(out)
     formats = list(dict.fromkeys(formats))
     check_out(out, force)
     check_installed(formats)
-    client = open_client(tracking_uri, create=False)
-    experiment = find_experiment(client, study)
-    best = best_run(client, study)
+    store = Store.open(tracking_uri, create=False)
+    record = store.study(study)
+    best = store.best_trial(record)
     if smallest_within_margin is not None:
-        top, best = best, smallest_within(client, study, best, smallest_within_margin)
-        say(f"Picked trial {best.trial_number} ({int(best.metrics.get('param_count', 0)):,} parameters, objective "
-            f"{best.objective:.4f}): the smallest within {smallest_within_margin:g} of the best, trial "
-            f"{top.trial_number} ({int(top.metrics.get('param_count', 0)):,} parameters, {top.objective:.4f}).")
-    tags = experiment.tags
-    if running_sweep(client, experiment) is not None:
-        say(f"Study {study} has a sweep running: this is the best model so far (trial {best.trial_number}); the "
+        top, best = best, store.smallest_within(record, best, smallest_within_margin)
+        say(f"Picked trial {best.number} ({int(best.metrics.get('param_count', 0)):,} parameters, objective "
+            f"{best.value:.4f}): the smallest within {smallest_within_margin:g} of the best, trial "
+            f"{top.number} ({int(top.metrics.get('param_count', 0)):,} parameters, {top.value:.4f}).")
+    if store.running_sweep(record) is not None:
+        say(f"Study {study} has a sweep running: this is the best model so far (trial {best.number}); the "
             f"sweep may still find a better one, and it makes its final model when it ends.")
-    search = _search_params(client, best)
-    dataset = load_recorded(tags).subset(
-        _subset(search))  # the data the sweep trained on
-    recorded = not store_is_read_only(client)
+    search = store.search_of(best)
+    settings = search.settings if search else {}
+    subset = settings.get("subset")
+    dataset = load_recorded(record).subset(subset if isinstance(subset, int) else None)  # what the sweep trained on
+    recorded = not store.read_only
     if not recorded:
-        say(f"The MLflow store {mask(client.tracking_uri)} is read-only: this export is written but not recorded "
-            f"in it.")
-    chosen = _choose_model(client, experiment, best, dataset, retrain, trial_model, seed, say, recorded)
+        say(f"The MLflow store {store.describe()} is read-only: this export is written but not recorded in it.")
+    chosen = _choose_model(store, record, best, dataset, retrain, trial_model, seed, say, recorded)
     test = evaluate(chosen.model, dataset)
     if recorded:
-        log_metrics(client, chosen.run_id, test)
-    card = _card(client, study, best, chosen, dataset, test, search)
+        store.log_metrics(chosen.run_id, test)
+    card = _card(store, record, best, chosen, dataset, test, settings, search.run_id if search else "")
     staging = _staging(out)
     try:
         files = _write_formats(for_users(chosen.model), formats, staging, dataset, say)
         card["formats"] = {name: {"file": path.name, "max_abs_difference": diff, "checked_on": n}
                            for name, (path, diff, n) in files.items()}
-        _write_card(card, chosen.model, dataset, client, best, staging)
+        _write_card(card, chosen.model, dataset, store, best, staging)
         if recorded:
-            log_folder(client, chosen.run_id, staging / "card", "model_card")
+            store.log_folder(chosen.run_id, staging / "card", "model_card")
         _move_into_place(staging, out, force)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -124,87 +105,76 @@ def check_out(out: Path, force: bool) -> None:
         raise SweeperError(f"cannot create {out}: {blocked} is a file, not a folder")
 
 
-def _choose_model(client, experiment, best: BestRun, dataset: Dataset, retrain: bool, own: bool, seed: int, say,
-                  recorded: bool = True) -> Chosen:
-    trial_model = load_run_model(client, best.run_id)
-    own_model = Chosen(trial_model, f"trial {best.trial_number}'s own model", best.run_id)
+def _choose_model(store: Store, record: StudyRecord, best: TrialRecord, dataset: Dataset, retrain: bool, own: bool,
+                  seed: int, say, recorded: bool = True) -> Chosen:
+    from sweeper.ml.train import refit
+
+    trial_model = store.load_trial_model(best)
+    own_model = Chosen(trial_model, f"trial {best.number}'s own model", best.run_id)
     if own:
         return own_model
-    done = refit_run(client, experiment, best)
+    done = store.refit_of(record, best)
     if done is not None:
-        epochs = done.data.tags["refit_epochs"]
-        return Chosen(load_run_model(client, done.info.run_id, FINAL_MODEL_ARTIFACT),
-                      _retrained(best, epochs), done.info.run_id)
+        model, epochs, run_id = done
+        return Chosen(model, _retrained(best, epochs), run_id)
     if not retrain:
-        say(f"Trial {best.trial_number} was not retrained on training + validation data (--no-refit or --pick): "
+        say(f"Trial {best.number} was not retrained on training + validation data (--no-refit or --pick): "
             f"exporting its own model; --retrain makes the retrained one.")
         return own_model
-    epochs = int(best.metrics.get("best_epoch", 0))
+    epochs = best.best_epoch
     if epochs < 1:
-        raise ExportError(f"trial {best.trial_number} recorded no best epoch, so its training cannot be repeated; "
+        raise ExportError(f"trial {best.number} recorded no best epoch, so its training cannot be repeated; "
                           f"export it without --retrain")
-    say(f"Retraining trial {best.trial_number}'s configuration on training + validation data for "
+    say(f"Retraining trial {best.number}'s configuration on training + validation data for "
         f"{plural(epochs, 'epoch')}...")
+
+    def retrained():
+        return refit(trial_model, dataset, epochs=epochs, batch_size=int(best.params.get("batch_size", 32)),
+                     learning_rates=store.learning_rates(best), seed=seed)
+
     if not recorded:
-        model = refit(trial_model, dataset, epochs=epochs, batch_size=int(best.params.get("batch_size", 32)),
-                      learning_rates=learning_rates(client, best.run_id), seed=seed)
-        return Chosen(model, _retrained(best, epochs), best.run_id, retrained_now=True)
-    run_id = start_retrain_run(client, experiment, best)
+        return Chosen(retrained(), _retrained(best, epochs), best.run_id, retrained_now=True)
+    run_id = store.start_retrain(record, best)
     started = time.perf_counter()
     try:
-        model = refit(trial_model, dataset, epochs=epochs, batch_size=int(best.params.get("batch_size", 32)),
-                      learning_rates=learning_rates(client, best.run_id), seed=seed)
-        log_refit_model(client, run_id, model, epochs, best.run_id)
-        log_metrics(client, run_id, {"refit_seconds": time.perf_counter() - started, "refit_epochs": epochs})
+        model = retrained()
+        store.log_refit_model(run_id, model, epochs, best)
+        store.log_metrics(run_id, {"refit_seconds": time.perf_counter() - started, "refit_epochs": epochs})
     except BaseException:
-        client.set_terminated(run_id, "FAILED")
+        store.end_run(run_id, "FAILED")
         raise
-    client.set_terminated(run_id, "FINISHED")
+    store.end_run(run_id, "FINISHED")
     return Chosen(model, _retrained(best, epochs), run_id, retrained_now=True)
 
 
-def _retrained(best: BestRun, epochs) -> str:
-    return (f"trial {best.trial_number}'s configuration retrained on training + validation data for "
+def _retrained(best: TrialRecord, epochs: int) -> str:
+    return (f"trial {best.number}'s configuration retrained on training + validation data for "
             f"{plural(int(epochs), 'epoch')}")
 
 
-def _search_params(client, best: BestRun) -> dict:
-    """The settings of the search that ran the best trial (its parent run's params)."""
-    search_id = client.get_run(best.run_id).data.tags.get("mlflow.parentRunId", "")
-    if not search_id:
-        return {}
-    return {**{k: parse_param(v) for k, v in client.get_run(search_id).data.params.items()}, "run_id": search_id}
-
-
-def _subset(search: dict) -> int | None:
-    value = search.get("subset")
-    return value if isinstance(value, int) else None
-
-
-def _card(client, study: str, best: BestRun, chosen: Chosen, dataset: Dataset, test: dict, search: dict) -> dict:
-    trial = client.get_run(best.run_id)
+def _card(store: Store, record: StudyRecord, best: TrialRecord, chosen: Chosen, dataset: Dataset, test: dict,
+          settings: dict, search_run_id: str) -> dict:
     return {
-        "study": study,
+        "study": record.name,
         **dataset.metadata(),
         "splits": {"training": len(dataset.x_train), "validation": len(dataset.x_val), "test": len(dataset.x_test)},
-        "objective": {"metric": client.get_experiment(trial.info.experiment_id).tags.get("objective_metric"),
-                      "value": best.objective},
-        "hyperparameters": {k: parse_param(v) for k, v in sorted(best.params.items())},
+        "objective": {"metric": record.metric, "value": best.value},
+        "hyperparameters": dict(sorted(best.params.items())),
         "model": chosen.description,
         "parameter_count": int(chosen.model.count_params()),
         "architecture": " -> ".join(_layer_summary(layer) for layer in chosen.model.layers),
         "validation_metrics": {k.removeprefix("final_"): v for k, v in best.metrics.items()
                                if k.startswith("final_val_")},
         "test_metrics": test,
-        "trial_number": best.trial_number,
-        "best_epoch": int(best.metrics.get("best_epoch", 0)),
-        "search": {k: v for k, v in search.items() if k != "run_id"},
+        "trial_number": best.number,
+        "best_epoch": best.best_epoch,
+        "search": settings,
         "mlflow_run_id": best.run_id,
         "mlflow_model_run_id": chosen.run_id,
-        "mlflow_search_run_id": search.get("run_id", ""),
-        "mlflow_tracking_uri": mask(client.tracking_uri),
+        "mlflow_search_run_id": search_run_id,
+        "mlflow_tracking_uri": store.describe(),
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "sweeper_version": __version__,
+        "sweeper_version": sweeper_version(),
         "versions": cards.library_versions(),
     }
 
@@ -231,7 +201,7 @@ def _write_formats(model, formats, staging: Path, dataset: Dataset, say) -> dict
     return files
 
 
-def _write_card(card: dict, model, dataset: Dataset, client, best: BestRun, staging: Path) -> None:
+def _write_card(card: dict, model, dataset: Dataset, store: Store, best: TrialRecord, staging: Path) -> None:
     """model.json and MODEL_CARD.md with its figures, in the export folder and (copied) in staging/card."""
     if dataset.class_names:
         matrix = cards.confusion_matrix(model, dataset)
@@ -239,8 +209,8 @@ def _write_card(card: dict, model, dataset: Dataset, client, best: BestRun, stag
         card["per_class_accuracy"] = {name: (acc, int(n)) for name, acc, n in
                                       zip(dataset.class_names, cards.per_class_accuracy(matrix), matrix.sum(axis=1))}
         cards.plot_confusion(matrix, dataset.class_names, staging / cards.CONFUSION_PNG)
-    curves = metric_histories(client, best.run_id, ["loss", "val_loss", "accuracy", "val_accuracy", "mae",
-                                                    "val_mae", "rmse", "val_rmse"])
+    curves = store.metric_histories(best, ["loss", "val_loss", "accuracy", "val_accuracy", "mae", "val_mae", "rmse",
+                                           "val_rmse"])
     cards.plot_learning_curves(curves, staging / cards.CURVES_PNG)
     (staging / cards.CARD_JSON).write_text(json.dumps(card, indent=2) + "\n")
     (staging / cards.CARD_FILE).write_text(cards.render(card))
@@ -248,6 +218,15 @@ def _write_card(card: dict, model, dataset: Dataset, client, best: BestRun, stag
     for name in (cards.CARD_FILE, cards.CARD_JSON, cards.CONFUSION_PNG, cards.CURVES_PNG):
         if (staging / name).exists():
             shutil.copy(staging / name, staging / "card" / name)
+
+
+def sweeper_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sweeper")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _staging(out: Path) -> Path:

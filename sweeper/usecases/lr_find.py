@@ -224,13 +224,13 @@ def lr_find(dataset_name: str, space: SearchSpace, *, study: str, out: Path, wri
     """Run the range test on the space's reference configuration, plot it to `out`, record it in MLflow
     (a run of kind lr-find in the study's experiment) and, with `write`, narrow that space file's range."""
     from sweeper.ml.data import load_dataset
-    from sweeper.store.tracking import Tracker
+    from sweeper.store import SweepRecorder
 
     params = probe_configuration(space, optimizer)
     if dataset_name.startswith("csv:"):
         raise UsageError("lr-find runs on the named datasets; for csv:PATH, use --space with its search")
     dataset = load_dataset(dataset_name).subset(subset)
-    tracker = Tracker(study, tracking_uri)
+    tracker = SweepRecorder.open(study, tracking_uri)
     test = range_test(params, dataset, start_lr=start_lr, end_lr=end_lr, steps=steps, seed=seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     plot(test, out, f"Learning-rate range test: {dataset_name}, {params['optimizer']}, batch {params['batch_size']}")

@@ -2,8 +2,8 @@
 
 TensorFlow keeps about 6 MiB per trained model that `clear_session` does not free (bench/RESULTS.md),
 so a worker that ran `RECYCLE_AFTER` trials exits and a fresh process takes its place: a long sweep's
-memory stays flat. A single worker forwards its events to the caller's listener (the live display);
-several workers print a line per trial each.
+memory stays flat. Every worker forwards its events to the caller's listener (`SweepListener.worker(i)` when
+there are several), which decides how they are shown: the pool draws nothing itself.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import threading
 import time
 
 from sweeper.domain.errors import SweeperError, SweepError, Terminated
-from sweeper.engines import BackendOptions, make_backend
+from sweeper.engines import make_engine
 from sweeper.runtime import interrupts
-from sweeper.store.tracking import Tracker
+from sweeper.store import SweepRecorder
+from sweeper.usecases.plan import SweepPlan
 
 #: trials a worker process runs before a fresh one replaces it (SWEEPER_RECYCLE_AFTER overrides)
 RECYCLE_AFTER = int(os.environ.get("SWEEPER_RECYCLE_AFTER", "20"))
@@ -30,24 +31,25 @@ _DONE, _RECYCLE = "done", "recycle"
 STOP_GRACE_SECONDS = 20
 
 
-def run_workers(config, parent_id: str, listener) -> None:
-    """Run `config.jobs` workers (recycled) until the study's budget or the time is spent."""
+def run_workers(plan: SweepPlan, parent_id: str, listener) -> None:
+    """Run `plan.jobs` workers (recycled) until the study's budget or the time is spent."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # a fresh TensorFlow per worker
     messages = context.Queue()
     clock = context.Value("d", 0.0)  # when the first worker was ready to train: --timeout counts from there
-    threads = max(1, (os.cpu_count() or 1) // config.jobs)
-    failures_in_a_row = {index: 0 for index in range(config.jobs)}
+    threads = max(1, (os.cpu_count() or 1) // plan.jobs)
+    failures_in_a_row = {index: 0 for index in range(plan.jobs)}
 
     def spawn(index):
         process = context.Process(target=_worker_main, name=f"sweeper-worker-{index}",
-                                  args=(config, parent_id, index, threads, clock, failures_in_a_row[index],
-                                        messages, config.jobs == 1, os.getpid()))
+                                  args=(plan, parent_id, index, threads, clock, failures_in_a_row[index],
+                                        messages, os.getpid()))
         process.start()
         return process
 
-    workers = {index: spawn(index) for index in range(config.jobs)}
+    workers = {index: spawn(index) for index in range(plan.jobs)}
+    listeners = {index: listener.worker(index) if plan.jobs > 1 else listener for index in range(plan.jobs)}
     errors = []
     try:
         while workers:
@@ -58,7 +60,7 @@ def run_workers(config, parent_id: str, listener) -> None:
                 continue
             if kind == "event":
                 name, args = payload
-                getattr(listener, name)(*args)
+                getattr(listeners[index], name)(*args)
                 continue
             status, failures_in_a_row[index] = payload
             workers.pop(index).join()
@@ -107,13 +109,17 @@ class _ForwardingListener:
         return lambda *args: self.messages.put(("event", self.index, name, args))
 
 
-def _worker_main(config, parent_id, index, threads, clock, failures_in_a_row, messages, forward, parent_pid) -> None:
-    """One worker process: its own TensorFlow threads, data, backend and trial runs; it ends with its parent."""
+def _worker_main(plan, parent_id, index, threads, clock, failures_in_a_row, messages, parent_pid) -> None:
+    """One worker process: its own TensorFlow threads, data, engine and trial runs; it ends with its parent."""
+    if plan.quiet_workers:  # a process of its own: it quiets the libraries as its parent did
+        from sweeper.runtime.setup import quiet_libraries
+
+        quiet_libraries(optuna=True)
     with interrupts.installed():
         _die_with_parent(parent_pid)
         status, failures = _DONE, failures_in_a_row
         try:
-            status, failures = _work(config, parent_id, index, threads, clock, failures_in_a_row, messages, forward)
+            status, failures = _work(plan, parent_id, index, threads, clock, failures_in_a_row, messages)
         except KeyboardInterrupt:
             pass  # its trial is recorded as interrupted; the parent process reports the interruption
         except SweeperError as exc:
@@ -121,34 +127,30 @@ def _worker_main(config, parent_id, index, threads, clock, failures_in_a_row, me
         messages.put(("exit", index, status, failures))
 
 
-def _work(config, parent_id, index, threads, clock, failures_in_a_row, messages, forward) -> tuple[str, int]:
+def _work(plan, parent_id, index, threads, clock, failures_in_a_row, messages) -> tuple[str, int]:
     from sweeper.ml.quiet import import_tensorflow
-    from sweeper.present.console import worker_progress
-    from sweeper.usecases.sweep import TrialRunner
+    from sweeper.usecases.runner import TrialRunner
 
     import_tensorflow()
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-    space = config.space
-    listener = _ForwardingListener(messages, index) if forward else \
-        worker_progress(index, space.objective.metric, space.objective.direction, space.max_epochs)
-    dataset = config.load_data()
+    space = plan.space
+    listener = _ForwardingListener(messages, index)
+    dataset = plan.load_data()
     listener.data_loaded(dataset.describe_splits())
-    tracker = Tracker(config.study_name, config.tracking_uri)
-    tracker.join_search(parent_id, {"backend": config.backend, "dataset": config.dataset})
-    options = BackendOptions(config.study_name, space, config.algorithm, config.pruner, config.storage,
-                             config.seed, worker=index, grace_period=config.grace_period)
-    with make_backend(config.backend, options) as backend:
-        runner = TrialRunner(config, dataset, tracker, listener, backend.best_value, backend.take_reaped)
+    recorder = SweepRecorder.open(plan.study, plan.tracking_uri)
+    recorder.join_search(parent_id, {"backend": plan.backend, "dataset": plan.dataset})
+    with make_engine(plan.backend, plan.engine_options(worker=index)) as engine:
+        runner = TrialRunner(plan, dataset, recorder, listener, engine.best_value, engine.take_reaped)
         runner.failures_in_a_row = failures_in_a_row
         try:
-            ran = backend.optimize(runner, trials=space.trials, timeout=_time_left(config.timeout, clock),
-                                   max_runs=RECYCLE_AFTER)
+            ran = engine.optimize(runner, trials=space.trials, timeout=_time_left(plan.timeout, clock),
+                                  max_runs=RECYCLE_AFTER)
         finally:
             failures_in_a_row = runner.failures_in_a_row
-        counts = backend.counts()
+        counts = engine.counts()
         more = counts["complete"] + counts["pruned"] < space.trials
     return (_RECYCLE if ran >= RECYCLE_AFTER and more else _DONE), failures_in_a_row
 

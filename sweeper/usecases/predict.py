@@ -44,39 +44,20 @@ def load_predictor(model_ref: str, tracking_uri: str | None = None) -> Predictor
     if not (folder / KerasFormat.filename).is_file() or not (folder / CARD_JSON).is_file():
         raise ExportError(f"{model_ref} is not an export folder (expected {KerasFormat.filename} and {CARD_JSON} in "
                           f"it, as `sweeper export` writes) nor a models:/NAME@ALIAS or models:/NAME/VERSION URI")
-    import keras
+    from sweeper.ml.formats import load_keras
 
     metadata = json.loads((folder / CARD_JSON).read_text())
-    return Predictor(keras.saving.load_model(folder / KerasFormat.filename, safe_mode=True), metadata, str(folder))
+    return Predictor(load_keras(folder / KerasFormat.filename), metadata, str(folder))
 
 
 def _from_registry(uri: str, tracking_uri: str | None) -> Predictor:
-    import mlflow
+    from sweeper.store import Store
 
-    from sweeper.store.tracking import fluent, open_client
-
-    client = open_client(tracking_uri, create=False)
-    try:
-        with fluent(client.tracking_uri):
-            info = mlflow.models.get_model_info(uri)
-            model = _keras_model(mlflow.pyfunc.load_model(uri))
-    except Exception as exc:
-        raise ExportError(f"cannot load {uri} from the MLflow store: {str(exc).splitlines()[0]}") from None
-    metadata = (info.metadata or {}).get("sweeper")
+    model, metadata = Store.open(tracking_uri, create=False).load_registered(uri)
     if not metadata:
         raise ExportError(f"{uri} was not logged by this version of sweeper (its MLmodel has no sweeper metadata); "
                           f"export it with `sweeper export` and predict from that folder")
     return Predictor(model, metadata, uri)
-
-
-def _keras_model(pyfunc_model):
-    """The Keras model inside a registered sweeper model (logged as code; older ones in the tensorflow flavor)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return pyfunc_model.unwrap_python_model().keras_model
-    except MlflowException:  # not a python model: MLflow's tensorflow flavor wraps the Keras model itself
-        return pyfunc_model._model_impl.keras_model
 
 
 def read_inputs(path: str | Path, predictor: Predictor) -> tuple[list[str], np.ndarray]:

@@ -14,6 +14,8 @@ from types import MappingProxyType
 from sweeper.domain.errors import UsageError
 from sweeper.domain.records import StudyRecord, TrialRecord
 from sweeper.domain.space import Choice, FloatRange, IntRange, SearchSpace, dump_space, load_space
+from sweeper.store import Store
+from sweeper.usecases.plan import make_plan
 
 
 @dataclass
@@ -106,34 +108,27 @@ def write_refined(refinement: Refinement, path: Path, *, force: bool = False) ->
     return path
 
 
-def stage_one(client, study: str, space_file: str | None = None) -> tuple[StudyRecord, SearchSpace, dict]:
-    """The study to refine as MLflow holds it: its trials, the space it swept (the copy logged on its latest
+def stage_one(store: Store, study: str, space_file: str | None = None) -> tuple[StudyRecord, SearchSpace, dict]:
+    """The study to refine as the store holds it: its trials, the space it swept (the copy kept on its latest
     search run, or `space_file`), and that run's settings (budget, subset)."""
-    from sweeper.domain.records import load_study
-    from sweeper.store.tracking import SPACE_TAG, find_experiment, latest_search, recorded_space
-
-    record = load_study(client, study)
-    experiment = find_experiment(client, study)
-    search = latest_search(client, experiment)
-    space = load_space(space_file) if space_file else recorded_space(client, experiment)
+    record = store.study(study, trials=True)
+    search = store.latest_search(record)
+    space = load_space(space_file) if space_file else store.recorded_space(record)
     if space is None:
         raise UsageError(f"study '{study}' has no copy of its search space in MLflow (it predates sweeper "
                          f"refine); pass the file it was run with: --space FILE")
-    recorded = json.loads(experiment.tags.get(SPACE_TAG, "{}"))
+    recorded = store.space_signature(record)
     if recorded and recorded != space.signature():
         raise UsageError(f"{space.source} is not the space study '{study}' was run with; pass that file with --space")
-    return record, space, dict(search.data.params) if search is not None else {}
+    return record, space, search.settings if search is not None else {}
 
 
 def prepare(study: str, *, top: int, margin: float, trials: int | None, out: Path | None, name: str | None,
             space_file: str | None = None, force: bool = False, storage: str | None = None,
-            tracking_uri: str | None = None, seed: int = 0):
-    """The refinement of `study` written to `out`, and the sweep that runs it: an Optuna study `name`
+            tracking_uri: str | None = None, seed: int = 0, quiet_workers: bool = False):
+    """The refinement of `study` written to `out`, and the plan of the sweep that runs it: an Optuna study `name`
     warm-started with the top trials, `trials` new ones on top (default: as many as the first stage ran)."""
-    from sweeper.store.tracking import open_client
-    from sweeper.usecases.sweep import SweepConfig
-
-    record, space, settings = stage_one(open_client(tracking_uri), study, space_file)
+    record, space, settings = stage_one(Store.open(tracking_uri), study, space_file)
     if space.cost:
         raise UsageError(f"study '{study}' has two objectives; refine narrows single-objective studies (export "
                          f"a model from its Pareto front with sweeper export {study} --pick smallest-within MARGIN)")
@@ -146,7 +141,8 @@ def prepare(study: str, *, top: int, margin: float, trials: int | None, out: Pat
     path = write_refined(refinement, out or Path(f"{name}.yaml"), force=force)
     refinement.space = dataclasses.replace(refinement.space, source=str(path))
     subset = settings.get("subset")
-    config = SweepConfig(dataset=record.dataset, space=refinement.space, study=name, storage=storage,
-                         tracking_uri=tracking_uri, seed=seed, warm_start=warm, lineage={"refines": study},
-                         subset=int(subset) if subset not in (None, "None", "") else None)
-    return refinement, config
+    plan = make_plan(record.dataset, space=refinement.space, study=name, storage=storage, tracking_uri=tracking_uri,
+                     seed=seed, warm_start=warm, lineage={"refines": study}, target=record.target,
+                     impute=record.impute, subset=subset if isinstance(subset, int) else None,
+                     quiet_workers=quiet_workers, recorded_budget=False)
+    return refinement, plan

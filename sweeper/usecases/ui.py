@@ -15,8 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sweeper.domain.errors import SweeperError
+from sweeper.domain.places import MLFLOW_ARTIFACTS, STORE_ROOT
 from sweeper.domain.urls import mask
-from sweeper.store.tracking import STORE_DIR, default_tracking_uri, describe_store
+from sweeper.store import default_tracking_uri, describe_store
 
 HOST = "127.0.0.1"
 
@@ -40,8 +41,8 @@ def server_command(uri: str, port: int) -> list[str]:
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", HOST,
                "--port", str(port), "--workers", "1"]
     if uri == default_tracking_uri():
-        STORE_DIR.mkdir(exist_ok=True)
-        command += ["--default-artifact-root", (STORE_DIR / "artifacts").resolve().as_uri()]
+        STORE_ROOT.mkdir(exist_ok=True)
+        command += ["--default-artifact-root", MLFLOW_ARTIFACTS.resolve().as_uri()]
     return command
 
 
@@ -107,9 +108,9 @@ def _interrupt(signum, frame):
 
 
 def _experiment_id(tracking_uri: str | None, study: str) -> str:
-    from sweeper.store.tracking import find_experiment, open_client
+    from sweeper.store import Store
 
-    return find_experiment(open_client(tracking_uri, create=False), study).experiment_id
+    return Store.open(tracking_uri, create=False).study(study).experiment_id
 
 
 def _open_when_up(base: str, url: str, wait_s: float = 60) -> None:

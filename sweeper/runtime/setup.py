@@ -1,0 +1,26 @@
+"""How an entry point sets up its process: the libraries' own logging, progress bars and warnings kept out of the
+user's terminal. Library code never calls this; the command line does, and so do the worker processes it starts."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+
+def quiet_libraries(*, optuna: bool = False) -> None:
+    """MLflow, Alembic and TensorFlow log errors only, MLflow draws no progress bar and prints no run URL;
+    `optuna`: Optuna too (it sets its own level when imported, so this imports it: call it where Optuna is used)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # its "View run at" per run ended
+    for name in ("mlflow", "alembic", "alembic.runtime.migration", "tensorflow"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # MLflow logs every database error with its traceback before raising it; sweeper reports the error once.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    # sweeper runs the heartbeat thread around each trial itself (ask and tell keep the budget exact).
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    if optuna:
+        import optuna as optuna_library
+
+        optuna_library.logging.set_verbosity(optuna_library.logging.ERROR)
+        warnings.filterwarnings("ignore", category=optuna_library.exceptions.ExperimentalWarning)

@@ -1,0 +1,99 @@
+"""The trial function every engine calls: sample a configuration, train it, record it. How the trial ended becomes a
+`TrialOutcome` in one place (`domain.records.outcome_of`); the store records it through its table, the engine
+through its own; only what stops the sweep (an interrupt, a full disk, the failure cap) is raised past it."""
+
+from __future__ import annotations
+
+from sweeper.domain.errors import SweepError, TrialAbandoned, TrialPruned, disk_full
+from sweeper.domain.events import SweepListener
+from sweeper.domain.records import TrialOutcome, outcome_of
+from sweeper.domain.space import Suggester
+from sweeper.engines import ShouldPrune, TrialPlan
+from sweeper.store import SweepRecorder, TrialRun, describe_store
+from sweeper.usecases.plan import SweepPlan
+
+REAPED_NOTE = "its worker stopped sending heartbeats (killed, or paused past the grace period)"
+
+
+class TrialRunner:
+    """Sample, train, record one trial for the engine; count failures in a row against the plan's cap."""
+
+    def __init__(self, plan: SweepPlan, dataset, recorder: SweepRecorder, listener: SweepListener, incumbent,
+                 take_reaped=lambda: []):
+        self.plan, self.space, self.dataset = plan, plan.space, dataset
+        self.recorder, self.listener, self.incumbent = recorder, listener, incumbent
+        self.take_reaped = take_reaped  # trials other workers' heartbeats timed out: end their MLflow runs
+        self.failures_in_a_row = 0
+
+    def __call__(self, suggester: Suggester, number: int, should_prune: ShouldPrune,
+                 plan: TrialPlan = TrialPlan()) -> TrialOutcome:
+        self.recorder.reap_dead_runs()
+        self.recorder.end_trial_runs(self.take_reaped(), REAPED_NOTE)
+        try:
+            params = self.space.sample(suggester)
+        except (TrialAbandoned, KeyboardInterrupt) as exc:  # taken away, or stopped, before it had a run
+            return self._ended(number, outcome_of(exc), exc)
+        self.listener.trial_started(number, params)
+        tags = {"continues_trial": plan.continues, "initial_epoch": plan.initial_epoch} \
+            if plan.continues is not None else {}
+        run = self.recorder.start_trial(number, params, tags)
+        error, value, cost = None, None, None
+        try:
+            value, cost, seconds = self._train(number, params, should_prune, plan, run)
+        except BaseException as exc:  # every end of a trial is turned into its outcome below
+            error, seconds = exc, None
+        outcome = outcome_of(error, value=value, cost=cost, seconds=seconds, store=describe_store(self.recorder.uri))
+        try:
+            run.end(outcome)
+        except Exception:
+            if outcome.state != "interrupted":  # a full disk may refuse this write: the next sweep reaps the run
+                raise
+        return self._ended(number, outcome, error)
+
+    def _ended(self, number: int, outcome: TrialOutcome, error: BaseException | None) -> TrialOutcome:
+        """Tell the listener; raise what stops the sweep (an interrupt, a full disk, the failure cap)."""
+        shown = "failed" if outcome.state == "abandoned" else outcome.state
+        if outcome.state != "interrupted":
+            self.listener.trial_ended(number, shown, outcome.value, outcome.reason)
+        if outcome.state == "interrupted":
+            if isinstance(error, KeyboardInterrupt):
+                raise error
+            raise disk_full(error, describe_store(self.recorder.uri)) from error
+        if outcome.state == "failed":
+            self.failures_in_a_row += 1
+            if self.failures_in_a_row >= self.plan.max_failures:
+                raise SweepError(f"{self.failures_in_a_row} trials in a row failed, so the sweep stopped "
+                                 f"(--max-failures {self.plan.max_failures}); the last one: {outcome.reason}")
+        elif outcome.state in ("complete", "pruned"):
+            self.failures_in_a_row = 0
+        return outcome
+
+    def _train(self, number, params, should_prune, plan: TrialPlan, run: TrialRun):
+        """Train and record one configuration: its objective, its cost (two objectives) and its time in fit."""
+        import keras
+
+        from sweeper.ml.train import model_costs, train_trial
+
+        space, metric = self.space, self.space.objective.metric
+
+        def prune_hook(epoch, logs):
+            if metric in logs and should_prune(epoch, float(logs[metric])):
+                raise TrialPruned(f"pruned after epoch {epoch} ({metric}={logs[metric]:.4f})")
+
+        try:
+            result = train_trial(
+                params, self.dataset, space.objective, max_epochs=plan.max_epochs or space.max_epochs,
+                patience=space.patience, seed=self.plan.seed * 100_003 + number, initial_epoch=plan.initial_epoch,
+                weights_in=plan.weights_in, weights_out=plan.weights_out,
+                epoch_hooks=[run.log_epoch, lambda e, logs: self.listener.epoch_ended(number, e, logs), prune_hook])
+            run.log_result(result.metrics, objective=result.objective, best_epoch=result.best_epoch,
+                           epochs=result.epochs, seconds=result.seconds)
+            costs = model_costs(result.model, self.dataset,
+                                latency=space.cost is not None and space.cost.metric == "latency_ms")
+            run.log_metrics(costs)
+            # Two objectives: any trial may end on the Pareto front, so every one keeps its model.
+            if space.cost or space.objective.better(result.objective, self.incumbent()):
+                run.log_model(result.model)
+        finally:
+            keras.backend.clear_session()
+        return result.objective, costs[space.cost.metric] if space.cost else None, result.seconds
