@@ -43,6 +43,8 @@ search: setup
 	$(BIN)/sweeper search fashion --trials 20 --max-epochs 10
 
 test: setup test-tools
+	$(BIN)/ruff check sweeper tests bench
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 # The benchmark suite (about 2 hours on 2 cores); figures go to bench/RESULTS.md by hand, with the command.

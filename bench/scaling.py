@@ -49,7 +49,8 @@ def main():
               f"test {r['test']:.4f}", flush=True)
     base = results[args.jobs[0]]
     for jobs, r in list(results.items())[1:]:
-        print(f"--jobs {jobs} over --jobs {args.jobs[0]}: trials/hour x{base['wall'] / r['wall'] * r['trials'] / base['trials']:.2f}, "
+        trials_ratio = base['wall'] / r['wall'] * r['trials'] / base['trials']
+        print(f"--jobs {jobs} over --jobs {args.jobs[0]}: trials/hour x{trials_ratio:.2f}, "
               f"epochs/hour x{(r['epochs'] / r['wall']) / (base['epochs'] / base['wall']):.2f}")
 
 

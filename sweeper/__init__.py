@@ -1,9 +1,10 @@
-"""sweeper: hyperparameter sweeps for Keras MLPs, tracked in MLflow."""
+"""sweeper: hyperparameter sweeps for Keras MLPs, tracked in MLflow.
 
-import os
+The package, by role (README, "Layout"; the import rules are pyproject.toml's import-linter contracts):
+`cli` (the command line) over `usecases` (plan, sweep, trial runner, worker pool, refine, export, lr-find, predict,
+report, doctor, ui) over `present` (what a person sees), `store` (MLflow, and only it) and `engines` (Optuna, Keras
+Tuner), over `ml` (data, model, training, formats), `runtime` (interrupts, locks, process set-up) and `domain` (the
+search space, the records and events every layer shares, the errors).
+"""
 
 __version__ = "0.1.0"
-
-# Quiet TensorFlow's C++ start-up chatter and pin Keras to TensorFlow before either is imported.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")

@@ -171,7 +171,7 @@ def test_the_registry_gets_a_version_only_when_a_sweep_improves_the_best(tmp_pat
     searches = store.search_runs([store.get_experiment_by_name("digits").experiment_id], "tags.run_kind = 'search'",
                                  order_by=["attributes.start_time ASC"])
     bests = [run.data.tags["best_run_id"] for run in searches]
-    improvements = 1 + sum(before != after for before, after in zip(bests, bests[1:]))
+    improvements = 1 + sum(before != after for before, after in zip(bests, bests[1:], strict=False))
     versions = store.search_model_versions("name = 'digits'")
     assert len(searches) == 2 and len(versions) == improvements
     champion = store.get_model_version_by_alias("digits", "champion")

@@ -28,7 +28,7 @@ def test_lr_find_suggests_a_range_plots_it_records_it_and_writes_it_into_a_space
     losses = client.get_metric_history(run.info.run_id, "lr_find_loss")
     rates = client.get_metric_history(run.info.run_id, "lr_find_learning_rate")
     assert len(losses) == len(rates) == run.data.metrics["steps"] and len(losses) >= 20
-    assert all(b.value > a.value for a, b in zip(rates, rates[1:]))  # exponentially growing, per batch
+    assert all(b.value > a.value for a, b in zip(rates, rates[1:], strict=False))  # exponentially growing, per batch
     assert run.data.metrics["suggested_low"] == low and run.data.metrics["suggested_high"] == high
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["lr.png"]
     assert run.info.status == "FINISHED" and run.data.params["optimizer"] == "adam"

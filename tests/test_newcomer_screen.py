@@ -127,7 +127,9 @@ def test_the_summary_table_fits_80_columns():
 
 def test_tensorflow_retracing_warnings_stay_out_of_the_terminal():
     code = """
+from sweeper.runtime.setup import configure_process
 from sweeper.ml.quiet import import_tensorflow
+configure_process()  # what the command line and its worker processes do first
 import_tensorflow()
 import numpy as np, tensorflow as tf
 f = tf.function(lambda x: x * 2)

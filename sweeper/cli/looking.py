@@ -68,10 +68,10 @@ def doctor(repair, storage, tracking_uri):
       sweeper doctor
       sweeper doctor --repair
     """
-    from sweeper.runtime.setup import quiet_libraries
+    from sweeper.runtime.setup import configure_process
     from sweeper.usecases.doctor import check
 
-    quiet_libraries(optuna=True)
+    configure_process(optuna=True)
     findings = check(storage, tracking_uri, repair=repair)
     for finding in findings:
         mark = "repaired" if finding.repaired and finding.healthy else "ok" if finding.healthy else "PROBLEM"
@@ -141,10 +141,10 @@ def report(study, out, tracking_uri):
     """
     check_study(tracking_uri, study)
     from sweeper.domain.wording import plural
-    from sweeper.runtime.setup import quiet_libraries
+    from sweeper.runtime.setup import configure_process
     from sweeper.usecases.report import build_report
 
-    quiet_libraries(optuna=True)
+    configure_process(optuna=True)
     built = build_report(study, out, tracking_uri=tracking_uri)
     drawn = [f.key for f in built.figures if f.figure is not None]
     skipped = [f"{f.key} ({f.note})" for f in built.figures if f.figure is None]

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from sweeper.cli.options import FORMAT_NAMES, tracking_option
+from sweeper.cli.options import tracking_option
 from sweeper.cli.speak import check_study, reports_errors
+from sweeper.domain.choices import FORMATS as FORMAT_NAMES
 
 
 @click.command()
@@ -53,8 +54,9 @@ def export(study, out, formats, trial_model, retrain, pick, seed, force, trackin
     check_study(tracking_uri, study)
 
     import_tensorflow()
-    exported = export_best(study, out, formats=formats, retrain=retrain, trial_model=trial_model, tracking_uri=tracking_uri, force=force,
-                           seed=seed, smallest_within_margin=pick[1] if pick else None,
+    exported = export_best(study, out, formats=formats, retrain=retrain, trial_model=trial_model,
+                           tracking_uri=tracking_uri, force=force, seed=seed,
+                           smallest_within_margin=pick[1] if pick else None,
                            say=lambda line: click.echo(line, err=True))
     card = exported.card
     tests = ", ".join(f"{k} {v:.4f}" for k, v in card["test_metrics"].items())

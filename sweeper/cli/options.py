@@ -115,5 +115,3 @@ def output_options(command):
     command = click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")(command)
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(command)
 
-
-FORMAT_NAMES = ("keras", "savedmodel", "onnx", "tflite")  # sweeper.formats.FORMATS, without importing it

@@ -18,10 +18,10 @@ def reports_errors(command):
     def wrapper(*args, **kwargs):
         from sweeper.domain.errors import OptionError, SweeperError, UsageError
         from sweeper.runtime.interrupts import installed
-        from sweeper.runtime.setup import quiet_libraries
+        from sweeper.runtime.setup import configure_process
 
         debug = (click.get_current_context().find_root().params or {}).get("debug")
-        quiet_libraries()  # the entry point sets up its process: the libraries' own logging out of the terminal
+        configure_process()  # the entry point sets up its process: the libraries' own logging out of the terminal
         try:
             with installed(), _warnings_shown():  # before the first store write, in every command
                 return command(*args, **kwargs)

@@ -26,11 +26,13 @@ from sweeper.present.console import banner
 @click.command()
 @click.argument("dataset", type=DatasetName())
 @space_options
-@click.option("--study", type=StudyName(), metavar="NAME", help="Study name; the same name resumes it, or joins it while other "
-                                               "workers run it (default: the dataset's name, plus -keras-tuner "
-                                               "for that backend).")
-@click.option("--timeout", type=Duration(), metavar="DURATION", help="Stop starting trials after this long, e.g. 30m or 2h.")
-@click.option("--subset", type=click.IntRange(min=1), metavar="N", help="Train on only N training examples (quick looks).")
+@click.option("--study", type=StudyName(), metavar="NAME",
+              help="Study name; the same name resumes it, or joins it while other workers run it (default: the "
+                   "dataset's name, plus -keras-tuner for that backend).")
+@click.option("--timeout", type=Duration(), metavar="DURATION",
+              help="Stop starting trials after this long, e.g. 30m or 2h.")
+@click.option("--subset", type=click.IntRange(min=1), metavar="N",
+              help="Train on only N training examples (quick looks).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampler and of every trial.")
 @click.option("--backend", type=click.Choice(list(ENGINES)), default="optuna", show_default=True,
               help="Search engine: Optuna or Keras Tuner.")
@@ -90,10 +92,10 @@ def sweep_with_progress(plan, err):
     """Run the sweep under the live display; Ctrl-C and SIGTERM end it cleanly; print the summary."""
     from sweeper.domain.errors import SweepInterrupted
     from sweeper.present.console import LiveProgress
-    from sweeper.runtime.setup import quiet_libraries
+    from sweeper.runtime.setup import configure_process
     from sweeper.usecases.sweep import run_sweep
 
-    quiet_libraries(optuna=True)
+    configure_process(optuna=True)
     objective = plan.space.objective
     try:
         with LiveProgress(err, objective.metric, objective.direction, plan.space.max_epochs) as progress:
@@ -194,14 +196,14 @@ def study_create(name, dataset, space_file, trials, max_epochs, patience, storag
       sweeper study create fashion-pg --dataset fashion --trials 12 --max-epochs 10
       sweeper search fashion --study fashion-pg     # on each host
     """
-    from sweeper.runtime.setup import quiet_libraries
+    from sweeper.runtime.setup import configure_process
     from sweeper.usecases.plan import make_plan
     from sweeper.usecases.sweep import create_study
 
     plan = make_plan(dataset, space=space_file, study=name, trials=trials, max_epochs=max_epochs, patience=patience,
                      storage=storage, tracking_uri=tracking_uri, target=target, task=task, impute=impute,
                      recorded_budget=False)
-    quiet_libraries(optuna=True)
+    configure_process(optuna=True)
     created = create_study(plan)
     space = created.space
     click.echo(f"Created study '{name}' in {created.storage}: {plural(space.trials, 'trial')} of up to "

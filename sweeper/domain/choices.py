@@ -3,6 +3,9 @@ command line for its choices, the plan for its checks, the engines for their def
 
 from __future__ import annotations
 
+#: the model file formats `sweeper export` writes (sweeper.ml.formats has one class each)
+FORMATS = ("keras", "savedmodel", "onnx", "tflite")
+
 #: engine name -> (algorithms, pruners)
 ENGINES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "optuna": (("tpe", "random", "grid", "cmaes", "nsga2"), ("median", "hyperband", "none")),

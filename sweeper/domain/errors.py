@@ -8,7 +8,7 @@ class SweeperError(Exception):
 class SearchSpaceError(SweeperError):
     """A search-space file is not valid; the message names file, line and key."""
 
-    def __init__(self, message, *, path=None, line=None, key=None):
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None, key: str | None = None):
         self.path, self.line, self.key = path, line, key
         self.errors = [self]  # every error of the file, in line order (see `of`)
         where = ":".join(str(p) for p in (path, line) if p is not None)
@@ -113,7 +113,7 @@ class Terminated(KeyboardInterrupt):
 class SweepInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped a sweep; `result` holds what had finished (a resume goes on from there)."""
 
-    def __init__(self, result, terminated: bool = False, finishing: bool = False):
+    def __init__(self, result: object, terminated: bool = False, finishing: bool = False):
         super().__init__("interrupted")
         self.result, self.terminated = result, terminated
         self.finishing = finishing  # stopped while making the final model (every trial had ended)

@@ -56,7 +56,7 @@ class IntRange:
     def grid(self) -> list:
         return list(range(self.low, self.high + 1, self.step))
 
-    def contains(self, value) -> bool:
+    def contains(self, value: Any) -> bool:
         return self.low <= value <= self.high and (value - self.low) % self.step == 0
 
 
@@ -76,7 +76,7 @@ class FloatRange:
         count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
         return [round(self.low + i * self.step, 12) for i in range(count)]
 
-    def contains(self, value) -> bool:
+    def contains(self, value: Any) -> bool:
         on_step = self.step is None or math.isclose((value - self.low) / self.step,
                                                     round((value - self.low) / self.step), abs_tol=1e-9)
         return self.low <= value <= self.high and on_step
@@ -92,7 +92,7 @@ class Choice:
     def grid(self) -> list:
         return list(self.choices)
 
-    def contains(self, value) -> bool:
+    def contains(self, value: Any) -> bool:
         return value in self.choices
 
 
@@ -106,7 +106,7 @@ class Fixed:
     def grid(self) -> list:
         return []
 
-    def contains(self, value) -> bool:
+    def contains(self, value: Any) -> bool:
         return value == self.value
 
 
@@ -232,7 +232,8 @@ class SearchSpace:
         """Each parameter's spec in words, e.g. {"units": "int 32..512 log"}: what a resume must not change."""
         return {name: _describe(spec) for name, spec in self.params.items()}
 
-    def with_budget(self, *, trials=None, max_epochs=None, patience=None) -> SearchSpace:
+    def with_budget(self, *, trials: int | None = None, max_epochs: int | None = None,
+                    patience: int | None = None) -> SearchSpace:
         changes = {k: v for k, v in dict(trials=trials, max_epochs=max_epochs, patience=patience).items()
                    if v is not None}
         return dataclasses.replace(self, **changes)

@@ -6,6 +6,7 @@
 """
 
 import re
+from typing import Any
 
 import yaml
 
@@ -54,7 +55,7 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Loader.construct_mapping)
 
 
-def load(text, path=None):
+def load(text: str, path: str | None = None) -> Any:
     """Parse YAML text; syntax errors become `SearchSpaceError` with the line."""
 
     loader = _Loader(text)

@@ -70,7 +70,7 @@ class Engine(ABC):
     def __exit__(self, *exc_info):
         self.close()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a hook: most engines hold nothing to let go of
         """Let go of what the study holds in this process (an engine is used as a context manager)."""
 
     @abstractmethod

@@ -37,7 +37,7 @@ class SafeJournalFileBackend(JournalFileBackend):
                 with get_lock_file(self._lock):
                     self._set_aside_torn_tail()
         except OSError as exc:
-            raise disk_full(exc, str(self.path)) or exc
+            raise (disk_full(exc, str(self.path)) or exc) from exc
 
     def append_logs(self, logs: list[dict]) -> None:
         text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs).encode("utf-8")
@@ -54,7 +54,7 @@ class SafeJournalFileBackend(JournalFileBackend):
                     os.truncate(self.path, size)  # never leave half a record behind
                     raise
         except OSError as exc:
-            raise disk_full(exc, str(self.path)) or exc
+            raise (disk_full(exc, str(self.path)) or exc) from exc
 
     def read_logs(self, log_number_from: int):
         try:

@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 
 from sweeper.domain.choices import ENGINES
-from sweeper.domain.errors import SweepError, UsageError
+from sweeper.domain.errors import SweepError
 from sweeper.domain.places import KERAS_TUNER_DIR
 from sweeper.domain.records import empty_counts, outcome_of
 from sweeper.engines.base import Engine, EngineOptions, TrialFunction, TrialPlan
@@ -163,8 +163,7 @@ class KerasTunerEngine(Engine):
         if algorithm == "hyperband":
             return kt.oracles.HyperbandOracle(max_epochs=space.max_epochs, factor=3, hyperband_iterations=1000,
                                               **common)
-        raise UsageError(f"unknown algorithm '{algorithm}' for keras-tuner; expected one of "
-                         f"{', '.join(self.algorithms)}")
+        raise ValueError(f"unknown algorithm {algorithm!r} for keras-tuner (the plan checks the choices)")
 
     def _open(self, run_trial=None, should_stop=lambda: False):
         """The tuner on this study's folder: Keras Tuner reloads it when it exists (overwrite=False)."""

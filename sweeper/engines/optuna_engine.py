@@ -287,11 +287,9 @@ class OptunaEngine(Engine):
             return optuna.samplers.GridSampler(space.grid(), seed=seed)
         if name == "nsga2":
             return optuna.samplers.NSGAIISampler(seed=seed)
-        if space.cost and name in ("cmaes", "grid"):
-            raise UsageError(f"the {name} algorithm takes one objective; for two use tpe (default) or nsga2")
         if name == "cmaes":
             return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-        raise UsageError(f"unknown algorithm '{name}' for optuna; expected one of {', '.join(self.algorithms)}")
+        raise ValueError(f"unknown algorithm {name!r} for optuna (the plan checks the choices)")
 
     def _pruner(self, name):
         import optuna
@@ -304,7 +302,7 @@ class OptunaEngine(Engine):
             return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=self.options.space.max_epochs)
         if name == "none":
             return optuna.pruners.NopPruner()
-        raise UsageError(f"unknown pruner '{name}'; expected one of {', '.join(self.pruners)}")
+        raise ValueError(f"unknown pruner {name!r} for optuna (the plan checks the choices)")
 
     def optimize(self, run_trial: TrialFunction, *, trials: int, timeout: float | None,
                  max_runs: int | None = None) -> int:
@@ -476,7 +474,8 @@ class OptunaEngine(Engine):
         import optuna
 
         optuna.delete_study(study_name=self.options.study, storage=self.study._storage)
-        logger.warning(f"deleted the Optuna study '{self.options.study}' from {self.describe_storage(self.options)[4:]}")
+        where = self.describe_storage(self.options)[4:]
+        logger.warning(f"deleted the Optuna study '{self.options.study}' from {where}")
 
     def best_value(self) -> float | None:
         """The best first objective (for two objectives too: the live display's "best") among the trials

@@ -339,7 +339,7 @@ def _check_classes(classes, counts, path, target) -> None:
     if len(classes) < 2:
         raise DatasetError(f"csv:{path}: the target '{target}' has a single class ('{classes[0]}'); "
                            f"classification needs at least two (or pass --task regression for a number)")
-    few = [f"'{c}' ({n} row{'s' if n > 1 else ''})" for c, n in zip(classes, counts) if n < MIN_CLASS_ROWS]
+    few = [f"'{c}' ({n} row{'s' if n > 1 else ''})" for c, n in zip(classes, counts, strict=True) if n < MIN_CLASS_ROWS]
     if few:
         raise DatasetError(f"csv:{path}: class{'es' if len(few) > 1 else ''} {', '.join(few)} of '{target}' "
                            f"{'have' if len(few) > 1 else 'has'} fewer than {MIN_CLASS_ROWS} rows; each class "
@@ -403,13 +403,11 @@ def check_name(name: str) -> str:
 @functools.lru_cache(maxsize=4)
 def load_dataset(name: str, target: str | None = None, task: str | None = None,
                  impute: str | None = None) -> Dataset:
-    """Load (once per process) a registered dataset or `csv:PATH`."""
+    """Load (once per process) a registered dataset or `csv:PATH` (`target`, `task` and `impute` are a CSV
+    table's; the plan refuses them for the others)."""
     check_name(name)
     if name.startswith("csv:"):
         return load_csv(name[4:], target, task, impute)
-    if target or impute:
-        raise DatasetError(f"--{'target' if target else 'impute'} applies to csv:PATH datasets only, "
-                           f"not to '{name}'")
     return DATASETS[name].load()
 
 
@@ -424,8 +422,6 @@ def dataset_task(name: str, target: str | None = None, task: str | None = None,
     check_name(name)
     if name.startswith("csv:"):
         return load_dataset(name, target, task, impute).task
-    if target:
-        raise DatasetError(f"--target applies to csv:PATH datasets only, not to '{name}'")
     if DATASETS[name].locate() is None:
         load_dataset(name)  # downloaded now (once per process), or an error saying where it was looked for
     return DATASETS[name].task

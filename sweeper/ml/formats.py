@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sweeper.domain.choices import FORMATS as FORMAT_NAMES
 from sweeper.domain.errors import ExportError
 from sweeper.ml.quiet import quiet_stderr
 
@@ -122,6 +123,8 @@ def _importable(module: str) -> bool:
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (KerasFormat(), SavedModelFormat(), OnnxFormat(), TFLiteFormat())}
+if tuple(FORMATS) != FORMAT_NAMES:  # the choices the command line offers without importing this module
+    raise ImportError(f"sweeper.domain.choices.FORMATS {FORMAT_NAMES} does not name the formats {tuple(FORMATS)}")
 
 
 def check_installed(names) -> None:

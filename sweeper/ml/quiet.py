@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 import tempfile
@@ -31,9 +30,7 @@ def quiet_stderr():
 
 
 def import_tensorflow() -> None:
-    """Import TensorFlow without its start-up lines, and keep its Python logger to errors: a sweep builds
-    many models, and TensorFlow's warning that tf.functions are retraced is about that, not for users."""
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    """Import TensorFlow without the start-up lines its C++ code writes to stderr."""
     if "tensorflow" in sys.modules:
         return
     with quiet_stderr():

@@ -68,7 +68,7 @@ def plot_learning_curves(history: dict[str, list[tuple[int, float]]], path: Path
     panels = [p for p in (losses, others) if p]
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5.2 * max(len(panels), 1), 3.6), dpi=110,
                              squeeze=False)
-    for ax, panel in zip(axes[0], panels):
+    for ax, panel in zip(axes[0], panels, strict=False):  # one axis even without a panel
         for name, points in sorted(panel.items()):
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=name)
         ax.set_xlabel("epoch")

@@ -18,7 +18,10 @@ _ERROR_PANEL = """<div id="page-errors" hidden><h2>Errors while drawing this pag
   }
   window.addEventListener("error", function (e) { show(e.message); });
   var consoleError = console.error;
-  console.error = function () { show(Array.prototype.join.call(arguments, " ")); consoleError.apply(console, arguments); };
+  console.error = function () {
+    show(Array.prototype.join.call(arguments, " "));
+    consoleError.apply(console, arguments);
+  };
 })();
 </script>"""
 

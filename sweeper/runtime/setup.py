@@ -1,5 +1,6 @@
-"""How an entry point sets up its process: the libraries' own logging, progress bars and warnings kept out of the
-user's terminal. Library code never calls this; the command line does, and so do the worker processes it starts."""
+"""How an entry point sets up its process: Keras on TensorFlow, and the libraries' own logging, progress bars and
+warnings kept out of the user's terminal. Library code never calls this; the command line does, and so do the worker
+processes it starts."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import os
 import warnings
 
 
-def quiet_libraries(*, optuna: bool = False) -> None:
-    """MLflow, Alembic and TensorFlow log errors only, MLflow draws no progress bar and prints no run URL;
-    `optuna`: Optuna too (it sets its own level when imported, so this imports it: call it where Optuna is used)."""
+def configure_process(*, optuna: bool = False) -> None:
+    """Keras trains on TensorFlow; TensorFlow's C++ code, MLflow, Alembic and TensorFlow's Python logger say errors
+    only, MLflow draws no progress bar and prints no run URL; `optuna`: Optuna too (it sets its own level when
+    imported, so this imports it: call it where Optuna is used). Call it before TensorFlow is imported."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # its "View run at" per run ended
+    # TensorFlow's: a sweep builds many models, and its warning that tf.functions are retraced is about that
     for name in ("mlflow", "alembic", "alembic.runtime.migration", "tensorflow"):
         logging.getLogger(name).setLevel(logging.ERROR)
     # MLflow logs every database error with its traceback before raising it; sweeper reports the error once.

@@ -8,7 +8,9 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sweeper.domain.errors import StoreError, TrackingError, disk_full
 from sweeper.domain.places import MLFLOW_ARTIFACTS, MLFLOW_DB
@@ -29,7 +31,7 @@ def default_artifact_location(uri: str) -> str | None:
     return MLFLOW_ARTIFACTS.resolve().as_uri() if uri == default_tracking_uri() else None
 
 
-def open_client(tracking_uri: str | None, *, create: bool = True):
+def open_client(tracking_uri: str | None, *, create: bool = True) -> Any:
     """An MlflowClient on the given store (default: the embedded one under ./mlruns).
 
     A new SQLite store is created whole or not at all (see `_create_sqlite_store`); with `create=False` (the
@@ -53,7 +55,7 @@ def open_client(tracking_uri: str | None, *, create: bool = True):
 
 
 @contextlib.contextmanager
-def fluent(uri: str):
+def fluent(uri: str) -> Iterator[None]:
     """MLflow's fluent API (start_run, log_model, models:/ URIs) on `uri` for the block only: the library sets
     no process-wide tracking URI, nor the MLFLOW_TRACKING_URI that MLflow exports with it."""
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
@@ -188,7 +190,7 @@ def _lock_path(database: Path) -> Path:
     return database.with_name(f".{database.name}.lock")
 
 
-def store_lock(uri: str):
+def store_lock(uri: str) -> contextlib.AbstractContextManager:
     """A lock between this machine's processes on an SQLite store (a server serialises on its own)."""
     database = sqlite_path(uri)
     if database is None:

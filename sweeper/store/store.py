@@ -7,13 +7,17 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from sweeper.domain.errors import ExportError, TrackingError
 from sweeper.domain.records import SearchRecord, StudyRecord, TrialRecord
+from sweeper.domain.space import SearchSpace
 from sweeper.domain.urls import mask
 from sweeper.runtime.workers import this_worker
 from sweeper.store import files
+from sweeper.store.artifacts import load_keras_artifact, log_keras
 from sweeper.store.layout import (
     BUDGET_TAG,
     FINAL_MODEL_ARTIFACT,
@@ -27,7 +31,7 @@ from sweeper.store.layout import (
 )
 
 
-def parse_param(text: str):
+def parse_param(text: str) -> Any:
     """A param as MLflow stores it (text) back to the number or flag it was."""
     for kind in (int, float):
         try:
@@ -40,7 +44,7 @@ def parse_param(text: str):
 class Store:
     """An MLflow tracking store (the embedded SQLite file, a database, or a tracking server)."""
 
-    def __init__(self, client, uri: str):
+    def __init__(self, client: Any, uri: str):
         self.client, self.uri = client, uri
 
     @classmethod
@@ -146,7 +150,7 @@ class Store:
         return {t.number: sorted((m.step, m.value) for m in self.client.get_metric_history(t.run_id, metric))
                 for t in trials}
 
-    def metric_histories(self, trial: TrialRecord, names) -> dict[str, list[tuple[int, float]]]:
+    def metric_histories(self, trial: TrialRecord, names: Iterable[str]) -> dict[str, list[tuple[int, float]]]:
         """Per-epoch values of the named metrics of a trial, `name: [(epoch, value), ...]`, for those it logged."""
         histories = {name: sorted((m.step, m.value) for m in self.client.get_metric_history(trial.run_id, name))
                      for name in names}
@@ -156,7 +160,7 @@ class Store:
         """A trial's learning rate per epoch (1-based), as its plateau schedule logged it."""
         return {m.step: m.value for m in self.client.get_metric_history(trial.run_id, "learning_rate")}
 
-    def recorded_space(self, study: StudyRecord):
+    def recorded_space(self, study: StudyRecord) -> SearchSpace | None:
         """The search space the study swept, from the copy on its latest sweep run that has one (None for a study
         older than those copies)."""
         from sweeper.domain.space import parse_space, yaml_lines
@@ -200,17 +204,14 @@ class Store:
 
     # -- models ------------------------------------------------------------------------------------------------
 
-    def load_trial_model(self, trial: TrialRecord):
+    def load_trial_model(self, trial: TrialRecord) -> Any:
         """The Keras model a trial kept."""
         return self._load_model(trial.run_id, MODEL_ARTIFACT)
 
     def _load_model(self, run_id: str, artifact: str):
-        from sweeper.ml.formats import load_keras
+        return load_keras_artifact(self.client, run_id, artifact)
 
-        with tempfile.TemporaryDirectory() as tmp:
-            return load_keras(self.client.download_artifacts(run_id, artifact, tmp))
-
-    def refit_of(self, study: StudyRecord, trial: TrialRecord):
+    def refit_of(self, study: StudyRecord, trial: TrialRecord) -> tuple[Any, int, str] | None:
         """The latest model retrained from `trial`'s configuration (by a search or an export), as (model, epochs,
         run id holding it), or None."""
         found = self.client.search_runs([study.experiment_id], f"tags.refit_of = '{trial.run_id}'",
@@ -229,10 +230,8 @@ class Store:
                 MLFLOW_PARENT_RUN_ID: trial.search_run_id}
         return self.client.create_run(study.experiment_id, tags=tags).info.run_id
 
-    def log_refit_model(self, run_id: str, model, refit_epochs: int, trial: TrialRecord) -> None:
+    def log_refit_model(self, run_id: str, model: Any, refit_epochs: int, trial: TrialRecord) -> None:
         """Keep a model retrained from `trial`'s configuration on `run_id`, findable by `refit_of`."""
-        from sweeper.store.sweep_runs import log_keras
-
         log_keras(self.client, run_id, model, FINAL_MODEL_ARTIFACT)
         self.client.set_tag(run_id, "refit_epochs", str(refit_epochs))
         self.client.set_tag(run_id, "refit_of", trial.run_id)
@@ -260,7 +259,7 @@ class Store:
             self.client.log_artifact(search.run_id, str(copy), artifact_path=REPORT_ARTIFACTS)
         return search.run_id
 
-    def load_registered(self, uri: str):
+    def load_registered(self, uri: str) -> tuple[Any, dict | None]:
         """A registered model (models:/NAME@ALIAS or models:/NAME/VERSION) as (Keras model, sweeper's metadata)."""
         import mlflow
 
@@ -297,7 +296,7 @@ def _search_record(run) -> SearchRecord:
                         sweep_settings(run))
 
 
-def sweep_settings(run) -> dict:
+def sweep_settings(run: Any) -> dict:
     """A sweep run's settings, typed: the one decoder (the JSON document the run keeps; its params, for runs
     from before that document)."""
     if SETTINGS_TAG in run.data.tags:
@@ -305,7 +304,7 @@ def sweep_settings(run) -> dict:
     return {k: parse_param(v) for k, v in run.data.params.items()}
 
 
-def running_sweep(client, experiment) -> str | None:
+def running_sweep(client: Any, experiment: Any) -> str | None:
     """The id of the study's sweep run while it runs (workers join it), else None."""
     run_id = experiment.tags.get(SWEEP_TAG)
     if not run_id:
@@ -319,7 +318,7 @@ def running_sweep(client, experiment) -> str | None:
     return run_id if run.info.status == "RUNNING" and run.info.lifecycle_stage == "active" else None
 
 
-def log_metrics(client, run_id: str, metrics: dict) -> None:
+def log_metrics(client: Any, run_id: str, metrics: dict) -> None:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)

@@ -8,14 +8,17 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-from sweeper.domain.errors import TrackingError, UsageError, disk_full
+from sweeper.domain.errors import TrackingError, UsageError
 from sweeper.domain.records import SearchRecord, StudyRecord, TrialOutcome
 from sweeper.domain.space import signature_changes
 from sweeper.runtime.interrupts import deferred
 from sweeper.runtime.workers import is_dead, this_worker
 from sweeper.store import files
+from sweeper.store.artifacts import log_keras
 from sweeper.store.layout import (
     BUDGET_TAG,
     CHAMPION,
@@ -36,7 +39,7 @@ logger = logging.getLogger(__name__)
 class TrialRun:
     """What a running trial writes to its own child run, and how it ends (`end`, with the trial's outcome)."""
 
-    def __init__(self, client, run_id):
+    def __init__(self, client: Any, run_id: str):
         self.client, self.run_id = client, run_id
 
     def log_epoch(self, epoch: int, logs: dict) -> None:
@@ -56,7 +59,7 @@ class TrialRun:
         with deferred():
             log_metrics(self.client, self.run_id, metrics)
 
-    def log_model(self, model) -> None:
+    def log_model(self, model: Any) -> None:
         """Keep this trial's trained model (done for trials that beat the study's best)."""
         log_keras(self.client, self.run_id, model, MODEL_ARTIFACT)
         self.client.set_tag(self.run_id, "has_model", "true")
@@ -74,33 +77,6 @@ def _end_trial(client, run_id: str, state: str, note: str = "") -> None:
     if note:
         client.set_tag(run_id, "state_reason", note[:4000])
     client.set_terminated(run_id, STATUS[state])
-
-
-def log_keras(client, run_id: str, model, artifact: str) -> None:
-    """A Keras model as a run's artifact; a full disk is said with the place it was going to."""
-    from sweeper.ml.formats import save_keras
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(artifact).name
-        save_keras(model, path)
-        try:
-            client.log_artifact(run_id, str(path), artifact_path=str(Path(artifact).parent))
-        except OSError as exc:  # MLflow's copy names no file: say where the model was going
-            full = disk_full(exc, _artifact_place(client, run_id, artifact))
-            if full is None:
-                raise
-            raise full from exc
-
-
-def _artifact_place(client, run_id: str, artifact: str) -> str:
-    """Where a run's artifact lives, for messages (a path relative to this folder when it is under it)."""
-    from urllib.parse import urlparse
-
-    uri = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact}"
-    if not uri.startswith("file:"):
-        return uri
-    place = Path(urlparse(uri).path)
-    return str(place.relative_to(Path.cwd())) if place.is_relative_to(Path.cwd()) else str(place)
 
 
 class SweepRecorder:
@@ -145,7 +121,7 @@ class SweepRecorder:
                 raise
             return found.experiment_id
 
-    def check_study(self, space_signature: dict | None = None, **expected) -> None:
+    def check_study(self, space_signature: dict | None = None, **expected: str) -> None:
         """Refuse to add a search to a study recorded with another engine, dataset, objective or space."""
         tags = self.experiment.tags if self.experiment else {}
         for key, value in expected.items():
@@ -296,7 +272,7 @@ class SweepRecorder:
             if model.status == LoggedModelStatus.PENDING:
                 self.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
 
-    def end_trial_runs(self, numbers, note: str) -> None:
+    def end_trial_runs(self, numbers: Iterable[int], note: str) -> None:
         """End as FAILED the still-running MLflow runs of these trials, failed in the study because their
         worker went silent (on any host), and as KILLED that worker's search run."""
         for number in numbers if self.experiment_id else ():
@@ -321,13 +297,14 @@ class SweepRecorder:
             self.client.set_tag(self.parent_id, key, str(value))
         self.client.set_terminated(self.parent_id, status)
 
-    def log_final_model(self, model, refit_epochs: int, trial_run_id: str) -> None:
+    def log_final_model(self, model: Any, refit_epochs: int, trial_run_id: str) -> None:
         """Keep the refit model on the parent run as a `.keras` file too (what `sweeper export` writes)."""
         log_keras(self.client, self.parent_id, model, FINAL_MODEL_ARTIFACT)
         self.client.set_tag(self.parent_id, "refit_epochs", str(refit_epochs))
         self.client.set_tag(self.parent_id, "refit_of", trial_run_id)
 
-    def log_best_model(self, model, example, *, registered_from: str, metadata: dict | None = None) -> str | None:
+    def log_best_model(self, model: Any, example: Any, *, registered_from: str,
+                       metadata: dict | None = None) -> str | None:
         """Log the model on the parent run as an MLflow model and register it under the study's name.
 
         A new registry version is made only when the study's best trial changed since the last one;

@@ -41,9 +41,9 @@ class Exported:
     files: dict = field(default_factory=dict)  # format -> (path, max abs difference)
 
 
-def export_best(study: str, out: str | Path, *, formats=("keras",), retrain: bool = False,
-                trial_model: bool = False, tracking_uri: str | None = None, force: bool = False, seed: int = 0,
-                smallest_within_margin: float | None = None,
+def export_best(study: str, out: str | Path, *, formats: tuple[str, ...] | list[str] = ("keras",),
+                retrain: bool = False, trial_model: bool = False, tracking_uri: str | None = None,
+                force: bool = False, seed: int = 0, smallest_within_margin: float | None = None,
                 say: Callable[[str], None] = lambda line: None) -> Exported:
     """Write the study's best model into `out` in each of `formats`, with its card (atomically).
 
@@ -206,8 +206,9 @@ def _write_card(card: dict, model, dataset: Dataset, store: Store, best: TrialRe
     if dataset.class_names:
         matrix = cards.confusion_matrix(model, dataset)
         card["confusion_matrix"] = matrix.tolist()
+        accuracies = cards.per_class_accuracy(matrix)
         card["per_class_accuracy"] = {name: (acc, int(n)) for name, acc, n in
-                                      zip(dataset.class_names, cards.per_class_accuracy(matrix), matrix.sum(axis=1))}
+                                      zip(dataset.class_names, accuracies, matrix.sum(axis=1), strict=True)}
         cards.plot_confusion(matrix, dataset.class_names, staging / cards.CONFUSION_PNG)
     curves = store.metric_histories(best, ["loss", "val_loss", "accuracy", "val_accuracy", "mae", "val_mae", "rmse",
                                            "val_rmse"])

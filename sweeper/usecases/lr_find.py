@@ -9,6 +9,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,16 +31,17 @@ class ReferenceSuggester:
     def __init__(self, given: dict):
         self.given = given
 
-    def suggest_int(self, name, low, high, *, step=1, log=False):
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
         if name in self.given:
             return self.given[name]
         middle = math.sqrt(low * high) if log else (low + high) / 2
         return int(low + round((middle - low) / step) * step)
 
-    def suggest_float(self, name, low, high, *, step=None, log=False):
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
+                      log: bool = False) -> float:
         return self.given.get(name, math.sqrt(low * high) if log else (low + high) / 2)
 
-    def suggest_categorical(self, name, choices):
+    def suggest_categorical(self, name: str, choices: list) -> Any:
         return self.given.get(name, choices[0])
 
 

@@ -14,6 +14,7 @@ from sweeper.domain.names import check_study_name, safe_study_name
 from sweeper.domain.space import SearchSpace, bundled_space_path, load_space
 from sweeper.domain.urls import mask
 from sweeper.engines import EngineOptions
+from sweeper.ml.data import Dataset
 
 #: what an objective may be, by the dataset's task
 TASK_METRICS = {"classification": ("val_accuracy", "val_loss"), "regression": ("val_loss", "val_mae", "val_rmse")}
@@ -51,7 +52,7 @@ class SweepPlan:
         return EngineOptions(self.study, self.space, self.algorithm, self.pruner, self.storage, self.seed,
                              worker=worker, grace_period=self.grace_period, warm_start=self.warm_start)
 
-    def load_data(self):
+    def load_data(self) -> Dataset:
         """The data the sweep trains on (loaded once per process)."""
         from sweeper.ml.data import load_dataset
 
@@ -112,6 +113,8 @@ def make_plan(dataset: str, *, space: SearchSpace | str | Path | None = None, st
         pruner = "none"  # Optuna prunes single-objective studies only
         if backend != "optuna":
             raise UsageError(f"two objectives need the optuna backend; {backend} optimises one")
+        if algorithm in ("cmaes", "grid"):
+            raise UsageError(f"the {algorithm} algorithm takes one objective; for two use tpe (default) or nsga2")
     if algorithm == "grid":
         space.grid()  # refuse an ungriddable space before any work starts
     if jobs > 1 and backend != "optuna":

@@ -9,13 +9,16 @@ there are several), which decides how they are shown: the pool draws nothing its
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import queue
 import signal
 import threading
 import time
+from collections.abc import Iterable
 
 from sweeper.domain.errors import SweeperError, SweepError, Terminated
+from sweeper.domain.events import SweepListener
 from sweeper.engines import make_engine
 from sweeper.runtime import interrupts
 from sweeper.store import SweepRecorder
@@ -31,7 +34,7 @@ _DONE, _RECYCLE = "done", "recycle"
 STOP_GRACE_SECONDS = 20
 
 
-def run_workers(plan: SweepPlan, parent_id: str, listener) -> None:
+def run_workers(plan: SweepPlan, parent_id: str, listener: SweepListener) -> None:
     """Run `plan.jobs` workers (recycled) until the study's budget or the time is spent."""
     import multiprocessing
 
@@ -78,12 +81,12 @@ def run_workers(plan: SweepPlan, parent_id: str, listener) -> None:
 def _vanished(workers: dict) -> list:
     """Workers that died without a word (killed, out of memory)."""
     gone = [(index, process) for index, process in workers.items() if not process.is_alive()]
-    for index, process in gone:
+    for index, _ in gone:
         del workers[index]
     return [(index, f"exited with code {process.exitcode}") for index, process in gone]
 
 
-def stop(processes, signum: int, grace: float = STOP_GRACE_SECONDS) -> None:
+def stop(processes: Iterable[multiprocessing.Process], signum: int, grace: float = STOP_GRACE_SECONDS) -> None:
     """Pass the interrupt to every worker at once (a worker ignores a second one: Ctrl-C in a terminal has
     reached them already), give them `grace` seconds together to record their trials, then kill the rest."""
     processes = [process for process in processes if process.is_alive()]
@@ -112,9 +115,9 @@ class _ForwardingListener:
 def _worker_main(plan, parent_id, index, threads, clock, failures_in_a_row, messages, parent_pid) -> None:
     """One worker process: its own TensorFlow threads, data, engine and trial runs; it ends with its parent."""
     if plan.quiet_workers:  # a process of its own: it quiets the libraries as its parent did
-        from sweeper.runtime.setup import quiet_libraries
+        from sweeper.runtime.setup import configure_process
 
-        quiet_libraries(optuna=True)
+        configure_process(optuna=True)
     with interrupts.installed():
         _die_with_parent(parent_pid)
         status, failures = _DONE, failures_in_a_row

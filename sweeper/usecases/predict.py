@@ -30,10 +30,10 @@ class Predictor:
     def predict(self, names: list[str], x: np.ndarray) -> list[dict]:
         outputs = self.model.predict(x, verbose=0, batch_size=1024)
         if self.metadata["task"] != "classification":
-            return [{"input": name, "value": float(out[0])} for name, out in zip(names, outputs)]
+            return [{"input": name, "value": float(out[0])} for name, out in zip(names, outputs, strict=True)]
         classes = self.metadata["class_names"]
         return [{"input": name, "class": classes[int(out.argmax())], "probability": float(out.max())}
-                for name, out in zip(names, outputs)]
+                for name, out in zip(names, outputs, strict=True)]
 
 
 def load_predictor(model_ref: str, tracking_uri: str | None = None) -> Predictor:

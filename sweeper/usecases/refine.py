@@ -15,7 +15,7 @@ from sweeper.domain.errors import UsageError
 from sweeper.domain.records import StudyRecord, TrialRecord
 from sweeper.domain.space import Choice, FloatRange, IntRange, SearchSpace, dump_space, load_space
 from sweeper.store import Store
-from sweeper.usecases.plan import make_plan
+from sweeper.usecases.plan import SweepPlan, make_plan
 
 
 @dataclass
@@ -125,7 +125,8 @@ def stage_one(store: Store, study: str, space_file: str | None = None) -> tuple[
 
 def prepare(study: str, *, top: int, margin: float, trials: int | None, out: Path | None, name: str | None,
             space_file: str | None = None, force: bool = False, storage: str | None = None,
-            tracking_uri: str | None = None, seed: int = 0, quiet_workers: bool = False):
+            tracking_uri: str | None = None, seed: int = 0,
+            quiet_workers: bool = False) -> tuple[Refinement, SweepPlan]:
     """The refinement of `study` written to `out`, and the plan of the sweep that runs it: an Optuna study `name`
     warm-started with the top trials, `trials` new ones on top (default: as many as the first stage ran)."""
     record, space, settings = stage_one(Store.open(tracking_uri), study, space_file)

@@ -4,11 +4,14 @@ through its own; only what stops the sweep (an interrupt, a full disk, the failu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sweeper.domain.errors import SweepError, TrialAbandoned, TrialPruned, disk_full
 from sweeper.domain.events import SweepListener
 from sweeper.domain.records import TrialOutcome, outcome_of
 from sweeper.domain.space import Suggester
 from sweeper.engines import ShouldPrune, TrialPlan
+from sweeper.ml.data import Dataset
 from sweeper.store import SweepRecorder, TrialRun, describe_store
 from sweeper.usecases.plan import SweepPlan
 
@@ -18,8 +21,8 @@ REAPED_NOTE = "its worker stopped sending heartbeats (killed, or paused past the
 class TrialRunner:
     """Sample, train, record one trial for the engine; count failures in a row against the plan's cap."""
 
-    def __init__(self, plan: SweepPlan, dataset, recorder: SweepRecorder, listener: SweepListener, incumbent,
-                 take_reaped=lambda: []):
+    def __init__(self, plan: SweepPlan, dataset: Dataset, recorder: SweepRecorder, listener: SweepListener,
+                 incumbent: Callable[[], float | None], take_reaped: Callable[[], list[int]] = lambda: []):
         self.plan, self.space, self.dataset = plan, plan.space, dataset
         self.recorder, self.listener, self.incumbent = recorder, listener, incumbent
         self.take_reaped = take_reaped  # trials other workers' heartbeats timed out: end their MLflow runs

@@ -1,0 +1,110 @@
+"""One trial outcome: how a trial ended becomes its outcome in one place (`outcome_of`), and the store and each
+engine record it through a table of their own; an engine written in a few lines against the seam gets the same
+outcomes from the real trial runner (real store, real training on a few hundred digits)."""
+
+import errno
+
+import pytest
+
+from sweeper.domain.errors import SweepError, Terminated, TrialAbandoned, TrialFailed, TrialPruned
+from sweeper.domain.records import OUTCOMES, TrialOutcome, empty_counts, outcome_of
+
+
+def _pruned():
+    exc = TrialPruned("pruned after epoch 2 (val_accuracy=0.1000)")
+    exc.train_seconds = 1.5
+    return exc
+
+
+@pytest.mark.parametrize("raised,state,reason,recorded", [
+    (None, "complete", "", ""),
+    (_pruned(), "pruned", "pruned after epoch 2 (val_accuracy=0.1000)", "pruned after epoch 2 (val_accuracy=0.1000)"),
+    (TrialAbandoned("failed by another worker"), "abandoned", "failed by another worker", "failed by another worker"),
+    (KeyboardInterrupt(), "interrupted", "interrupted by the user", "interrupted by the user"),
+    (Terminated(), "interrupted", "interrupted by the user", "interrupted by the user"),
+    (OSError(errno.ENOSPC, "No space left on device", "mlruns/x"), "interrupted",
+     "no space left on device writing mlruns/x; free some space and run the same command again to resume",
+     "no space left on device writing mlruns/x; free some space and run the same command again to resume"),
+    (TrialFailed("loss became nan at epoch 1"), "failed", "loss became nan at epoch 1",
+     "TrialFailed: loss became nan at epoch 1"),
+    (ValueError("bad shape"), "failed", "ValueError: bad shape", "ValueError: bad shape"),
+    (SweepError("3 trials in a row failed"), "failed", "3 trials in a row failed", "SweepError: 3 trials in a row failed"),
+])
+def test_every_end_of_a_trial_becomes_one_outcome(raised, state, reason, recorded):
+    outcome = outcome_of(raised, value=0.9 if raised is None else None, seconds=2.0)
+    assert (outcome.state, outcome.reason, outcome.recorded_reason) == (state, reason, recorded)
+    assert outcome.value == (0.9 if raised is None else None)
+    if state == "pruned":
+        assert outcome.seconds == 1.5  # its time in fit, for costing sweeps
+
+
+def test_the_store_and_each_engine_have_a_row_for_every_outcome():
+    from sweeper.engines.optuna_engine import _optuna_state
+    from sweeper.store.layout import STATUS
+
+    assert set(STATUS) == set(OUTCOMES)
+    assert STATUS["pruned"] == "FINISHED" and STATUS["interrupted"] == STATUS["abandoned"] == "KILLED"
+    for state in ("pruned", "failed", "interrupted"):
+        assert _optuna_state(state).name in ("PRUNED", "FAIL")
+    with pytest.raises(ValueError, match="a trial's outcome is one of"):
+        TrialOutcome("lost")
+    assert set(empty_counts()) == {"complete", "pruned", "failed", "interrupted", "running"}
+
+
+class ReplayEngine:
+    """An engine in a few lines: it runs the configurations it is given through the seam's trial function and
+    keeps the outcomes it is handed (the real engines record them in their own storage)."""
+
+    def __init__(self, configurations):
+        self.configurations, self.outcomes = configurations, []
+
+    def optimize(self, run_trial):
+        from sweeper.engines.base import TrialPlan
+
+        for number, configuration in enumerate(self.configurations):
+            self.outcomes.append(run_trial(Given(configuration), number, lambda epoch, value: False, TrialPlan()))
+
+
+class Given:
+    def __init__(self, values):
+        self.values = values
+
+    def suggest_int(self, name, low, high, *, step=1, log=False):
+        return self.values[name]
+
+    suggest_float = suggest_int
+
+    def suggest_categorical(self, name, choices):
+        return self.values[name]
+
+
+def test_an_engine_written_against_the_seam_gets_outcomes_and_the_failure_cap(tmp_path, monkeypatch):
+    import mlflow
+
+    from sweeper.domain.events import SweepListener
+    from sweeper.domain.space import parse_space
+    from sweeper.domain.yaml_lines import load
+    from sweeper.store import SweepRecorder
+    from sweeper.usecases.plan import make_plan
+    from sweeper.usecases.runner import TrialRunner
+
+    monkeypatch.chdir(tmp_path)
+    space = parse_space(load("objective: val_accuracy\nparams:\n  n_layers: 2\n  units: 64\n"
+                             "  learning_rate: {type: categorical, choices: [0.01, 9.9]}\n  optimizer: sgd\n  batch_size: 8\n"
+                             "  momentum: 0.9\n  activation: elu\n  kernel_initializer: he_normal\n"), path="s.yaml")
+    plan = make_plan("digits", space=space.with_budget(max_epochs=2), subset=300, max_failures=2, pruner="none")
+    recorder = SweepRecorder.open("digits")
+    recorder.open_search(settings=plan.settings(), tags={}, experiment_tags=plan.experiment_tags(), space_text="")
+    runner = TrialRunner(plan, plan.load_data(), recorder, SweepListener(), lambda: None)
+    base = {"n_layers": 2, "units_0": 64, "units_1": 64, "optimizer": "sgd"}
+    engine = ReplayEngine([{**base, "learning_rate": 0.01}, {**base, "learning_rate": 9.9},
+                           {**base, "learning_rate": 9.9}])
+    with pytest.raises(SweepError, match="2 trials in a row failed"):  # the cap stops the sweep, past the outcome
+        engine.optimize(runner)
+    assert [o.state for o in engine.outcomes] == ["complete", "failed"]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    runs = sorted(client.search_runs([recorder.experiment_id], "tags.run_kind = 'trial'"),
+                  key=lambda r: int(r.data.tags["trial_number"]))
+    assert [(r.data.tags["state"], r.info.status) for r in runs] == [
+        ("complete", "FINISHED"), ("failed", "FAILED"), ("failed", "FAILED")]  # each recorded through the table
+    assert runs[1].data.tags["state_reason"].startswith("TrialFailed: loss became")
