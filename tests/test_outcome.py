@@ -94,7 +94,8 @@ def test_an_engine_written_against_the_seam_gets_outcomes_and_the_failure_cap(tm
                              "  momentum: 0.9\n  activation: elu\n  kernel_initializer: he_normal\n"), path="s.yaml")
     plan = make_plan("digits", space=space.with_budget(max_epochs=2), subset=300, max_failures=2, pruner="none")
     recorder = SweepRecorder.open("digits")
-    recorder.open_search(settings=plan.settings(), tags={}, experiment_tags=plan.experiment_tags(), space_text="")
+    recorder.open_search(plan.study_record(), space_signature=plan.space.signature(), settings=plan.settings(),
+                         space_text="")
     runner = TrialRunner(plan, plan.load_data(), recorder, SweepListener(), lambda: None)
     base = {"n_layers": 2, "units_0": 64, "units_1": 64, "optimizer": "sgd"}
     engine = ReplayEngine([{**base, "learning_rate": 0.01}, {**base, "learning_rate": 9.9},

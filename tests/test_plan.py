@@ -75,9 +75,10 @@ def test_the_budget_is_the_space_files_then_the_studys_recorded_one_then_the_cal
 
     monkeypatch.chdir(tmp_path)
     assert make_plan("digits").space.trials == 20  # the space file's
-    recorder = SweepRecorder.open("digits")
-    recorder.open_search(settings={}, tags={}, experiment_tags={}, space_text="", shared=True,
-                         budget={"trials": 9, "max_epochs": 4, "patience": 1})
+    plan = make_plan("digits")
+    SweepRecorder.open("digits").open_search(plan.study_record(), space_signature=plan.space.signature(),
+                                             settings=plan.settings(), space_text="", shared=True,
+                                             budget={"trials": 9, "max_epochs": 4, "patience": 1})
     recorded = make_plan("digits").space
     assert (recorded.trials, recorded.max_epochs, recorded.patience) == (9, 4, 1)  # the study's recorded budget
     given = make_plan("digits", trials=3).space

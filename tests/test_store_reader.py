@@ -3,7 +3,7 @@ records, the same shape for every reader; the sweep's settings through one decod
 
 import pytest
 
-from sweeper.domain.records import TrialOutcome
+from sweeper.domain.records import StudyRecord, TrialOutcome
 
 PARAMS = [  # trial number -> parameters as a sampler hands them over
     {"n_layers": 2, "units_0": 64, "units_1": 32, "learning_rate": 0.001, "optimizer": "adam", "nesterov": False},
@@ -30,10 +30,9 @@ def written(tmp_path_factory):
     uri = f"sqlite:///{root}/mlflow.db"
     recorder = SweepRecorder.open("small", uri)
     settings = {"trials": 4, "max_epochs": 3, "subset": None, "timeout_s": 90.0, "seed": 0}
-    recorder.open_search(settings=settings, tags={"backend": "optuna", "dataset": "digits"}, space_text="",
-                         experiment_tags={"backend": "optuna", "dataset": "digits", "task": "classification",
-                                          "objective_metric": "val_accuracy", "objective_direction": "maximize",
-                                          "objective_cost": "param_count"})
+    study = StudyRecord("small", "", "optuna", "digits", "val_accuracy", "maximize", cost_metric="param_count",
+                        task="classification")
+    recorder.open_search(study, space_signature={}, settings=settings, space_text="")
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     for number, (params, (outcome, objective, cost, keeps)) in enumerate(zip(PARAMS, ENDS, strict=True)):
         run = recorder.start_trial(number, params)

@@ -121,10 +121,10 @@ class SweepRecorder:
                 raise
             return found.experiment_id
 
-    def check_study(self, space_signature: dict | None = None, **expected: str) -> None:
+    def check_study(self, study: StudyRecord, space_signature: dict | None = None) -> None:
         """Refuse to add a search to a study recorded with another engine, dataset, objective or space."""
         tags = self.experiment.tags if self.experiment else {}
-        for key, value in expected.items():
+        for key, value in _identity(study).items():
             if key in tags and tags[key] != value:
                 raise UsageError(f"study '{self.study}' was recorded with {key.replace('_', ' ')} {tags[key]}, "
                                  f"but this search has {value}; resume it with the same settings or choose "
@@ -135,22 +135,26 @@ class SweepRecorder:
                 raise UsageError(f"study '{self.study}' was run with another search space ({'; '.join(changes)}); "
                                  f"resume it with the same space or choose another --study")
 
-    def open_search(self, *, settings: dict, tags: dict, experiment_tags: dict, space_text: str,
-                    budget: dict | None = None, shared: bool = False) -> bool:
+    def open_search(self, study: StudyRecord, *, space_signature: dict, settings: dict, space_text: str,
+                    lineage: dict | None = None, budget: dict | None = None, shared: bool = False) -> bool:
         """Attach to the study's running sweep run (one parent per sweep, however many workers on however
-        many hosts), or start one with the sweep's `settings` and the space it sweeps. Call it under the
-        study's lock so that workers starting together make one parent. `budget`: recorded for the workers
-        of a shared study; `shared`: the run belongs to no process (`sweeper study create`). Returns whether it
-        joined a running one."""
+        many hosts), or start one with the sweep's `settings` and the space it sweeps; the experiment records
+        what the study is (engine, data, objective, space; `lineage`: where it came from, e.g. refines). Call it
+        under the study's lock so that workers starting together make one parent. `budget`: recorded for the
+        workers of a shared study; `shared`: the run belongs to no process (`sweeper study create`). Returns
+        whether it joined a running one."""
         from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
+        lineage = lineage or {}
+        experiment_tags = {**_identity(study), "task": study.task, "target": study.target or "",
+                           "impute": study.impute or "", SPACE_TAG: json.dumps(space_signature), **lineage}
         if budget:
-            experiment_tags = {**experiment_tags, BUDGET_TAG: json.dumps(budget)}
+            experiment_tags[BUDGET_TAG] = json.dumps(budget)
         with files.store_lock(self.uri):  # MLflow's tag upsert races between processes on SQLite
             self.experiment_id = self.experiment_id or self._create_experiment()
             for key, value in experiment_tags.items():
                 _retry_once(self.client.set_experiment_tag, self.experiment_id, key, str(value))
-        self.base_tags = {**{k: str(v) for k, v in tags.items()}, "worker": this_worker()}
+        self.base_tags = {"backend": study.backend, "dataset": study.dataset, **lineage, "worker": this_worker()}
         current = running_sweep(self.client, self.client.get_experiment(self.experiment_id))
         if current is not None:
             self.parent_id, self.joined = current, True
@@ -166,11 +170,11 @@ class SweepRecorder:
         _retry_once(self.client.set_experiment_tag, self.experiment_id, SWEEP_TAG, self.parent_id)
         return False
 
-    def join_search(self, parent_id: str, tags: dict) -> None:
+    def join_search(self, parent_id: str, study: StudyRecord) -> None:
         """Record trials under a search run that another process started (a `--jobs` worker)."""
         self.parent_id = parent_id
         self.experiment_id = self.client.get_run(parent_id).info.experiment_id
-        self.base_tags = {**{k: str(v) for k, v in tags.items()}, "worker": this_worker()}
+        self.base_tags = {"backend": study.backend, "dataset": study.dataset, "worker": this_worker()}
 
     def log_probe(self, kind: str, *, params: dict, metrics: dict, series: dict[str, list[float]],
                   artifact: Path) -> str:
@@ -347,6 +351,12 @@ class SweepRecorder:
             model_id=info.model_id).version
         client.set_registered_model_alias(self.study, CHAMPION, version)
         return version
+
+
+def _identity(study: StudyRecord) -> dict:
+    """What a study is, as its experiment's tags say it: a resumed or joined search must match it."""
+    return {"backend": study.backend, "dataset": study.dataset, "objective_metric": study.metric,
+            "objective_direction": study.direction, "objective_cost": study.cost_metric}
 
 
 def _retry_once(call, *args):

@@ -11,6 +11,7 @@ from pathlib import Path
 from sweeper.domain.choices import ENGINES
 from sweeper.domain.errors import OptionError, StoreError, TrackingError, UsageError
 from sweeper.domain.names import check_study_name, safe_study_name
+from sweeper.domain.records import StudyRecord
 from sweeper.domain.space import SearchSpace, bundled_space_path, load_space
 from sweeper.domain.urls import mask
 from sweeper.engines import EngineOptions
@@ -68,15 +69,12 @@ class SweepPlan:
                 "storage": mask(self.storage) or "embedded", "max_failures": self.max_failures,
                 "warm_start_trials": len(self.warm_start)}
 
-    def experiment_tags(self) -> dict:
-        """What the study's experiment records about it: engine, data, objective, space."""
-        import json
-
+    def study_record(self) -> StudyRecord:
+        """What the study is (engine, data, objective): what its experiment records and a resume must match."""
         space = self.space
-        return {"backend": self.backend, "dataset": self.dataset, "task": self.task, "target": self.target or "",
-                "impute": self.impute or "", "objective_metric": space.objective.metric,
-                "objective_direction": space.objective.direction, "search_space": json.dumps(space.signature()),
-                "objective_cost": space.cost.metric if space.cost else "", **self.lineage}
+        return StudyRecord(self.study, "", self.backend, self.dataset, space.objective.metric,
+                           space.objective.direction, cost_metric=space.cost.metric if space.cost else "",
+                           task=self.task, target=self.target, impute=self.impute)
 
     def budget(self) -> dict:
         space = self.space

@@ -144,7 +144,7 @@ def _work(plan, parent_id, index, threads, clock, failures_in_a_row, messages) -
     dataset = plan.load_data()
     listener.data_loaded(dataset.describe_splits())
     recorder = SweepRecorder.open(plan.study, plan.tracking_uri)
-    recorder.join_search(parent_id, {"backend": plan.backend, "dataset": plan.dataset})
+    recorder.join_search(parent_id, plan.study_record())
     with make_engine(plan.backend, plan.engine_options(worker=index)) as engine:
         runner = TrialRunner(plan, dataset, recorder, listener, engine.best_value, engine.take_reaped)
         runner.failures_in_a_row = failures_in_a_row

@@ -217,9 +217,9 @@ def _in_worker_processes(plan: SweepPlan, engine) -> bool:
 def _open_search(recorder: SweepRecorder, plan: SweepPlan, shared: bool = False) -> bool:
     space = plan.space
     text = Path(space.source).read_text(encoding="utf-8") if space.source else dump_space(space)
-    return recorder.open_search(settings=plan.settings(), experiment_tags=plan.experiment_tags(), space_text=text,
-                                budget=plan.budget() if shared else None, shared=shared,
-                                tags={"backend": plan.backend, "dataset": plan.dataset, **plan.lineage})
+    return recorder.open_search(plan.study_record(), space_signature=space.signature(), settings=plan.settings(),
+                                space_text=text, lineage=plan.lineage, budget=plan.budget() if shared else None,
+                                shared=shared)
 
 
 def _finish(plan: SweepPlan, dataset, engine, recorder: SweepRecorder, listener: SweepListener) -> SweepResult:
@@ -292,10 +292,7 @@ def _result(plan: SweepPlan, recorder: SweepRecorder, counts, best, test=None, v
 
 def _check_against_study(recorder: SweepRecorder, plan: SweepPlan) -> None:
     """The engine, dataset, objectives and space match what MLflow holds for the study."""
-    space = plan.space
-    recorder.check_study(space.signature(), backend=plan.backend, dataset=plan.dataset,
-                         objective_metric=space.objective.metric, objective_direction=space.objective.direction,
-                         objective_cost=space.cost.metric if space.cost else "")
+    recorder.check_study(plan.study_record(), plan.space.signature())
 
 
 def _count_metrics(counts: dict) -> dict:
