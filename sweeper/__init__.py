@@ -8,3 +8,19 @@ search space, the records and events every layer shares, the errors).
 """
 
 __version__ = "0.1.0"
+
+#: the public API, imported when first used (so that `import sweeper` and the command line's --help stay light)
+_API = {"search": "sweeper.api", "load": "sweeper.api", "load_data": "sweeper.api", "Sweep": "sweeper.api",
+        "SweeperError": "sweeper.domain.errors", "UsageError": "sweeper.domain.errors",
+        "SearchSpaceError": "sweeper.domain.errors", "DatasetError": "sweeper.domain.errors",
+        "TrackingError": "sweeper.domain.errors", "SweepError": "sweeper.domain.errors",
+        "SweepInterrupted": "sweeper.domain.errors"}
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'sweeper' has no attribute {name!r}")

@@ -19,7 +19,7 @@ RULES = {
     "mlflow": "Only the store imports MLflow",
     "engines": "Engines import neither the store nor Keras training",
     "present": "Presentation imports no engine",
-    "cli": "The command line imports no engine or store directly",
+    "cli": "The command line and the Python API import no engine or store directly",
 }
 
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import click
 
-from sweeper import __version__
 from sweeper.cli.looking import datasets, doctor, report, studies, trials, ui, validate
 from sweeper.cli.models import export, predict
 from sweeper.cli.sweeping import lr_find, refine, search, study
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="sweeper")
+@click.version_option(package_name="sweeper", prog_name="sweeper")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 def main(debug):
     """Hyperparameter sweeps for Keras MLPs: Optuna or Keras Tuner trials, all in MLflow, the best exported.

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import re
-
 import click
-
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
 
 class Duration(click.ParamType):
@@ -15,16 +11,13 @@ class Duration(click.ParamType):
     name = "duration"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, (int, float)):
-            return float(value)
-        match = _DURATION.match(str(value).strip())
-        if not str(value).strip() or not match or not any(match.groups()):
-            self.fail(f"'{value}' is not a duration; expected e.g. 90s, 30m, 2h or 1h30m", param, ctx)
-        hours, minutes, seconds = (float(g or 0) for g in match.groups())
-        total = hours * 3600 + minutes * 60 + seconds
-        if total <= 0:
-            self.fail(f"'{value}' must be longer than zero", param, ctx)
-        return total
+        from sweeper.domain.errors import UsageError
+        from sweeper.domain.wording import parse_duration
+
+        try:
+            return parse_duration(value)
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class DatasetName(click.ParamType):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -143,7 +144,12 @@ _RULES = {
     "kernel_initializer": _Rule(str, *_one_of(INITIALIZERS), "glorot_uniform"),
     "l2": _Rule(float, lambda v: v >= 0, "a number >= 0", 0.0),
 }
-_TOP_KEYS = ("description", "objective", "trials", "max_epochs", "patience", "params", "start")
+_TOP_KEYS = ("description", "objective", "trials", "max_epochs", "patience", "model", "params", "start")
+#: any parameter of a model builder's own (a `model:` space): a number, a text or a flag
+_ANY = _Rule(object, lambda v: isinstance(v, (bool, int, float, str)), "a number, a text or true/false")
+#: what the MLP needs and a model builder may do without
+_MLP_ONLY = ("n_layers", "units")
+_BUILDER = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _KIND_KEYS = {"int": ("type", "low", "high", "step", "log"),
               "float": ("type", "low", "high", "step", "log"),
               "categorical": ("type", "choices")}
@@ -174,6 +180,8 @@ class SearchSpace:
     start: tuple[Mapping[str, Any], ...] = ()
     #: a second objective, the model's cost (a multi-objective study); None: one objective
     cost: Objective | None = None
+    #: the model builder, `package.module:function` (None: sweeper's MLP); its own parameters are sampled too
+    model: str | None = None
 
     @property
     def objectives(self) -> tuple[Objective, ...]:
@@ -182,12 +190,13 @@ class SearchSpace:
     def sample(self, suggester: Suggester) -> dict:
         """Draw one configuration; only the parameters this configuration uses are drawn."""
         p = self.params
-        n_layers = p["n_layers"].suggest(suggester, "n_layers")
-        drawn = {"n_layers": n_layers}
-        for i in range(self.max_layers):
-            deeper = [n for n in _values(p["n_layers"]) if n > i]
-            drawn[f"units_{i}"] = _suggest_if(suggester, i < n_layers, p["units"], f"units_{i}",
-                                              "n_layers", p["n_layers"], deeper)
+        drawn = {}
+        if "n_layers" in p:  # a model builder's space may leave the MLP's layers out
+            n_layers = drawn["n_layers"] = p["n_layers"].suggest(suggester, "n_layers")
+            for i in range(self.max_layers):
+                deeper = [n for n in _values(p["n_layers"]) if n > i]
+                drawn[f"units_{i}"] = _suggest_if(suggester, i < n_layers, p["units"], f"units_{i}",
+                                                  "n_layers", p["n_layers"], deeper)
         for name in ("learning_rate", "batch_size", "optimizer"):
             drawn[name] = p[name].suggest(suggester, name)
         for name in ("momentum", "nesterov"):
@@ -195,7 +204,14 @@ class SearchSpace:
                                       "optimizer", p["optimizer"], ["sgd"])
         for name in ("dropout", "activation", "kernel_initializer", "l2"):
             drawn[name] = p[name].suggest(suggester, name)
+        for name in self.builder_params:
+            drawn[name] = p[name].suggest(suggester, name)
         return {name: value for name, value in drawn.items() if value is not _INACTIVE}
+
+    @property
+    def builder_params(self) -> list[str]:
+        """The parameters of the model builder's own (not sweeper's MLP's), in the file's order."""
+        return [name for name in self.params if name not in _RULES]
 
     def tuned(self) -> list[str]:
         """The parameters a search chooses (not fixed), in the file's order."""
@@ -203,8 +219,8 @@ class SearchSpace:
 
     @property
     def max_layers(self) -> int:
-        spec = self.params["n_layers"]
-        return max(_values(spec))
+        spec = self.params.get("n_layers")
+        return max(_values(spec)) if spec is not None else 0
 
     def grid(self) -> dict[str, list]:
         """Every value of every tunable parameter, for a grid sampler; floats need a `step`."""
@@ -297,7 +313,8 @@ def dump_space(space: SearchSpace, comments: dict[str, list[str]] | None = None)
 
     objective = [f"  - {{metric: {o.metric}, direction: {o.direction}}}" for o in space.objectives] if space.cost \
         else [f"  metric: {space.objective.metric}", f"  direction: {space.objective.direction}"]
-    lines = ["description: >", f"  {space.description}", "", "objective:", *objective, "",
+    model = [f"model: {space.model}", ""] if space.model else []
+    lines = ["description: >", f"  {space.description}", "", "objective:", *objective, "", *model,
              *note("trials"), f"trials: {space.trials}", f"max_epochs: {space.max_epochs}",
              f"patience: {space.patience}", ""]
     lines += note("params") + ["params:"]
@@ -336,8 +353,9 @@ def bundled_space_path(dataset: str) -> Path:
     return Path(str(resources.files("sweeper.search_spaces") / f"{name}.yaml"))
 
 
-def load_space(path: str | Path) -> SearchSpace:
-    """Read and validate one search-space file; any problem raises `SearchSpaceError`."""
+def load_space(path: str | Path, *, model: str | None = None) -> SearchSpace:
+    """Read and validate one search-space file; any problem raises `SearchSpaceError`. `model`: the model builder
+    the caller gives, whose own parameters the file may declare (as its own `model:` key allows)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -345,19 +363,21 @@ def load_space(path: str | Path) -> SearchSpace:
         raise SearchSpaceError("no such file; expected a search-space YAML file", path=path) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SearchSpaceError(f"cannot read the file: {exc}", path=path) from None
-    return parse_space(yaml_lines.load(text, path=str(path)), path=str(path))
+    return parse_space(yaml_lines.load(text, path=str(path)), path=str(path), model=model)
 
 
-def parse_space(doc: Any, path: str | None = None) -> SearchSpace:
-    return _Reader(path).space(doc)
+def parse_space(doc: Any, path: str | None = None, *, model: str | None = None) -> SearchSpace:
+    """A SearchSpace from a parsed YAML document (or `yaml_lines.from_mapping` of a dict). `model`: the model
+    builder the caller gives (as the file's own `model:` key does), whose parameters the space may declare."""
+    return _Reader(path, model).space(doc)
 
 
 class _Reader:
     """Turns the parsed YAML into a SearchSpace, raising with file, line and key. Each independent part (a
     top-level key, a parameter) is read even when another failed, so that one run names every error."""
 
-    def __init__(self, path):
-        self.path = path
+    def __init__(self, path, model=None):
+        self.path, self.model = path, model
         self.errors: list[SearchSpaceError] = []
 
     def fail(self, message, mapping=None, key=None, keypath=None):
@@ -384,6 +404,8 @@ class _Reader:
         description = doc.get("description", "")
         if not isinstance(description, str):
             self.collect(self.fail, f"must be text, but got {_show(description)}", doc, "description", "description")
+        if "model" in doc:
+            self.model = self.collect(self.builder, doc) or self.model
         params = self.params(doc) if "params" in doc else None
         objectives = self.collect(self.objectives, doc) if "objective" in doc else None
         start = self.collect(self.start, doc.get("start", []), doc, params) if params is not None else ()
@@ -391,7 +413,16 @@ class _Reader:
             raise SearchSpaceError.of(self.errors)
         objective, cost = objectives
         return SearchSpace(params=MappingProxyType(params), objective=objective, cost=cost,
-                           description=description.strip(), source=self.path, start=start, **budget)
+                           description=description.strip(), source=self.path, start=start, model=self.model,
+                           **budget)
+
+    def builder(self, doc) -> str:
+        """`model: package.module:function`, the builder of each trial's model (importable where trials run)."""
+        value = doc["model"]
+        if not isinstance(value, str) or not _BUILDER.fullmatch(value):
+            self.fail(f"must name a model builder as package.module:function, but got {_show(value)}", doc, "model",
+                      "model")
+        return value
 
     def start(self, node, doc, params) -> tuple[dict, ...]:
         """`start:`, a list of configurations to try first; each value must lie inside the space."""
@@ -403,13 +434,13 @@ class _Reader:
         keypath = f"start[{index}]"
         if not isinstance(entry, LineDict):
             self.fail(f"must be a mapping of parameter names to values, but got {_show(entry)}", doc, "start", keypath)
-        self.known_keys(entry, tuple(_RULES), keypath + ".")
+        self.known_keys(entry, tuple(params), keypath + ".")
         config = {}
         for name, value in entry.items():
             if name == "units":
                 config.update(self.start_units(value, entry, keypath, params))
                 continue
-            value = self.value(value, _RULES[name], entry, name, f"{keypath}.{name}")
+            value = self.value(value, _RULES.get(name, _ANY), entry, name, f"{keypath}.{name}")
             if not params[name].contains(value):
                 self.fail(f"must lie inside the space ({_describe(params[name])}), but got {_show(value)}",
                           entry, name, f"{keypath}.{name}")
@@ -473,7 +504,7 @@ class _Reader:
     def objective(self, node, parent, key, keypath, allowed) -> Objective:
         if isinstance(node, str):
             node = LineDict(metric=node)
-            node.line, node.key_lines = parent.key_lines[key], {}
+            node.line, node.key_lines = parent.key_lines.get(key), {}
         if not isinstance(node, LineDict):
             self.fail(f"must be a mapping with `metric` and `direction`, but got {_show(node)}",
                       parent, key, keypath)
@@ -496,10 +527,20 @@ class _Reader:
             return self.collect(self.fail, f"must be a mapping of parameter names to specs, but got {_show(node)}",
                                 doc, "params", "params")
         errors_before = len(self.errors)
-        self.known_keys(node, tuple(_RULES), "params.", keep_going=True)
-        self.require(node, [n for n, r in _RULES.items() if r.default is _REQUIRED], "params.", keep_going=True)
+        required = [n for n, r in _RULES.items() if r.default is _REQUIRED]
+        if self.model:  # a model builder: any parameter of its own; the MLP's layers only if it uses them
+            required = [n for n in required if n not in _MLP_ONLY]
+        else:
+            self.known_keys(node, tuple(_RULES), "params.", keep_going=True)
+        self.require(node, required, "params.", keep_going=True)
         params = {name: self.collect(self.param, node, name, rule) if name in node else Fixed(rule.default)
-                  for name, rule in _RULES.items()}
+                  for name, rule in _RULES.items() if name in node or name not in _MLP_ONLY or not self.model}
+        if self.model and ("n_layers" in node) != ("units" in node):
+            self.collect(self.fail, "n_layers and units go together (the MLP's layers), but only one is given",
+                         node, "n_layers" if "n_layers" in node else "units", "params")
+        for name in node:
+            if name not in _RULES and self.model:
+                params[name] = self.collect(self.param, node, name, _ANY)
         return params if len(self.errors) == errors_before else None
 
     def param(self, parent, name, rule) -> ParamSpec:
@@ -515,8 +556,8 @@ class _Reader:
             return Fixed(self.value(spec["value"], rule, spec, "value", keypath + ".value"))
         self.require(spec, ("type",), keypath + ".")
         kind = spec["type"]
-        allowed = {int: ("int", "categorical"), float: ("float", "categorical")}.get(
-            rule.value_type, ("categorical",))
+        allowed = {int: ("int", "categorical"), float: ("float", "categorical"),
+                   object: ("int", "float", "categorical")}.get(rule.value_type, ("categorical",))
         if kind not in allowed:
             self.fail(f"must be one of {', '.join(allowed)} for this parameter (or give `value:` to fix it), "
                       f"but got {_show(kind)}", spec, "type", keypath + ".type")

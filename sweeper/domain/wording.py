@@ -1,8 +1,30 @@
-"""Words shared by every message: counts with the right plural."""
+"""Words shared by every message and every entry point: counts with the right plural, durations as people
+write them."""
 
 from __future__ import annotations
+
+import re
+
+from sweeper.domain.errors import UsageError
+
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
 
 def plural(n: int, noun: str, many: str | None = None) -> str:
     """`1 trial`, `3 trials`, `1 epoch`; `many` for an irregular plural."""
     return f"{n} {noun if n == 1 else many or noun + 's'}"
+
+
+def parse_duration(value: str | float) -> float:
+    """`90`, `90s`, `30m`, `2h`, `1h30m` (or a number of seconds) -> seconds; UsageError for anything else."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        total = float(value)
+    else:
+        match = _DURATION.match(str(value).strip())
+        if not str(value).strip() or not match or not any(match.groups()):
+            raise UsageError(f"'{value}' is not a duration; expected e.g. 90s, 30m, 2h or 1h30m")
+        hours, minutes, seconds = (float(g or 0) for g in match.groups())
+        total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise UsageError(f"'{value}' must be longer than zero")
+    return total

@@ -55,6 +55,18 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Loader.construct_mapping)
 
 
+def from_mapping(value: Any) -> Any:
+    """A space given as Python data (dicts, lists, scalars) in the shape `load` returns, without line numbers:
+    errors then name the key path alone (e.g. params.units.low)."""
+    if isinstance(value, dict):
+        mapping = LineDict((key, from_mapping(item)) for key, item in value.items())
+        mapping.line, mapping.key_lines = None, {}
+        return mapping
+    if isinstance(value, (list, tuple)):
+        return [from_mapping(item) for item in value]
+    return value
+
+
 def load(text: str, path: str | None = None) -> Any:
     """Parse YAML text; syntax errors become `SearchSpaceError` with the line."""
 

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import gzip
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from sweeper.domain.errors import DatasetError
+from sweeper.domain.places import DATASETS_DIR
 
 SPLIT_SEED = 42
 #: Where Debian's dataset-* packages put data (`apt-get install dataset-fashion-mnist`).
@@ -203,7 +205,9 @@ def _download(title, keras_loader, looked_in):
 # -- tabular ---------------------------------------------------------------------------------------
 
 def _split_table(name, task, x, y, source, class_names=None, feature_names=None, standardise=True,
-                 impute: str | None = None) -> Dataset:
+                 impute: str | None = None, scale: float = 1.0) -> Dataset:
+    """Seeded training, validation and test splits (stratified for classes); tables standardised with the
+    training split's statistics, images multiplied by `scale` (what the preprocessing records)."""
     from sklearn.model_selection import train_test_split
 
     stratify = y if task == "classification" and np.bincount(y).min() >= 3 else None
@@ -219,11 +223,11 @@ def _split_table(name, task, x, y, source, class_names=None, feature_names=None,
         if impute:
             prep["impute"] = impute  # a missing value becomes the training mean, here and at prediction
     else:
-        mean, std = 0.0, 1.0
-        prep = {"kind": "image", "scale": 1 / 16, "shape": list(x.shape[1:])}
-    scale = lambda a: np.nan_to_num((a - mean) / std).astype(np.float32)  # noqa: E731 - NaN -> 0: the mean
-    return Dataset(name, task, scale(x_train), y_train.astype(dtype), scale(x_val), y_val.astype(dtype),
-                   scale(x_test), y_test.astype(dtype), source, class_names, prep)
+        mean, std = 0.0, 1.0 / scale
+        prep = {"kind": "image", "scale": scale, "shape": list(x.shape[1:])}
+    prepared = lambda a: np.nan_to_num((a - mean) / std).astype(np.float32)  # noqa: E731 - NaN -> 0: the mean
+    return Dataset(name, task, prepared(x_train), y_train.astype(dtype), prepared(x_val), y_val.astype(dtype),
+                   prepared(x_test), y_test.astype(dtype), source, class_names, prep)
 
 
 def _column_statistics(x_train, feature_names, name):
@@ -241,9 +245,8 @@ def _load_digits() -> Dataset:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    images = digits.images.astype(np.float32) / 16.0
-    return _split_table("digits", "classification", images, digits.target, "scikit-learn (bundled)",
-                        tuple(str(i) for i in range(10)), standardise=False)
+    return _split_table("digits", "classification", digits.images.astype(np.float32), digits.target,
+                        "scikit-learn (bundled)", tuple(str(i) for i in range(10)), standardise=False, scale=1 / 16)
 
 
 def _california_homes() -> list[str]:
@@ -285,42 +288,181 @@ def load_csv(path: str, target: str | None, task: str | None = None, impute: str
 
     if not target:
         raise DatasetError(f"csv:{path} needs --target COLUMN naming the column to predict")
-    if impute is not None and impute not in IMPUTE:
-        raise DatasetError(f"impute must be one of {', '.join(IMPUTE)}, but got {impute!r}")
     try:
         frame = pd.read_csv(path)
     except FileNotFoundError:
         raise DatasetError(f"csv:{path}: no such file") from None
     except Exception as exc:
         raise DatasetError(f"csv:{path}: cannot read it as CSV ({exc})") from None
+    return from_frame(frame, target, task=task, impute=impute, label=f"csv:{path}",
+                      source=str(Path(path).resolve()))
+
+
+def from_frame(frame, target: str, *, task: str | None = None, impute: str | None = None,
+               label: str = "the DataFrame", source: str = "a pandas DataFrame") -> Dataset:
+    """A table (a pandas DataFrame) with a target column, as a CSV file is read: text columns one-hot encoded,
+    features standardised with the training split's statistics, the task inferred unless given; missing feature
+    values refused unless `impute="mean"`. `label` names the table in errors."""
+    if impute is not None and impute not in IMPUTE:
+        raise DatasetError(f"impute must be one of {', '.join(IMPUTE)}, but got {impute!r}")
     if target not in frame.columns:
-        raise DatasetError(f"csv:{path}: no column '{target}'; the columns are: {', '.join(map(str, frame.columns))}")
+        raise DatasetError(f"{label}: no column '{target}'; the columns are: {', '.join(map(str, frame.columns))}")
     frame = frame.dropna(subset=[target])
     if len(frame) < 20:
-        raise DatasetError(f"csv:{path}: at least 20 rows with a target are needed, but found {len(frame)}")
+        raise DatasetError(f"{label}: at least 20 rows with a target are needed, but found {len(frame)}")
     y_raw = frame.pop(target)
-    task = task or _infer_task(y_raw)
-    _check_text_columns(frame, path)
+    task = _check_task(task, label) or _infer_task(y_raw)
+    _check_text_columns(frame, label)
     if impute is None:
-        _refuse_missing(frame, path)
+        _refuse_missing(frame, label)
+    import pandas as pd
+
     features = pd.get_dummies(frame, dtype=np.float32) if len(frame.columns) else None
     if features is None or features.shape[1] == 0:
-        raise DatasetError(f"csv:{path}: no feature columns besides the target '{target}'")
+        raise DatasetError(f"{label}: no feature columns besides the target '{target}'")
     x = features.to_numpy(dtype=np.float32)
+    y, class_names = _targets(y_raw.to_numpy(), task, label, target)
+    return _split_table(label, task, x, y, source, class_names, list(map(str, features.columns)), impute=impute)
+
+
+def _check_task(task: str | None, label: str) -> str | None:
+    if task is not None and task not in TASKS:
+        raise DatasetError(f"{label}: task must be one of {', '.join(TASKS)}, but got {task!r}")
+    return task
+
+
+def _targets(values: np.ndarray, task: str, label: str, target: str) -> tuple[np.ndarray, tuple | None]:
+    """Class indices and names for classification, numbers for regression."""
     if task == "classification":
-        classes, y = np.unique(y_raw.astype(str), return_inverse=True)
-        class_names = tuple(classes)
-        _check_classes(classes, np.bincount(y), path, target)
+        classes, y = np.unique(values.astype(str), return_inverse=True)
+        _check_classes(classes, np.bincount(y), label, target)
+        return y, tuple(str(c) for c in classes)
+    try:
+        return values.astype(np.float32), None
+    except (TypeError, ValueError):
+        raise DatasetError(f"{label}: regression needs a numeric target, but '{target}' is not") from None
+
+
+def from_arrays(x, y, *, validation: tuple | None = None, test: tuple | None = None, task: str | None = None,
+                class_names=None) -> Dataset:
+    """NumPy arrays as a dataset. Images (3 or more dimensions: examples, height, width[, channels]) are scaled
+    to [0, 1] (by 1/255 when they are bytes or go past 1); tables (2 dimensions) are standardised with the
+    training split's statistics. The validation and test splits are the ones given; one not given is carved
+    from (x, y) with a fixed seed, as for every table. The task is inferred from `y` unless given; class names
+    default to the labels."""
+    label = "the arrays"
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim < 2 or len(x) != len(y):
+        raise DatasetError(f"{label}: x must hold one example per row (2 or more dimensions) and y one target per "
+                           f"example, but got x of shape {x.shape} and y of shape {y.shape}")
+    pairs = {"train": (x, y), "validation": validation, "test": test}
+    for name, pair in list(pairs.items())[1:]:
+        if pair is not None:
+            pairs[name] = _pair(pair, x, label, name)
+    given = [pair for pair in pairs.values() if pair is not None]
+    every_y = np.concatenate([pair[1] for pair in given])
+    import pandas as pd
+
+    task = _check_task(task, label) or _infer_task(pd.Series(every_y))
+    encoded, names = _targets(every_y, task, label, "y")
+    if class_names is not None and names is not None:
+        if len(class_names) != len(names):
+            raise DatasetError(f"{label}: {len(class_names)} class names for {len(names)} classes in y")
+        names = tuple(map(str, class_names))
+    start = 0
+    for key, pair in pairs.items():
+        if pair is not None:
+            pairs[key] = (pair[0], encoded[start:start + len(pair[1])])
+            start += len(pair[1])
+    for key in ("test", "validation"):  # carve what was not given, as every table's splits are
+        if pairs[key] is None:
+            pairs["train"], pairs[key] = _carve(*pairs["train"], task)
+    return _prepared("arrays", task, pairs, names, image=x.ndim >= 3, label=label)
+
+
+def _pair(pair, x: np.ndarray, label: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise DatasetError(f"{label}: {name} must be a pair (x, y), but got {type(pair).__name__}")
+    px, py = np.asarray(pair[0]), np.asarray(pair[1])
+    if px.shape[1:] != x.shape[1:] or len(px) != len(py):
+        raise DatasetError(f"{label}: {name} x must have the shape of x's examples {x.shape[1:]} and one target "
+                           f"per example, but got x of shape {px.shape} and y of shape {py.shape}")
+    return px, py
+
+
+def _carve(x: np.ndarray, y: np.ndarray, task: str) -> tuple[tuple, tuple]:
+    """A fifth of (x, y) set aside with the fixed seed (stratified by class when every class allows it)."""
+    from sklearn.model_selection import train_test_split
+
+    stratify = y if task == "classification" and np.bincount(y).min() >= 3 else None
+    x_rest, x_aside, y_rest, y_aside = train_test_split(x, y, test_size=0.2, random_state=SPLIT_SEED,
+                                                        stratify=stratify)
+    return (x_rest, y_rest), (x_aside, y_aside)
+
+
+def _prepared(name: str, task: str, pairs: dict, names, *, image: bool, label: str) -> Dataset:
+    """The splits scaled (images) or standardised with the training split's statistics (tables)."""
+    xs = [pairs[key][0] for key in ("train", "validation", "test")]
+    if image:
+        scale = _image_scale(xs[0])
+        xs = [a.astype(np.float32) * scale for a in xs]
+        prep = {"kind": "image", "scale": scale, "shape": list(xs[0].shape[1:])}
     else:
-        try:
-            y, class_names = y_raw.to_numpy(dtype=np.float32), None
-        except (TypeError, ValueError):
-            raise DatasetError(f"csv:{path}: regression needs a numeric target, but '{target}' is not") from None
-    return _split_table(f"csv:{path}", task, x, y, str(Path(path).resolve()), class_names,
-                        list(map(str, features.columns)), impute=impute)
+        features = [f"x{i}" for i in range(xs[0].shape[1])]
+        mean, std = _column_statistics(xs[0].astype(np.float32), features, label)
+        xs = [np.nan_to_num((a.astype(np.float32) - mean) / std).astype(np.float32) for a in xs]
+        prep = {"kind": "tabular", "features": features, "mean": mean.tolist(), "std": std.tolist()}
+    dtype = np.int32 if task == "classification" else np.float32
+    ys = [pairs[key][1].astype(dtype) for key in ("train", "validation", "test")]
+    return Dataset(name, task, xs[0], ys[0], xs[1], ys[1], xs[2], ys[2], "NumPy arrays", names, prep)
 
 
-def _refuse_missing(frame, path) -> None:
+def _image_scale(x: np.ndarray) -> float:
+    return 1 / 255 if x.dtype == np.uint8 or float(np.nanmax(x)) > 1 else 1.0
+
+
+# -- data given in memory, kept for every process of its study ---------------------------------------------
+
+def keep(dataset: Dataset) -> str:
+    """Keep a dataset given in memory (arrays, a DataFrame) as a file under ./mlruns/datasets, named by its
+    content, so that worker processes, `export`, `report` and `predict` read the same splits; returns its name,
+    `data:FINGERPRINT`, which the study records."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    for array in (dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val, dataset.x_test, dataset.y_test):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(json.dumps([dataset.task, dataset.class_names, dataset.preprocessing]).encode())
+    fingerprint = digest.hexdigest()[:16]
+    path = DATASETS_DIR / f"{fingerprint}.npz"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial-{os.getpid()}.npz")
+        meta = {"task": dataset.task, "class_names": dataset.class_names, "preprocessing": dataset.preprocessing,
+                "source": dataset.source}
+        np.savez(partial, x_train=dataset.x_train, y_train=dataset.y_train, x_val=dataset.x_val,
+                 y_val=dataset.y_val, x_test=dataset.x_test, y_test=dataset.y_test, meta=json.dumps(meta))
+        os.replace(partial, path)  # whole or not at all
+    return f"data:{fingerprint}"
+
+
+def _load_kept(name: str) -> Dataset:
+    import json
+
+    path = DATASETS_DIR / f"{name[5:]}.npz"
+    if not path.is_file():
+        raise DatasetError(f"{name}: the data given to this study in memory was kept in {path}, which is not here; "
+                           f"run from the folder the study was made in, or give the data again")
+    with np.load(path) as kept:
+        meta = json.loads(str(kept["meta"]))
+        arrays = {key: kept[key] for key in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+    names = tuple(meta["class_names"]) if meta["class_names"] else None
+    return Dataset(name, meta["task"], **arrays, source=meta["source"], class_names=names,
+                   preprocessing=meta["preprocessing"])
+
+
+def _refuse_missing(frame, label) -> None:
     """Missing feature values are never filled silently: name the columns and their first lines."""
     gaps = []
     for column in frame.columns:
@@ -332,16 +474,16 @@ def _refuse_missing(frame, path) -> None:
             gaps.append(f"column {column} has {count} missing value{'s' if count > 1 else ''} "
                         f"(line{'s' if count > 1 else ''} {', '.join(lines)}{more})")
     if gaps:
-        raise DatasetError(f"csv:{path}: {'; '.join(gaps)}; fill or drop them, or pass --impute mean")
+        raise DatasetError(f"{label}: {'; '.join(gaps)}; fill or drop them, or pass --impute mean")
 
 
-def _check_classes(classes, counts, path, target) -> None:
+def _check_classes(classes, counts, label, target) -> None:
     if len(classes) < 2:
-        raise DatasetError(f"csv:{path}: the target '{target}' has a single class ('{classes[0]}'); "
+        raise DatasetError(f"{label}: the target '{target}' has a single class ('{classes[0]}'); "
                            f"classification needs at least two (or pass --task regression for a number)")
     few = [f"'{c}' ({n} row{'s' if n > 1 else ''})" for c, n in zip(classes, counts, strict=True) if n < MIN_CLASS_ROWS]
     if few:
-        raise DatasetError(f"csv:{path}: class{'es' if len(few) > 1 else ''} {', '.join(few)} of '{target}' "
+        raise DatasetError(f"{label}: class{'es' if len(few) > 1 else ''} {', '.join(few)} of '{target}' "
                            f"{'have' if len(few) > 1 else 'has'} fewer than {MIN_CLASS_ROWS} rows; each class "
                            f"needs one for each of the training, validation and test splits: add rows, or drop "
                            f"or merge that class")
@@ -350,14 +492,14 @@ def _check_classes(classes, counts, path, target) -> None:
 MAX_CATEGORIES = 50
 
 
-def _check_text_columns(frame, path) -> None:
+def _check_text_columns(frame, label) -> None:
     """Text columns are one-hot encoded; one with many distinct values (names, ids, free text) cannot be."""
     import pandas as pd
 
     for column in frame.columns:
         values = frame[column]
         if not pd.api.types.is_numeric_dtype(values) and values.nunique() > MAX_CATEGORIES:
-            raise DatasetError(f"csv:{path}: column '{column}' is text with {values.nunique()} distinct values, "
+            raise DatasetError(f"{label}: column '{column}' is text with {values.nunique()} distinct values, "
                                f"but a text column is one-hot encoded and may have at most {MAX_CATEGORIES}; "
                                f"drop it or turn it into numbers")
 
@@ -394,8 +536,9 @@ TASKS = ("classification", "regression")
 
 
 def check_name(name: str) -> str:
-    """The dataset name as given, or DatasetError naming the valid ones."""
-    if name in DATASETS or (name.startswith("csv:") and len(name) > 4):
+    """The dataset name as given, or DatasetError naming the valid ones (`data:FINGERPRINT` names data given in
+    memory, kept by `keep`)."""
+    if name in DATASETS or (name.startswith("csv:") and len(name) > 4) or re.fullmatch(r"data:[0-9a-f]{16}", name):
         return name
     raise DatasetError(f"unknown dataset '{name}'; expected one of {', '.join(DATASETS)} or csv:PATH")
 
@@ -408,7 +551,31 @@ def load_dataset(name: str, target: str | None = None, task: str | None = None,
     check_name(name)
     if name.startswith("csv:"):
         return load_csv(name[4:], target, task, impute)
+    if name.startswith("data:"):
+        return _load_kept(name)
     return DATASETS[name].load()
+
+
+def raw_arrays(name: str) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """A named image dataset's arrays as Keras' `load_data()` gives them, ((x_train, y_train), (x_test, y_test)),
+    unscaled: for notebooks that start from arrays, as the tutorials do."""
+    if name not in ("fashion", "mnist"):
+        raise DatasetError(f"load_data reads fashion or mnist, but got '{name}'")
+    subdir = "fashion-mnist" if name == "fashion" else "mnist"
+    directory = _find_idx_dir(_idx_dirs(subdir, name == "fashion"))
+    if directory is None:
+        DATASETS[name].load()  # says where it looked, and how to get the files
+    return _load_idx(directory)
+
+
+def default_space(name: str) -> str:
+    """The bundled space a dataset sweeps by default (by name; data given in memory: by its kind)."""
+    if name.startswith("csv:"):
+        return "csv"
+    if name.startswith("data:"):
+        data = load_dataset(name)
+        return "mnist" if data.preprocessing.get("kind") == "image" and data.task == "classification" else "csv"
+    return name
 
 
 def load_recorded(study) -> Dataset:
@@ -420,7 +587,7 @@ def dataset_task(name: str, target: str | None = None, task: str | None = None,
                  impute: str | None = None) -> str:
     """A dataset's task without loading its arrays (a CSV table is read, since its target decides)."""
     check_name(name)
-    if name.startswith("csv:"):
+    if name.startswith(("csv:", "data:")):
         return load_dataset(name, target, task, impute).task
     if DATASETS[name].locate() is None:
         load_dataset(name)  # downloaded now (once per process), or an error saying where it was looked for

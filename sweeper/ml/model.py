@@ -1,11 +1,44 @@
-"""build_model(params, dataset) -> a compiled Keras MLP, and nothing else."""
+"""A compiled Keras model for one sampled configuration: sweeper's MLP, or the model a user's builder makes."""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sweeper.domain.errors import SweeperError
 from sweeper.ml.data import Dataset
 
+#: builders given in memory (a notebook's function), by the name their space records: this process only
+_LOCAL_BUILDERS: dict[str, Callable] = {}
 
-def build_model(params: dict, dataset: Dataset, **compile_options):
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model builder is told about the data: the shape of one example, the outputs, the task."""
+
+    input_shape: tuple[int, ...]
+    n_outputs: int  # classes, or 1 for regression
+    task: str  # classification or regression
+    class_names: tuple[str, ...] | None
+
+
+def build_model(params: dict, dataset: Dataset, *, builder: str | None = None, **compile_options) -> Any:
+    """The model of one configuration, compiled with its optimizer and learning rate and the task's loss and
+    metrics: sweeper's MLP, or `builder(params, data_info)`'s model (`package.module:function`)."""
+    if builder is None:
+        model = _mlp(params, dataset)
+    else:
+        info = DataInfo(dataset.input_shape, dataset.n_outputs, dataset.task, dataset.class_names)
+        model = resolve_builder(builder)(params, info)
+        _check_output(model, info, builder)
+    loss, metrics = _loss_and_metrics(dataset.task)
+    model.compile(optimizer=make_optimizer(params), loss=loss, metrics=metrics, **compile_options)
+    return model
+
+
+def _mlp(params: dict, dataset: Dataset):
     """An MLP from one sampled configuration: hidden Dense layers, dropout, task-shaped output."""
     import keras
 
@@ -19,14 +52,67 @@ def build_model(params: dict, dataset: Dataset, **compile_options):
             layers.append(keras.layers.Dropout(params["dropout"], name=f"dropout_{i}"))
     if dataset.task == "classification":
         layers.append(keras.layers.Dense(dataset.n_outputs, activation="softmax", name="output"))
-        loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
     else:
         layers.append(keras.layers.Dense(1, name="output"))
-        loss = "mse"
-        metrics = [keras.metrics.MeanAbsoluteError(name="mae"), keras.metrics.RootMeanSquaredError(name="rmse")]
-    model = keras.Sequential(layers, name="sweeper_mlp")
-    model.compile(optimizer=make_optimizer(params), loss=loss, metrics=metrics, **compile_options)
-    return model
+    return keras.Sequential(layers, name="sweeper_mlp")
+
+
+def _loss_and_metrics(task: str):
+    import keras
+
+    if task == "classification":
+        return "sparse_categorical_crossentropy", ["accuracy"]
+    return "mse", [keras.metrics.MeanAbsoluteError(name="mae"), keras.metrics.RootMeanSquaredError(name="rmse")]
+
+
+def _check_output(model, info: DataInfo, builder: str) -> None:
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise SweeperError(f"the model builder {builder} returned {type(model).__name__}, but a keras.Model is "
+                           f"needed")
+    shape = tuple(model.output_shape[1:]) if not isinstance(model.output_shape, list) else None
+    if shape != (info.n_outputs,):
+        raise SweeperError(f"the model builder {builder} makes outputs of shape {shape}, but this "
+                           f"{info.task} needs ({info.n_outputs},): one "
+                           f"{'probability per class (softmax)' if info.task == 'classification' else 'value'}")
+
+
+def local_builder(function: Callable) -> str:
+    """A builder given in memory under a name its space can record; it runs in this process only."""
+    name = f"local:{function.__module__}.{function.__qualname__}"
+    _LOCAL_BUILDERS[name] = function
+    return name
+
+
+def importable_name(function: Callable) -> str | None:
+    """`package.module:function` when other processes can import this very function, else None."""
+    module, name = getattr(function, "__module__", None), getattr(function, "__qualname__", "")
+    if not module or module == "__main__" or "." in name or "<" in name:
+        return None
+    try:
+        found = getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return None
+    return f"{module}:{name}" if found is function else None
+
+
+def resolve_builder(builder: str) -> Callable:
+    """The function a space's `model:` names (or a builder given in memory to this process)."""
+    if builder in _LOCAL_BUILDERS:
+        return _LOCAL_BUILDERS[builder]
+    if builder.startswith("local:"):
+        raise SweeperError(f"the model builder {builder[6:]} was given in memory to another process; give it "
+                           f"again (sweeper.search(..., build=...)) or name an importable one as module:function")
+    module, _, name = builder.partition(":")
+    try:
+        function = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise SweeperError(f"cannot import the model builder {builder} ({exc}); the module must be importable "
+                           f"where trials run (on the PYTHONPATH, or installed)") from None
+    if not callable(function):
+        raise SweeperError(f"the model builder {builder} is not a function")
+    return function
 
 
 def make_optimizer(params: dict):

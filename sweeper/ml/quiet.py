@@ -31,7 +31,9 @@ def quiet_stderr():
 
 def import_tensorflow() -> None:
     """Import TensorFlow without the start-up lines its C++ code writes to stderr."""
-    if "tensorflow" in sys.modules:
-        return
-    with quiet_stderr():
-        import tensorflow  # noqa: F401
+    from sweeper.runtime.setup import tensorflow_imported
+
+    if "tensorflow" not in sys.modules:
+        with quiet_stderr():
+            import tensorflow  # noqa: F401
+    tensorflow_imported()

@@ -42,13 +42,14 @@ class TrialResult:
 
 def train_trial(params: dict, dataset: Dataset, objective: Objective, *, max_epochs: int, patience: int,
                 seed: int = 0, epoch_hooks: Sequence[EpochHook] = (), initial_epoch: int = 0,
-                weights_in: str | None = None, weights_out: str | None = None) -> TrialResult:
+                weights_in: str | None = None, weights_out: str | None = None,
+                builder: str | None = None) -> TrialResult:
     """Train one configuration for epochs `initial_epoch + 1 .. max_epochs`, optionally starting from the
     weights of an earlier trial (`weights_in`) and keeping the best epoch's weights (`weights_out`)."""
     import keras
 
     keras.utils.set_random_seed(seed)
-    model = build_model(params, dataset, **COMPILE_OPTIONS)
+    model = build_model(params, dataset, builder=builder, **COMPILE_OPTIONS)
     if weights_in:
         model.optimizer.build(model.trainable_variables)  # so that its state (e.g. Adam's moments) loads too
         model.load_weights(weights_in)

@@ -98,6 +98,15 @@ def _distributions(trials: list[TrialRecord]) -> dict:
     return distributions
 
 
+def history(record: StudyRecord, study=None) -> Figure:
+    """Each trial's objective and the running best (`study`: the record rebuilt by `optuna_study`, if at hand)."""
+    from optuna import visualization as vis
+
+    study = study or optuna_study(record, {})
+    return _draw("optimization_history", "Optimisation history (with the running best)", len(record.completed()) >= 1,
+                 "no complete trial yet", lambda: vis.plot_optimization_history(study, target_name=record.metric))
+
+
 def study_figures(record: StudyRecord, curves: dict[int, list[tuple[int, float]]], space=None) -> list[Figure]:
     """History, importances, parallel coordinates, slices and learning curves of one study (`space`: the one it
     swept, for the parameters' axes)."""
@@ -107,8 +116,7 @@ def study_figures(record: StudyRecord, curves: dict[int, list[tuple[int, float]]
     complete = len(record.completed())
     target_name = record.metric
     figures = [
-        _draw("optimization_history", "Optimisation history (with the running best)", complete >= 1,
-              "no complete trial yet", lambda: vis.plot_optimization_history(study, target_name=target_name)),
+        history(record, study),
         _draw("param_importances", "Parameter importances (PED-ANOVA, Optuna's default evaluator)",
               complete >= 3 and _varied(study),
               "needs at least 3 complete trials whose parameters differ",

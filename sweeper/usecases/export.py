@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sweeper.domain.errors import ExportError, SweeperError
 from sweeper.domain.records import StudyRecord, TrialRecord
@@ -92,6 +93,16 @@ def export_best(study: str, out: str | Path, *, formats: tuple[str, ...] | list[
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return Exported(out, card, {name: (out / path.name, diff) for name, (path, diff, _) in files.items()})
+
+
+def final_model(study: str, *, tracking_uri: str | None = None) -> Any:
+    """The study's final model, as `export_best` writes it and the registry holds it: the best configuration
+    retrained on training + validation data when the sweep made it, else the best trial's own."""
+    store = Store.open(tracking_uri, create=False)
+    record = store.study(study)
+    best = store.best_trial(record)
+    refit = store.refit_of(record, best)
+    return refit[0] if refit is not None else store.load_trial_model(best)
 
 
 def check_out(out: Path, force: bool) -> None:

@@ -74,7 +74,7 @@ def probe_configuration(space: SearchSpace, optimizer: str | None = None) -> dic
 
 
 def range_test(params: dict, dataset: Dataset, *, start_lr: float = 1e-6, end_lr: float = 10.0, steps: int = 300,
-               seed: int = 0) -> RangeTest:
+               seed: int = 0, builder: str | None = None) -> RangeTest:
     """Train `params` for `steps` batches, the learning rate going from start_lr to end_lr exponentially."""
     import keras
 
@@ -83,7 +83,7 @@ def range_test(params: dict, dataset: Dataset, *, start_lr: float = 1e-6, end_lr
     from sweeper.ml.model import build_model
 
     keras.utils.set_random_seed(seed)
-    model = build_model(params, dataset)
+    model = build_model(params, dataset, builder=builder)
     rng = np.random.default_rng(seed)
     batch = int(params["batch_size"])
     rates = np.geomspace(start_lr, end_lr, steps)
@@ -233,7 +233,8 @@ def lr_find(dataset_name: str, space: SearchSpace, *, study: str, out: Path, wri
         raise UsageError("lr-find runs on the named datasets; for csv:PATH, use --space with its search")
     dataset = load_dataset(dataset_name).subset(subset)
     tracker = SweepRecorder.open(study, tracking_uri)
-    test = range_test(params, dataset, start_lr=start_lr, end_lr=end_lr, steps=steps, seed=seed)
+    test = range_test(params, dataset, start_lr=start_lr, end_lr=end_lr, steps=steps, seed=seed,
+                      builder=space.model)
     out.parent.mkdir(parents=True, exist_ok=True)
     plot(test, out, f"Learning-rate range test: {dataset_name}, {params['optimizer']}, batch {params['batch_size']}")
     if write is not None:

@@ -83,7 +83,12 @@ class SweepPlan:
 
 def default_study_name(dataset: str, backend: str = "optuna") -> str:
     """`fashion` for Optuna, the default engine; `fashion-keras-tuner` for another engine's study."""
-    name = safe_study_name(f"csv-{Path(dataset[4:]).stem}") if dataset.startswith("csv:") else dataset
+    if dataset.startswith("csv:"):
+        name = safe_study_name(f"csv-{Path(dataset[4:]).stem}")
+    elif dataset.startswith("data:"):
+        name = f"data-{dataset[5:13]}"  # data given in memory: named by its content
+    else:
+        name = dataset
     return name if backend == "optuna" else f"{name}-{backend}"
 
 
@@ -117,6 +122,9 @@ def make_plan(dataset: str, *, space: SearchSpace | str | Path | None = None, st
         space.grid()  # refuse an ungriddable space before any work starts
     if jobs > 1 and backend != "optuna":
         raise UsageError(f"--jobs {jobs} needs the optuna backend: a {backend} study serves one process at a time")
+    if jobs > 1 and space.model and space.model.startswith("local:"):
+        raise UsageError(f"jobs={jobs} needs a model builder that worker processes can import (a function of a "
+                         f"module, named module:function); {space.model[6:]} was given in memory")
     if backend == "keras-tuner" and storage and "://" in storage:
         raise UsageError(f"the keras-tuner backend keeps its state in a folder, but --storage is the URL {storage}; "
                          f"give a folder path (default: mlruns/keras-tuner)")
@@ -138,9 +146,11 @@ def make_plan(dataset: str, *, space: SearchSpace | str | Path | None = None, st
 
 
 def _space(dataset: str, space: SearchSpace | str | Path | None) -> SearchSpace:
+    from sweeper.ml.data import default_space
+
     if isinstance(space, SearchSpace):
         return space
-    return load_space(space or bundled_space_path(dataset))
+    return load_space(space or bundled_space_path(default_space(dataset)))
 
 
 def _check_engine(backend: str, algorithm: str | None, pruner: str | None) -> tuple[str, str]:

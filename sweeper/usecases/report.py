@@ -38,6 +38,16 @@ def build_report(study: str, out: str | Path, *, tracking_uri: str | None = None
     return Report(out, figures, store.log_report(record, out), store.read_only)
 
 
+def history_figure(study: str, *, tracking_uri: str | None = None):
+    """The optimisation history of a study (each trial's objective, the running best): a plotly figure."""
+    store = Store.open(tracking_uri, create=False)
+    record = store.study(study, trials=True)
+    figure = figs.history(record)
+    if figure.figure is None:
+        raise SweeperError(f"study '{study}' has {figure.note}: there is no history to plot")
+    return figure.figure
+
+
 def _best_model_figures(store: Store, record: StudyRecord) -> list:
     title = "Confusion matrix and per-class accuracy of the best model"
     if record.best() is None:

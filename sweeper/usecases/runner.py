@@ -87,7 +87,7 @@ class TrialRunner:
             result = train_trial(
                 params, self.dataset, space.objective, max_epochs=plan.max_epochs or space.max_epochs,
                 patience=space.patience, seed=self.plan.seed * 100_003 + number, initial_epoch=plan.initial_epoch,
-                weights_in=plan.weights_in, weights_out=plan.weights_out,
+                weights_in=plan.weights_in, weights_out=plan.weights_out, builder=space.model,
                 epoch_hooks=[run.log_epoch, lambda e, logs: self.listener.epoch_ended(number, e, logs), prune_hook])
             run.log_result(result.metrics, objective=result.objective, best_epoch=result.best_epoch,
                            epochs=result.epochs, seconds=result.seconds)

@@ -3,9 +3,13 @@ study of a store, the page of a study in the MLflow UI."""
 
 from __future__ import annotations
 
-from sweeper.domain.records import StudyRecord
+from sweeper.domain.events import SweepResult
+from sweeper.domain.records import SearchRecord, StudyRecord, TrialRecord
 from sweeper.store import Store
 from sweeper.store import check_study_exists as _check_study_exists
+
+#: how many of the best complete trials a result shows
+TOP = 5
 
 
 def check_study_exists(tracking_uri: str | None, study: str, *, say_missing_store: bool = True) -> None:
@@ -21,3 +25,24 @@ def load_study(study: str, tracking_uri: str | None = None) -> StudyRecord:
 def all_studies(tracking_uri: str | None = None) -> list[StudyRecord]:
     """Every study of the store, with its trials."""
     return Store.open(tracking_uri, create=False).studies()
+
+
+def study_result(study: str, tracking_uri: str | None = None) -> SweepResult:
+    """The result of a study's latest sweep as the store holds it (for `sweeper.load`)."""
+    store = Store.open(tracking_uri, create=False)
+    record = store.study(study, trials=True)
+    return recorded_result(store, record, store.latest_search(record), record.counts(), store.best_or_none(record))
+
+
+def recorded_result(store: Store, record: StudyRecord, search: SearchRecord | None, counts: dict,
+                    best: TrialRecord | None) -> SweepResult:
+    """A sweep's result from what its run recorded: test metrics, the refit, the registered version."""
+    metrics, tags = (search.metrics, search.tags) if search else ({}, {})
+    cost = record.cost_metric or None
+    result = SweepResult(record.name, store.uri, record.experiment_id, search.run_id if search else "", record.metric,
+                         best, {k: v for k, v in metrics.items() if k.startswith("test_")}, counts,
+                         store.complete_trials(record, limit=TOP), tags.get("model_version"), cost_metric=cost,
+                         pareto=store.pareto(record) if cost else [])
+    result.trial_test_metrics = {k.removeprefix("trial_"): v for k, v in metrics.items() if k.startswith("trial_test_")}
+    result.refit_epochs = int(metrics["refit_epochs"]) if "refit_epochs" in metrics else None
+    return result

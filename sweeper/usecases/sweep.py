@@ -19,9 +19,7 @@ from sweeper.engines import engine_class, make_engine
 from sweeper.store import SweepRecorder, describe_store
 from sweeper.usecases.plan import SweepPlan
 from sweeper.usecases.runner import REAPED_NOTE, TrialRunner
-
-#: how many of the best complete trials the summary shows
-TOP = 5
+from sweeper.usecases.studies import TOP, recorded_result
 
 
 def run_sweep(plan: SweepPlan, listener: SweepListener | None = None) -> SweepResult:
@@ -152,11 +150,7 @@ def _stored_result(plan: SweepPlan, recorder: SweepRecorder, engine) -> SweepRes
     if best is None or last is None or last.status != "FINISHED" or last.tags.get("best_run_id") != best.run_id:
         return None
     recorder.parent_id = last.run_id
-    result = _result(plan, recorder, counts, best, {k: v for k, v in last.metrics.items() if k.startswith("test_")},
-                     last.tags.get("model_version"))
-    result.trial_test_metrics = {k.removeprefix("trial_"): v for k, v in last.metrics.items()
-                                 if k.startswith("trial_test_")}
-    result.refit_epochs = int(last.metrics["refit_epochs"]) if "refit_epochs" in last.metrics else None
+    result = recorded_result(recorder.store, recorder.record(), last, counts, best)
     result.already_complete = True
     return result
 
@@ -209,6 +203,8 @@ def _in_worker_processes(plan: SweepPlan, engine) -> bool:
     """`--jobs N`, or a sweep long enough that one process would grow (TensorFlow keeps memory per model)."""
     from sweeper.usecases.pool import RECYCLE_AFTER
 
+    if plan.space.model and plan.space.model.startswith("local:"):
+        return False  # a model builder given in memory: other processes cannot import it
     counts = engine.counts()
     remaining = plan.space.trials - counts["complete"] - counts["pruned"]
     return plan.jobs > 1 or (plan.backend == "optuna" and remaining > RECYCLE_AFTER)
@@ -282,12 +278,10 @@ def _best_or_none(recorder: SweepRecorder) -> TrialRecord | None:
 
 def _result(plan: SweepPlan, recorder: SweepRecorder, counts, best, test=None, version=None) -> SweepResult:
     record = recorder.record()
-    cost = plan.space.cost
-    return SweepResult(recorder.study, recorder.uri, recorder.experiment_id, recorder.parent_id,
-                       plan.space.objective.metric, best, test or {}, counts,
-                       recorder.store.complete_trials(record, limit=TOP), version,
-                       cost_metric=cost.metric if cost else None,
-                       pareto=recorder.store.pareto(record) if cost else [])
+    cost = record.cost_metric or None
+    return SweepResult(recorder.study, recorder.uri, recorder.experiment_id, recorder.parent_id, record.metric, best,
+                       test or {}, counts, recorder.store.complete_trials(record, limit=TOP), version,
+                       cost_metric=cost, pareto=recorder.store.pareto(record) if cost else [])
 
 
 def _check_against_study(recorder: SweepRecorder, plan: SweepPlan) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import socket
 import subprocess
@@ -37,6 +38,13 @@ def page_url(base: str, experiment_id: str | None = None) -> str:
     return f"{base}#/experiments/{experiment_id}/runs" if experiment_id else base
 
 
+def study_page(tracking_uri: str | None, experiment_id: str, port: int = 5000) -> str:
+    """A study's page in the MLflow UI: the tracking server's own, or the one `sweeper ui` serves locally."""
+    uri = tracking_uri or default_tracking_uri()
+    base = uri if uri.startswith(("http://", "https://")) else f"http://{HOST}:{port}/"
+    return page_url(base, experiment_id)
+
+
 def server_command(uri: str, port: int) -> list[str]:
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", HOST,
                "--port", str(port), "--workers", "1"]
@@ -60,7 +68,8 @@ def serve(tracking_uri: str | None, port: int, study: str | None, open_browser: 
     if study:
         say(f"Study {study}: {url}")
     with open(log, "wb") as written:  # MLflow's start-up lines, warnings and request log are not for the terminal
-        server = subprocess.Popen(server_command(uri, port), stdout=written, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(server_command(uri, port), stdout=written, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "MLFLOW_LOGGING_LEVEL": "INFO"})  # its own log, whole
     if open_browser:
         threading.Thread(target=_open_when_up, args=(base, url), daemon=True).start()
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM must not leave the server orphaned
