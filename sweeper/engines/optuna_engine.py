@@ -312,9 +312,9 @@ class OptunaEngine(Engine):
         the workers of this machine share), so N workers end with exactly `trials` finished ones.
         """
         started, ran = time.monotonic(), 0
-        self.reap()
         while (timeout is None or time.monotonic() - started < timeout) and (max_runs is None or ran < max_runs):
             interrupts.check()  # no new trial once an interrupt arrived, wherever it landed
+            self.reap()  # before each trial: a silent worker's trial is failed (and retried) as soon as can be
             with self.study_lock():
                 finished, running = self._count_finished_and_running()
                 trial = self._ask(running) if finished + running < trials else None
@@ -325,7 +325,6 @@ class OptunaEngine(Engine):
                 break
             else:  # the budget is taken by running trials; one of them may still fail and free a slot
                 time.sleep(_POLL_SECONDS)
-                self.reap()
         return ran
 
     def _ask(self, running: int):
