@@ -12,7 +12,7 @@ setup: $(VENV)/.installed data
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,onnx,tflite,dashboard,postgres]'
+	$(BIN)/pip install --quiet -e '.[test,onnx,tflite,dashboard,postgres,cluster]'
 	touch $@
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist package when it is not already here.

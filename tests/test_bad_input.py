@@ -48,7 +48,7 @@ CASES = [
      "Error: syntax.yaml:2: invalid YAML: expected ',' or ']', but got '<stream end>'"),
     (["search", "fashion", "--space", "unknown-key.yaml"], 1,
      f"Error: unknown-key.yaml:{_line('unknown-key.yaml', 'epochs: 3')}: epochs: unknown key; expected one of "
-     f"description, objective, trials, max_epochs, patience, params, start"),
+     f"description, objective, trials, max_epochs, patience, model, params, start"),
     (["search", "fashion", "--space", "no-lr.yaml"], 1,
      f"Error: no-lr.yaml:{_line('no-lr.yaml', 'n_layers:')}: params.learning_rate: missing required key in `params`"),
     (["search", "fashion", "--space", "low-high.yaml"], 1,
@@ -120,6 +120,15 @@ CASES = [
                                                          "not a folder"),
     (["export", "fashion"], 2, "Error: Missing option '--out'."),
     (["validate", "missing.yaml"], 1, "Error: missing.yaml: no such file; expected a search-space YAML file"),
+    (["search", "fashion", "--cluster", "tcp://127.0.0.1:8786"], 2,
+     "Error: --cluster needs stores that every Dask worker reaches, but the study would be the embedded journal and "
+     "MLflow would be the embedded SQLite file; pass --storage postgresql+psycopg://USER:PASSWORD@HOST/DB (the "
+     "study) and --tracking-uri http://HOST:5000 (an MLflow server)"),
+    (["search", "fashion", "--cluster", "tcp://127.0.0.1:8786", "--storage", "sqlite:///s.db", "--tracking-uri",
+      "http://127.0.0.1:5000"], 2,
+     "Error: --cluster needs stores that every Dask worker reaches, but the study would be in sqlite:///s.db; pass "
+     "--storage postgresql+psycopg://USER:PASSWORD@HOST/DB (the study) and --tracking-uri http://HOST:5000 (an "
+     "MLflow server)"),
     (["search", "fashion", "--tracking-uri", "notaurl"], 2,
      "Error: --tracking-uri notaurl is not a tracking URI; expected http://HOST:PORT (an MLflow server), "
      "sqlite:///PATH or postgresql://..., or leave it out for the embedded store"),

@@ -30,13 +30,13 @@ def load(storage, study="digits"):
     return optuna.load_study(study_name=study, storage=storage)
 
 
-def wait_for_trial_of(storage, process, timeout=180):
+def wait_for_trial_of(storage, process, timeout=180, study="digits"):
     """The RUNNING trial of `process` (by the worker id it tags its trials with), once it is in `fit`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()[0]
         try:
-            trials = load(storage).trials
+            trials = load(storage, study).trials
         except KeyError:  # the study is not created yet
             trials = []
         for trial in trials:
@@ -80,14 +80,17 @@ def test_three_workers_meet_the_global_budget_and_retry_a_killed_workers_trial(p
     assert all(PG_PASSWORD not in output and "p%40ss" not in output for output in outputs)
 
 
-def test_a_paused_worker_finds_its_trial_failed_warns_and_goes_on(pg_database, tmp_path):
-    paused, other = (start_worker(tmp_path, pg_database, *SLOW, "--trials", 3, "--max-epochs", 12, "--patience",
-                                  12, "--seed", i) for i in range(2))
-    trial = wait_for_trial_of(pg_database, paused)
+def test_a_paused_worker_finds_its_trial_failed_warns_and_goes_on(pg_database, mlflow_server, tmp_path):
+    """On a tracking server, as workers that may be paused are run: a worker paused inside a write to the embedded
+    SQLite file would hold its lock, and every other worker would wait for it (README, "Scaling out")."""
+    server = {"MLFLOW_TRACKING_URI": mlflow_server}
+    paused, other = (start_worker(tmp_path, pg_database, *SLOW, "--study", "paused", "--trials", 3, "--max-epochs",
+                                  12, "--patience", 12, "--seed", i, env=server) for i in range(2))
+    trial = wait_for_trial_of(pg_database, paused, study="paused")
     paused.send_signal(signal.SIGSTOP)
     try:
         deadline = time.monotonic() + 120  # the other worker fails it after the 6 s grace period
-        while load(pg_database).trials[trial.number].state.name == "RUNNING":
+        while load(pg_database, "paused").trials[trial.number].state.name == "RUNNING":
             assert time.monotonic() < deadline, "the silent trial was not failed"
             time.sleep(0.5)
     finally:
@@ -95,10 +98,17 @@ def test_a_paused_worker_finds_its_trial_failed_warns_and_goes_on(pg_database, t
     paused_output, other_output = finish([paused, other])
     assert paused.returncode == 0 and "Cannot tell" not in paused_output, paused_output
     assert f"trial {trial.number:>3} failed" in paused_output and "failed by another worker" in paused_output
-    trials = load(pg_database).trials
+    trials = load(pg_database, "paused").trials
     assert Counter(t.state.name for t in trials)["COMPLETE"] == 3
-    [run] = [r for r in runs(tmp_path) if r.data.tags.get("trial_number") == str(trial.number)]
+    [run] = [r for r in server_runs(mlflow_server, "paused") if r.data.tags.get("trial_number") == str(trial.number)]
     assert run.info.status == "KILLED" and run.data.tags["state"] == "abandoned"
+
+
+def server_runs(server, study):
+    import mlflow
+
+    client = mlflow.MlflowClient(server)
+    return client.search_runs([client.get_experiment_by_name(study).experiment_id], max_results=1000)
 
 
 def test_the_storage_password_never_reaches_output_or_mlflow(pg_database, tmp_path):

@@ -19,7 +19,7 @@ def search(data: Any, *, target: str | None = None, task: str | None = None, cla
            algorithm: str | None = None, pruner: str | None = None, jobs: int = 1, storage: str | None = None,
            tracking_uri: str | None = None, seed: int = 0, build: Callable | str | None = None,
            max_failures: int = 3, refit: bool = True, grace_period: int = 60, start_over: bool = False,
-           progress: bool = True) -> Sweep:
+           cluster: str | None = None, progress: bool = True) -> Sweep:
     """Sweep a search space over `data` and record every trial in MLflow, as `sweeper search` does: the same
     defaults, checks, resume (the same study name goes on where it stopped), MLflow layout and final model
     (retrained on training + validation data, evaluated on the test split, registered).
@@ -35,8 +35,9 @@ def search(data: Any, *, target: str | None = None, task: str | None = None, cla
     params.units.low), a SearchSpace, or None for the dataset's bundled space. `build`: your own model, a function
     `build(params, data_info) -> keras.Model` (or its name, "package.module:function"); the parameters it reads
     are declared in the space like any other, and sweeper compiles the model with the space's optimizer and
-    learning rate. `timeout`: seconds, or "30m", "2h". `progress`: a live display (in a notebook cell, or on the
-    terminal).
+    learning rate. `timeout`: seconds, or "30m", "2h". `cluster`: a Dask scheduler's address; the `jobs` workers
+    then run as tasks on its cluster, on the study in `storage` and the MLflow server in `tracking_uri`.
+    `progress`: a live display (in a notebook cell, or on the terminal).
 
     Example:
         >>> import sweeper
@@ -58,7 +59,8 @@ def search(data: Any, *, target: str | None = None, task: str | None = None, cla
                      tracking_uri=tracking_uri, timeout=parse_duration(timeout) if timeout is not None else None,
                      subset=subset, seed=seed, target=target, task=task if dataset.startswith("csv:") else None,
                      impute=impute if dataset.startswith("csv:") else None, max_failures=max_failures, jobs=jobs,
-                     refit=refit, grace_period=grace_period, start_over=start_over, quiet_workers=True)
+                     refit=refit, grace_period=grace_period, start_over=start_over, quiet_workers=True,
+                     cluster=cluster)
     listener, notebook = _listener(plan, progress)
     with interrupts.installed(), listener as shown:
         result = run_sweep(plan, shown)
@@ -86,7 +88,7 @@ def load(study: str, tracking_uri: str | None = None) -> Sweep:
     return Sweep(study_result(study, tracking_uri), tracking_uri)
 
 
-def load_data(name: str = "fashion"):
+def load_data(name: str = "fashion") -> tuple[tuple[Any, Any], tuple[Any, Any]]:
     """Fashion-MNIST's (or MNIST's) arrays as Keras' `load_data()` gives them, ((x_train, y_train), (x_test,
     y_test)), read from the files sweeper finds (`sweeper datasets` says where), for notebooks that start from
     arrays."""

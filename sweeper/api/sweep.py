@@ -72,7 +72,7 @@ class Sweep:
 
         return final_model(self.study, tracking_uri=self.tracking_uri)
 
-    def trials(self, sort: str = "objective"):
+    def trials(self, sort: str = "objective") -> Any:
         """One row per trial, the columns of `sweeper trials --csv` (best first, or sort="number"): a DataFrame."""
         import pandas as pd
 
@@ -96,7 +96,7 @@ class Sweep:
 
         return build_report(self.study, path, tracking_uri=self.tracking_uri).path
 
-    def plot(self):
+    def plot(self) -> Any:
         """The optimisation history (each trial's objective and the running best): a plotly figure."""
         from sweeper.usecases.report import history_figure
 

@@ -8,7 +8,7 @@ import click
 
 from sweeper.cli.looking import datasets, doctor, report, studies, trials, ui, validate
 from sweeper.cli.models import export, predict
-from sweeper.cli.sweeping import lr_find, refine, search, study
+from sweeper.cli.sweeping import cluster, lr_find, refine, search, study
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -26,5 +26,5 @@ def main(debug):
 
 
 for _command in (search, study, refine, lr_find, validate, datasets, doctor, trials, studies, report, ui, export,
-                 predict):
+                 predict, cluster):
     main.add_command(_command)

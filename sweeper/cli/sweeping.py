@@ -52,10 +52,13 @@ from sweeper.present.console import banner
                    "before the final test; that model is the one registered.")
 @click.option("--start-over", is_flag=True, help="When the study's MLflow runs or its engine storage are gone, "
                                                  "drop the half that is left and sweep the study afresh.")
+@click.option("--cluster", metavar="ADDRESS", envvar="SWEEPER_CLUSTER",
+              help="Run the --jobs workers as tasks on this Dask cluster (tcp://HOST:8786; or $SWEEPER_CLUSTER), on "
+                   "the study in --storage and the MLflow server in --tracking-uri.")
 @reports_errors
 def search(dataset, space_file, study, trials, timeout, max_epochs, patience, subset, seed, backend, algorithm,
            pruner, storage, tracking_uri, target, task, impute, max_failures, jobs, grace_period, refit,
-           start_over):
+           start_over, cluster):
     """Sweep DATASET's search space and record every trial in MLflow.
 
     DATASET is fashion, mnist, digits, california or csv:PATH (with --target COLUMN).
@@ -68,6 +71,8 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
       sweeper search fashion --backend keras-tuner --algorithm hyperband
       sweeper search fashion --trials 12 --jobs 2
       sweeper search csv:houses.csv --target price --timeout 30m
+      sweeper search fashion --study big --cluster tcp://scheduler:8786 --jobs 8 \\
+        --storage postgresql+psycopg://... --tracking-uri http://mlflow-host:5000
     """
     from sweeper.usecases.plan import make_plan
 
@@ -75,7 +80,7 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
                      backend=backend, algorithm=algorithm, pruner=pruner, storage=storage, tracking_uri=tracking_uri,
                      timeout=timeout, subset=subset, seed=seed, target=target, task=task, impute=impute,
                      max_failures=max_failures, jobs=jobs, refit=refit, grace_period=grace_period,
-                     start_over=start_over, quiet_workers=True)
+                     start_over=start_over, quiet_workers=True, cluster=cluster)
     err = error_console()
     err.print(banner(plan))
     space = plan.space
@@ -263,3 +268,29 @@ def lr_find(dataset, space_file, write, optimizer, steps, start_lr, end_lr, out,
                f"Suggested learning_rate: {{type: float, low: {test.low:g}, high: {test.high:g}, log: true}}\n"
                f"Plot: {found.plot_path} (and in MLflow, run {found.run_id})"
                + (f"\nWrote the range into {found.written}." if found.written else ""))
+
+
+@click.group()
+def cluster():
+    """A Dask cluster to run sweeps on (search --cluster ADDRESS): one on this machine to try it."""
+
+
+@cluster.command("local")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Dask worker processes.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Threads per worker (TensorFlow's, in each trial).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8786, show_default=True,
+              help="The scheduler's port on 127.0.0.1 (0: any free one).")
+@reports_errors
+def cluster_local(workers, threads, port):
+    """Start a Dask scheduler and WORKERS worker processes on 127.0.0.1, until Ctrl-C.
+
+    \b
+    Example:
+      sweeper cluster local --workers 2
+      sweeper search fashion --cluster tcp://127.0.0.1:8786 --jobs 2 --storage postgresql+psycopg://... \\
+        --tracking-uri http://127.0.0.1:5000
+    """
+    from sweeper.usecases.cluster import local_cluster
+
+    local_cluster(workers, port, threads, say=lambda line: click.echo(line, err=True))

@@ -59,6 +59,20 @@ def installed():
         _pending = _requested = None
 
 
+def request(exc: BaseException) -> None:
+    """Ask this process to stop as a signal would (from a thread that watches something else: a Dask task's stop
+    event); the next checkpoint raises it."""
+    global _requested
+    if _requested is None:
+        _requested = exc
+
+
+def reset() -> None:
+    """Forget an interrupt that was handled (a Dask worker runs the next task in the same process)."""
+    global _pending, _requested
+    _pending = _requested = None
+
+
 def requested() -> BaseException | None:
     """The interrupt this process received, if any (it may already be on its way up)."""
     return _requested

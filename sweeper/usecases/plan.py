@@ -47,6 +47,7 @@ class SweepPlan:
     lineage: dict = field(default_factory=dict)  # tags saying where the study came from, e.g. refines
     start_over: bool = False  # drop what is left of a study whose engine storage or MLflow runs are gone
     quiet_workers: bool = False  # worker processes quiet the libraries' logging, as their parent did
+    cluster: str | None = None  # a Dask scheduler's address: the workers run as tasks on its cluster
 
     def engine_options(self, worker: int = 0) -> EngineOptions:
         """What the engine is given: the one place it is derived from the plan."""
@@ -99,7 +100,8 @@ def make_plan(dataset: str, *, space: SearchSpace | str | Path | None = None, st
               subset: int | None = None, seed: int = 0, target: str | None = None, task: str | None = None,
               impute: str | None = None, max_failures: int = 3, jobs: int = 1, refit: bool = True,
               grace_period: int = 60, warm_start: tuple = (), lineage: dict | None = None,
-              start_over: bool = False, quiet_workers: bool = False, recorded_budget: bool = True) -> SweepPlan:
+              start_over: bool = False, quiet_workers: bool = False, recorded_budget: bool = True,
+              cluster: str | None = None) -> SweepPlan:
     """Check and resolve a sweep's settings, cheapest checks first (no store is written; the data and the store
     are read only to check them). `space`: a file, a SearchSpace, or None for DATASET's bundled one.
     `recorded_budget`: take the budget `sweeper study create` recorded for the study (what the caller gave wins)."""
@@ -125,6 +127,8 @@ def make_plan(dataset: str, *, space: SearchSpace | str | Path | None = None, st
     if jobs > 1 and space.model and space.model.startswith("local:"):
         raise UsageError(f"jobs={jobs} needs a model builder that worker processes can import (a function of a "
                          f"module, named module:function); {space.model[6:]} was given in memory")
+    if cluster:
+        _check_cluster(cluster, backend, storage, tracking_uri, space)
     if backend == "keras-tuner" and storage and "://" in storage:
         raise UsageError(f"the keras-tuner backend keeps its state in a folder, but --storage is the URL {storage}; "
                          f"give a folder path (default: mlruns/keras-tuner)")
@@ -134,7 +138,7 @@ def make_plan(dataset: str, *, space: SearchSpace | str | Path | None = None, st
                      task=resolved_task, storage=storage, tracking_uri=tracking_uri, timeout=timeout, subset=subset,
                      seed=seed, target=target, impute=impute, max_failures=max_failures, jobs=jobs, refit=refit,
                      grace_period=grace_period, warm_start=tuple(warm_start), lineage=dict(lineage or {}),
-                     start_over=start_over, quiet_workers=quiet_workers)
+                     start_over=start_over, quiet_workers=quiet_workers, cluster=cluster)
     _check_objective(space, resolved_task, dataset)
     if subset:
         plan.load_data()  # refuses a subset larger than the training split, or missing classes
@@ -165,6 +169,25 @@ def _check_engine(backend: str, algorithm: str | None, pruner: str | None) -> tu
         raise OptionError("--pruner", f"'{pruner}' is not a pruner of the {backend} backend; expected one of "
                                       f"{', '.join(pruners)}")
     return algorithm, pruner
+
+
+def _check_cluster(cluster: str, backend: str, storage: str | None, tracking_uri: str | None,
+                   space: SearchSpace) -> None:
+    """A cluster sweep's workers share one study and one MLflow store: both must be servers every worker reaches."""
+    if backend != "optuna":
+        raise UsageError(f"--cluster needs the optuna backend: a {backend} study serves one process at a time")
+    problems = []
+    if not storage or "://" not in storage or storage.startswith("sqlite:"):
+        problems.append(f"the study would be {'in ' + storage if storage else 'the embedded journal'}")
+    if not tracking_uri or not tracking_uri.startswith(("http://", "https://")):
+        problems.append(f"MLflow would be {'at ' + mask(tracking_uri) if tracking_uri else 'the embedded SQLite file'}")
+    if problems:
+        raise UsageError(f"--cluster needs stores that every Dask worker reaches, but {' and '.join(problems)}; pass "
+                         f"--storage postgresql+psycopg://USER:PASSWORD@HOST/DB (the study) and --tracking-uri "
+                         f"http://HOST:5000 (an MLflow server)")
+    if space.model and space.model.startswith("local:"):
+        raise UsageError(f"--cluster needs a model builder Dask workers can import (module:function); "
+                         f"{space.model[6:]} was given in memory")
 
 
 def _check_dataset_options(dataset: str, target: str | None, impute: str | None) -> None:

@@ -15,7 +15,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from sweeper.domain.errors import SweeperError, SweepError, Terminated
 from sweeper.domain.events import SweepListener
@@ -131,16 +131,25 @@ def _worker_main(plan, parent_id, index, threads, clock, failures_in_a_row, mess
 
 
 def _work(plan, parent_id, index, threads, clock, failures_in_a_row, messages) -> tuple[str, int]:
+    ran, more, failures = work_loop(plan, parent_id, index, _ForwardingListener(messages, index), threads=threads,
+                                    timeout=lambda: _time_left(plan.timeout, clock),
+                                    failures_in_a_row=failures_in_a_row, max_runs=RECYCLE_AFTER)
+    return (_RECYCLE if ran >= RECYCLE_AFTER and more else _DONE), failures
+
+
+def work_loop(plan: SweepPlan, parent_id: str, index: int, listener: SweepListener, *, threads: int,
+              timeout: Callable[[], float | None], failures_in_a_row: int = 0,
+              max_runs: int | None = None) -> tuple[int, bool, int]:
+    """One worker of a sweep, in the process (or Dask task) it runs in: TensorFlow on `threads` threads, the data
+    loaded, trials run on the study under the sweep run `parent_id` until its budget, the time (`timeout()`, asked
+    once the worker is ready to train) or `max_runs` is spent. Returns (trials run, budget left, failures in a
+    row)."""
     from sweeper.ml.quiet import import_tensorflow
     from sweeper.usecases.runner import TrialRunner
 
     import_tensorflow()
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    _threads(threads)
     space = plan.space
-    listener = _ForwardingListener(messages, index)
     dataset = plan.load_data()
     listener.data_loaded(dataset.describe_splits())
     recorder = SweepRecorder.open(plan.study, plan.tracking_uri)
@@ -149,13 +158,22 @@ def _work(plan, parent_id, index, threads, clock, failures_in_a_row, messages) -
         runner = TrialRunner(plan, dataset, recorder, listener, engine.best_value, engine.take_reaped)
         runner.failures_in_a_row = failures_in_a_row
         try:
-            ran = engine.optimize(runner, trials=space.trials, timeout=_time_left(plan.timeout, clock),
-                                  max_runs=RECYCLE_AFTER)
+            ran = engine.optimize(runner, trials=space.trials, timeout=timeout(), max_runs=max_runs)
         finally:
             failures_in_a_row = runner.failures_in_a_row
         counts = engine.counts()
-        more = counts["complete"] + counts["pruned"] < space.trials
-    return (_RECYCLE if ran >= RECYCLE_AFTER and more else _DONE), failures_in_a_row
+    return ran, counts["complete"] + counts["pruned"] < space.trials, failures_in_a_row
+
+
+def _threads(threads: int) -> None:
+    """TensorFlow's thread pools, set once per process (before it runs anything; later calls keep the first)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # already initialised by an earlier task of this process: its threads stay
+        pass
 
 
 def _time_left(timeout: float | None, clock) -> float | None:

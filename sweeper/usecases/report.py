@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sweeper.domain.errors import SweeperError
 from sweeper.domain.records import StudyRecord
@@ -38,7 +39,7 @@ def build_report(study: str, out: str | Path, *, tracking_uri: str | None = None
     return Report(out, figures, store.log_report(record, out), store.read_only)
 
 
-def history_figure(study: str, *, tracking_uri: str | None = None):
+def history_figure(study: str, *, tracking_uri: str | None = None) -> Any:
     """The optimisation history of a study (each trial's objective, the running best): a plotly figure."""
     store = Store.open(tracking_uri, create=False)
     record = store.study(study, trials=True)

@@ -5,21 +5,20 @@ finished, any other error FAILED."""
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from sweeper.domain.errors import StoreError, SweeperError, SweepInterrupted, Terminated, UsageError, disk_full
 from sweeper.domain.events import SweepListener, SweepResult
-from sweeper.domain.records import TrialRecord
 from sweeper.domain.space import SearchSpace, dump_space
 from sweeper.domain.urls import mask
 from sweeper.domain.wording import plural
 from sweeper.engines import engine_class, make_engine
 from sweeper.store import SweepRecorder, describe_store
+from sweeper.usecases.final import best_or_none, count_metrics, finish, load_data, result_of
 from sweeper.usecases.plan import SweepPlan
 from sweeper.usecases.runner import REAPED_NOTE, TrialRunner
-from sweeper.usecases.studies import TOP, recorded_result
+from sweeper.usecases.studies import recorded_result
 
 
 def run_sweep(plan: SweepPlan, listener: SweepListener | None = None) -> SweepResult:
@@ -47,7 +46,7 @@ def _run_sweep(plan: SweepPlan, listener: SweepListener) -> SweepResult:
     _check_against_study(recorder, plan)
     recorder.reap_dead_runs()
     with _open_engine(plan, recorder) as engine:
-        done = _stored_result(plan, recorder, engine)
+        done = _storedresult_of(plan, recorder, engine)
         if done is not None:
             return done
         with engine.study_lock():
@@ -60,29 +59,29 @@ def _run_sweep(plan: SweepPlan, listener: SweepListener) -> SweepResult:
         if reaped:
             listener.trials_reaped(reaped)
         with _search_ended_on_error(plan, recorder, engine):
-            if _in_worker_processes(plan, engine):
+            if plan.cluster:
+                from sweeper.usecases.cluster import run_on_cluster
+
+                run_on_cluster(plan, recorder.parent_id, listener)  # the workers are Dask tasks
+            elif _in_worker_processes(plan, engine):
                 from sweeper.usecases.pool import run_workers
 
                 run_workers(plan, recorder.parent_id, listener)  # this process loads no data nor TensorFlow
             else:
-                dataset = _dataset(plan)
+                dataset = load_data(plan)
                 listener.data_loaded(dataset.describe_splits())
                 runner = TrialRunner(plan, dataset, recorder, listener, engine.best_value, engine.take_reaped)
                 engine.optimize(runner, trials=plan.space.trials, timeout=plan.timeout)
         if not _last_to_finish(recorder, engine):
-            result = _result(plan, recorder, engine.counts(), _best_or_none(recorder))
+            result = result_of(plan, recorder, engine.counts(), best_or_none(recorder))
             result.finished_elsewhere = True
             return result
         with _search_ended_on_error(plan, recorder, engine, finishing=True):
-            return _finish(plan, _dataset(plan), engine, recorder, listener)
+            if plan.cluster:  # made on a Dask worker: this process may lack the data and TensorFlow
+                from sweeper.usecases.cluster import finish_on_cluster
 
-
-def _dataset(plan: SweepPlan):
-    """The sweep's data (loaded once per process), with TensorFlow imported quietly for what comes next."""
-    from sweeper.ml.quiet import import_tensorflow
-
-    import_tensorflow()
-    return plan.load_data()
+                return finish_on_cluster(plan, recorder.parent_id, listener)
+            return finish(plan, load_data(plan), engine, recorder, listener)
 
 
 @contextlib.contextmanager
@@ -94,7 +93,7 @@ def _search_ended_on_error(plan: SweepPlan, recorder: SweepRecorder, engine, fin
     except KeyboardInterrupt as exc:
         counts = engine.counts()
         _stop_search(recorder, engine, "KILLED", counts)
-        raise SweepInterrupted(_result(plan, recorder, counts, _best_or_none(recorder)),
+        raise SweepInterrupted(result_of(plan, recorder, counts, best_or_none(recorder)),
                                terminated=isinstance(exc, Terminated), finishing=finishing) from None
     except BaseException:
         with contextlib.suppress(Exception):  # a full disk may refuse this write: the next sweep reaps the run
@@ -139,13 +138,13 @@ def _open_engine(plan: SweepPlan, recorder: SweepRecorder):
         opened.close()
 
 
-def _stored_result(plan: SweepPlan, recorder: SweepRecorder, engine) -> SweepResult | None:
+def _storedresult_of(plan: SweepPlan, recorder: SweepRecorder, engine) -> SweepResult | None:
     """A study whose budget is spent and whose last sweep ended with its best trial's final model: that sweep's
     result as MLflow holds it (running the same command again retrains nothing and opens no new sweep run)."""
     counts = engine.counts()
     if counts["complete"] + counts["pruned"] < plan.space.trials or counts["running"]:
         return None
-    best = _best_or_none(recorder)
+    best = best_or_none(recorder)
     last = recorder.last_search()
     if best is None or last is None or last.status != "FINISHED" or last.tags.get("best_run_id") != best.run_id:
         return None
@@ -187,7 +186,7 @@ def _stop_search(recorder: SweepRecorder, engine, status: str, counts: dict) -> 
     """End the sweep run on an interrupt or a fatal error, unless other workers still run trials under it."""
     if recorder.joined and engine.running_elsewhere():
         return
-    recorder.end_search(status, metrics=_count_metrics(counts))
+    recorder.end_search(status, metrics=count_metrics(counts))
 
 
 def _last_to_finish(recorder: SweepRecorder, engine) -> bool:
@@ -218,76 +217,6 @@ def _open_search(recorder: SweepRecorder, plan: SweepPlan, shared: bool = False)
                                 shared=shared)
 
 
-def _finish(plan: SweepPlan, dataset, engine, recorder: SweepRecorder, listener: SweepListener) -> SweepResult:
-    from sweeper.ml.train import evaluate, for_users
-
-    counts = engine.counts()
-    metrics, tags, version, test, trial_test, final = _count_metrics(counts), {}, None, {}, {}, None
-    best = _best_or_none(recorder)
-    if best is not None:
-        listener.final_step(f"evaluating trial {best.number}'s model on the test split")
-        model = recorder.store.load_trial_model(best)
-        test = evaluate(model, dataset)
-        final = _refit_best(plan, dataset, recorder, best, model, listener)
-        if final is not None:
-            listener.final_step("evaluating the final model on the test split")
-            model, trial_test, test = for_users(final.model), test, evaluate(final.model, dataset)
-            metrics.update({f"trial_{k}": v for k, v in trial_test.items()}, refit_epochs=final.epochs,
-                           refit_seconds=final.seconds)
-            listener.final_step("saving the final model in MLflow")
-            recorder.log_final_model(model, final.epochs, best.run_id)
-        model = for_users(model)  # saved with Keras' default execution options
-        listener.final_step(f"logging and registering models:/{recorder.study}@champion")
-        version = recorder.log_best_model(model, dataset.x_test[:5], registered_from=best.run_id,
-                                          metadata=dataset.metadata())
-        metrics.update(test, **{f"best_{plan.space.objective.metric}": best.value})
-        tags = {"best_trial_number": best.number, "best_run_id": best.run_id, "model_version": version}
-    recorder.end_search("FINISHED", metrics=metrics, tags=tags)
-    result = _result(plan, recorder, counts, best, test, version)
-    result.refit_epochs, result.trial_test_metrics = final and final.epochs, trial_test
-    return result
-
-
-@dataclass
-class _Refit:
-    model: object  # keras.Model
-    epochs: int
-    seconds: float
-
-
-def _refit_best(plan: SweepPlan, dataset, recorder: SweepRecorder, best: TrialRecord, trial_model,
-                listener: SweepListener) -> _Refit | None:
-    """The best configuration retrained on train + val for its trial's best epoch count (None: --no-refit)."""
-    from sweeper.ml.train import refit
-
-    epochs = best.best_epoch
-    if not plan.refit or epochs < 1:
-        return None
-    listener.refit_started(best.number, epochs)
-    started = time.perf_counter()
-    model = refit(trial_model, dataset, epochs=epochs, batch_size=int(best.params.get("batch_size", 32)),
-                  learning_rates=recorder.store.learning_rates(best), seed=plan.seed,
-                  epoch_hooks=[listener.refit_epoch_ended])
-    return _Refit(model, epochs, time.perf_counter() - started)
-
-
-def _best_or_none(recorder: SweepRecorder) -> TrialRecord | None:
-    record = recorder.record()
-    return recorder.store.best_or_none(record) if record else None  # None: no trial completed yet
-
-
-def _result(plan: SweepPlan, recorder: SweepRecorder, counts, best, test=None, version=None) -> SweepResult:
-    record = recorder.record()
-    cost = record.cost_metric or None
-    return SweepResult(recorder.study, recorder.uri, recorder.experiment_id, recorder.parent_id, record.metric, best,
-                       test or {}, counts, recorder.store.complete_trials(record, limit=TOP), version,
-                       cost_metric=cost, pareto=recorder.store.pareto(record) if cost else [])
-
-
 def _check_against_study(recorder: SweepRecorder, plan: SweepPlan) -> None:
     """The engine, dataset, objectives and space match what MLflow holds for the study."""
     recorder.check_study(plan.study_record(), plan.space.signature())
-
-
-def _count_metrics(counts: dict) -> dict:
-    return {f"trials_{state}": n for state, n in counts.items()}

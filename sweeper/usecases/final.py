@@ -1,0 +1,107 @@
+"""The end of a sweep: the best trial's configuration retrained on training + validation data, evaluated on the test
+split, logged and registered, and the sweep run ended with what it found. Run by the last worker to finish (this
+process, or a Dask worker)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sweeper.domain.events import SweepListener, SweepResult
+from sweeper.domain.records import TrialRecord
+from sweeper.engines import Engine, make_engine
+from sweeper.ml.data import Dataset
+from sweeper.runtime.workers import this_worker
+from sweeper.store import SweepRecorder
+from sweeper.usecases.plan import SweepPlan
+from sweeper.usecases.studies import TOP
+
+
+def finish_joined(plan: SweepPlan, parent_id: str, listener: SweepListener) -> SweepResult:
+    """Make the final model of the sweep run `parent_id` from another process than the one that opened it (a
+    Dask worker): its store, engine and data are opened here."""
+    recorder = SweepRecorder.open(plan.study, plan.tracking_uri)
+    recorder.join_search(parent_id, plan.study_record())
+    with make_engine(plan.backend, plan.engine_options()) as engine:
+        return finish(plan, load_data(plan), engine, recorder, listener)
+
+
+def load_data(plan: SweepPlan) -> Dataset:
+    """The sweep's data (loaded once per process), with TensorFlow imported quietly for what comes next."""
+    from sweeper.ml.quiet import import_tensorflow
+
+    import_tensorflow()
+    return plan.load_data()
+
+
+def finish(plan: SweepPlan, dataset: Dataset, engine: Engine, recorder: SweepRecorder,
+           listener: SweepListener) -> SweepResult:
+    from sweeper.ml.train import evaluate, for_users
+
+    counts = engine.counts()
+    metrics, tags, version, test, trial_test, final = count_metrics(counts), {}, None, {}, {}, None
+    best = best_or_none(recorder)
+    if best is not None:
+        listener.final_step(f"evaluating trial {best.number}'s model on the test split")
+        model = recorder.store.load_trial_model(best)
+        test = evaluate(model, dataset)
+        final = _refit_best(plan, dataset, recorder, best, model, listener)
+        if final is not None:
+            listener.final_step("evaluating the final model on the test split")
+            model, trial_test, test = for_users(final.model), test, evaluate(final.model, dataset)
+            metrics.update({f"trial_{k}": v for k, v in trial_test.items()}, refit_epochs=final.epochs,
+                           refit_seconds=final.seconds)
+            listener.final_step("saving the final model in MLflow")
+            recorder.log_final_model(model, final.epochs, best.run_id)
+        model = for_users(model)  # saved with Keras' default execution options
+        listener.final_step(f"logging and registering models:/{recorder.study}@champion")
+        version = recorder.log_best_model(model, dataset.x_test[:5], registered_from=best.run_id,
+                                          metadata=dataset.metadata())
+        metrics.update(test, **{f"best_{plan.space.objective.metric}": best.value})
+        tags = {"best_trial_number": best.number, "best_run_id": best.run_id, "model_version": version,
+                "final_model_by": this_worker()}
+    recorder.end_search("FINISHED", metrics=metrics, tags=tags)
+    result = result_of(plan, recorder, counts, best, test, version)
+    result.refit_epochs, result.trial_test_metrics = final and final.epochs, trial_test
+    return result
+
+
+@dataclass
+class _Refit:
+    model: object  # keras.Model
+    epochs: int
+    seconds: float
+
+
+def _refit_best(plan: SweepPlan, dataset, recorder: SweepRecorder, best: TrialRecord, trial_model,
+                listener: SweepListener) -> _Refit | None:
+    """The best configuration retrained on train + val for its trial's best epoch count (None: --no-refit)."""
+    from sweeper.ml.train import refit
+
+    epochs = best.best_epoch
+    if not plan.refit or epochs < 1:
+        return None
+    listener.refit_started(best.number, epochs)
+    started = time.perf_counter()
+    model = refit(trial_model, dataset, epochs=epochs, batch_size=int(best.params.get("batch_size", 32)),
+                  learning_rates=recorder.store.learning_rates(best), seed=plan.seed,
+                  epoch_hooks=[listener.refit_epoch_ended])
+    return _Refit(model, epochs, time.perf_counter() - started)
+
+
+def best_or_none(recorder: SweepRecorder) -> TrialRecord | None:
+    record = recorder.record()
+    return recorder.store.best_or_none(record) if record else None  # None: no trial completed yet
+
+
+def result_of(plan: SweepPlan, recorder: SweepRecorder, counts: dict, best: TrialRecord | None,
+              test: dict | None = None, version: str | None = None) -> SweepResult:
+    record = recorder.record()
+    cost = record.cost_metric or None
+    return SweepResult(recorder.study, recorder.uri, recorder.experiment_id, recorder.parent_id, record.metric, best,
+                       test or {}, counts, recorder.store.complete_trials(record, limit=TOP), version,
+                       cost_metric=cost, pareto=recorder.store.pareto(record) if cost else [])
+
+
+def count_metrics(counts: dict) -> dict:
+    return {f"trials_{state}": n for state, n in counts.items()}
