@@ -116,7 +116,8 @@ def test_a_torn_journal_tail_is_set_aside_with_a_warning_and_never_appended_afte
     assert run(tmp_path, "doctor").stdout.startswith("ok ")
 
 
-@pytest.mark.parametrize("garbage", [os.urandom(64).replace(b"\n", b"") + b"\n", b'{"op_code": 4, "worker_id\n'])
+@pytest.mark.parametrize("garbage", [os.urandom(64).replace(b"\n", b"") + b"\n", b'{"op_code": 4, "worker_id\n'],
+                         ids=["random bytes", "a truncated record"])
 def test_a_corrupted_journal_line_is_named_and_doctor_repairs_it(tmp_path, garbage):
     assert run(tmp_path, *QUICK, "--trials", 1).returncode == 0
     journal = tmp_path / "mlruns" / "optuna" / "journal.log"

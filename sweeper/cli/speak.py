@@ -73,7 +73,7 @@ def _warnings_shown():
 def print_summary(result):
     from sweeper.present.console import summary
 
-    stdout_console().print(summary(result, command_name()))
+    stdout_console().print(summary(result, command_name()), crop=False)  # the hints' commands stay whole
 
 
 def stdout_console():

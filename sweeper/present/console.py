@@ -8,6 +8,7 @@ from rich.console import Console, Group
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from sweeper.domain.events import SweepListener, SweepResult
 from sweeper.domain.wording import plural
@@ -188,9 +189,17 @@ def summary(result: SweepResult, command: str = "sweeper") -> Group:
                      "on the test split, registers it and ends the sweep run.")
     if result.model_version:
         parts.append(f"Registered in MLflow as models:/{result.study}@champion (version {result.model_version}).")
-    parts.append(f"\nBrowse every trial:  {command} ui\nExport the best model:  {command} export {result.study} "
-                 f"--out best-{result.study}/")
+    # Commands to copy: never broken across lines (a narrow terminal wraps them itself, whole when copied)
+    parts += [_whole(f"\nBrowse every trial:  {command} ui"),
+              _whole(f"Export the best model:  {command} export {result.study} --out best-{result.study}/")]
     return Group(*parts)
+
+
+def _whole(line: str) -> Text:
+    """A line never broken by the console (print it with crop=False); a narrow terminal wraps it itself."""
+    text = Text(line)
+    text.no_wrap, text.overflow = True, "ignore"
+    return text
 
 
 def _texts(params: dict) -> dict[str, str]:
