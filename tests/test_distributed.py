@@ -47,6 +47,21 @@ def wait_for_trial_of(storage, process, timeout=180, study="digits"):
     pytest.fail("no trial of the worker started in time")
 
 
+def pause_in_a_trial(storage, process, study, epochs):
+    """SIGSTOP `process` while it trains, with epochs left (whose ends check the trial is still its own); its
+    RUNNING trial, read once it is stopped. A fast trial may end between the read that found it and the signal:
+    then the stopped process is let go and caught again."""
+    for _ in range(20):
+        wait_for_trial_of(storage, process, study=study)
+        process.send_signal(signal.SIGSTOP)
+        for trial in load(storage, study).trials:
+            if trial.state.name == "RUNNING" and trial.user_attrs.get("worker", "").split(":")[1:2] == \
+                    [str(process.pid)] and len(trial.intermediate_values) < epochs - 2:
+                return trial
+        process.send_signal(signal.SIGCONT)
+    pytest.fail("the worker was never stopped inside a trial")
+
+
 def finish(processes, timeout=600):
     return [process.communicate(timeout=timeout)[0] for process in processes]
 
@@ -86,8 +101,7 @@ def test_a_paused_worker_finds_its_trial_failed_warns_and_goes_on(pg_database, m
     server = {"MLFLOW_TRACKING_URI": mlflow_server}
     paused, other = (start_worker(tmp_path, pg_database, *SLOW, "--study", "paused", "--trials", 3, "--max-epochs",
                                   12, "--patience", 12, "--seed", i, env=server) for i in range(2))
-    trial = wait_for_trial_of(pg_database, paused, study="paused")
-    paused.send_signal(signal.SIGSTOP)
+    trial = pause_in_a_trial(pg_database, paused, study="paused", epochs=12)
     try:
         deadline = time.monotonic() + 120  # the other worker fails it after the 6 s grace period
         while load(pg_database, "paused").trials[trial.number].state.name == "RUNNING":
