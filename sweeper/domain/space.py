@@ -31,6 +31,9 @@ METRICS = {"val_accuracy": "maximize", "val_loss": "minimize", "val_mae": "minim
 #: a second objective: what a model costs (both minimised), traded against the first in a Pareto front
 COSTS = {"param_count": "minimize", "latency_ms": "minimize"}
 MAX_GRID_POINTS = 100_000
+#: how the learning rate moves over a trial's epochs: dropped on a plateau of the objective, cosine-decayed
+#: to zero at the epoch cap, or kept
+LR_SCHEDULES = ("plateau", "cosine", "constant")
 
 
 class Suggester(Protocol):
@@ -132,7 +135,7 @@ def _one_of(names):
 
 
 _RULES = {
-    "n_layers": _Rule(int, lambda v: 1 <= v <= 64, "an integer from 1 to 64"),
+    "n_layers": _Rule(int, lambda v: 0 <= v <= 64, "an integer from 0 to 64 (0: a linear model)"),
     "units": _Rule(int, lambda v: v >= 1, "an integer >= 1"),
     "learning_rate": _Rule(float, lambda v: 0 < v < 10, "a number > 0 and < 10"),
     "batch_size": _Rule(int, lambda v: v >= 1, "an integer >= 1", 32),
@@ -143,6 +146,10 @@ _RULES = {
     "activation": _Rule(str, *_one_of(ACTIVATIONS), "relu"),
     "kernel_initializer": _Rule(str, *_one_of(INITIALIZERS), "glorot_uniform"),
     "l2": _Rule(float, lambda v: v >= 0, "a number >= 0", 0.0),
+    "batch_norm": _Rule(bool, lambda v: True, "true or false", False),
+    "weight_decay": _Rule(float, lambda v: 0 <= v < 1, "a number >= 0 and < 1", 0.0),
+    "label_smoothing": _Rule(float, lambda v: 0 <= v < 1, "a number >= 0 and < 1", 0.0),
+    "lr_schedule": _Rule(str, *_one_of(LR_SCHEDULES), "plateau"),
 }
 _TOP_KEYS = ("description", "objective", "trials", "max_epochs", "patience", "model", "params", "start")
 #: any parameter of a model builder's own (a `model:` space): a number, a text or a flag
@@ -202,7 +209,8 @@ class SearchSpace:
         for name in ("momentum", "nesterov"):
             drawn[name] = _suggest_if(suggester, drawn["optimizer"] == "sgd", p[name], name,
                                       "optimizer", p["optimizer"], ["sgd"])
-        for name in ("dropout", "activation", "kernel_initializer", "l2"):
+        for name in ("dropout", "activation", "kernel_initializer", "l2", "batch_norm", "weight_decay",
+                     "label_smoothing", "lr_schedule"):
             drawn[name] = p[name].suggest(suggester, name)
         for name in self.builder_params:
             drawn[name] = p[name].suggest(suggester, name)

@@ -45,6 +45,8 @@ def load_keras(path):
     """A `.keras` file as a Keras model (safe mode: no code is run from the file)."""
     import keras
 
+    import sweeper.ml.losses  # noqa: F401  (a trial's model may have trained with sweeper's loss)
+
     return keras.saving.load_model(path, safe_mode=True)
 
 

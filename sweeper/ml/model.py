@@ -33,21 +33,26 @@ def build_model(params: dict, dataset: Dataset, *, builder: str | None = None, *
         info = DataInfo(dataset.input_shape, dataset.n_outputs, dataset.task, dataset.class_names)
         model = resolve_builder(builder)(params, info)
         _check_output(model, info, builder)
-    loss, metrics = _loss_and_metrics(dataset.task)
+    loss, metrics = _loss_and_metrics(dataset.task, params.get("label_smoothing", 0.0))
     model.compile(optimizer=make_optimizer(params), loss=loss, metrics=metrics, **compile_options)
     return model
 
 
 def _mlp(params: dict, dataset: Dataset):
-    """An MLP from one sampled configuration: hidden Dense layers, dropout, task-shaped output."""
+    """An MLP from one sampled configuration: hidden Dense layers (each optionally batch-normalised before its
+    activation), dropout, task-shaped output; no hidden layer at all is a linear model."""
     import keras
 
     regularizer = keras.regularizers.L2(params["l2"]) if params.get("l2") else None
+    normalised = params.get("batch_norm", False)
     layers = [keras.Input(shape=dataset.input_shape), keras.layers.Flatten()]
     for i in range(params["n_layers"]):
-        layers.append(keras.layers.Dense(params[f"units_{i}"], activation=params["activation"],
-                                         kernel_initializer=params["kernel_initializer"],
+        layers.append(keras.layers.Dense(params[f"units_{i}"], activation=None if normalised else params["activation"],
+                                         use_bias=not normalised, kernel_initializer=params["kernel_initializer"],
                                          kernel_regularizer=regularizer, name=f"hidden_{i}"))
+        if normalised:  # the normalisation's own shift replaces the Dense bias
+            layers.append(keras.layers.BatchNormalization(name=f"batch_norm_{i}"))
+            layers.append(keras.layers.Activation(params["activation"], name=f"activation_{i}"))
         if params["dropout"] > 0:
             layers.append(keras.layers.Dropout(params["dropout"], name=f"dropout_{i}"))
     if dataset.task == "classification":
@@ -57,10 +62,14 @@ def _mlp(params: dict, dataset: Dataset):
     return keras.Sequential(layers, name="sweeper_mlp")
 
 
-def _loss_and_metrics(task: str):
+def _loss_and_metrics(task: str, label_smoothing: float = 0.0):
     import keras
 
     if task == "classification":
+        if label_smoothing:
+            from sweeper.ml.losses import SmoothedSparseCrossentropy
+
+            return SmoothedSparseCrossentropy(label_smoothing), ["accuracy"]
         return "sparse_categorical_crossentropy", ["accuracy"]
     return "mse", [keras.metrics.MeanAbsoluteError(name="mae"), keras.metrics.RootMeanSquaredError(name="rmse")]
 
@@ -116,12 +125,16 @@ def resolve_builder(builder: str) -> Callable:
 
 
 def make_optimizer(params: dict):
+    """The configuration's optimizer at its learning rate, with decoupled weight decay when asked (AdamW's
+    own, every other Keras optimizer's `weight_decay`)."""
     import keras
 
     name, lr = params["optimizer"], params["learning_rate"]
+    decay = {"weight_decay": params.get("weight_decay") or (0.0 if name == "adamw" else None)}
     if name == "sgd":
-        return keras.optimizers.SGD(lr, momentum=params.get("momentum", 0.0), nesterov=params.get("nesterov", False))
+        return keras.optimizers.SGD(lr, momentum=params.get("momentum", 0.0), nesterov=params.get("nesterov", False),
+                                    **decay)
     classes = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
                "adagrad": keras.optimizers.Adagrad, "adamw": keras.optimizers.AdamW,
                "nadam": keras.optimizers.Nadam}
-    return classes[name](lr)
+    return classes[name](lr, **decay)

@@ -56,9 +56,9 @@ def train_trial(params: dict, dataset: Dataset, objective: Objective, *, max_epo
     stopper = keras.callbacks.EarlyStopping(monitor=objective.metric, mode=objective.direction[:3],
                                             patience=patience, restore_best_weights=True)
     callbacks = [_stop_on_nan(), _checkpoint(), stopper]
-    if patience >= PLATEAU_MIN_PATIENCE:  # before the hooks, so that they see (and log) the learning rate
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=objective.metric, mode=objective.direction[:3],
-                                                           factor=PLATEAU_FACTOR, patience=1))
+    schedule = _schedule(params, objective, patience=patience, max_epochs=max_epochs)
+    if schedule is not None:  # before the hooks, so that they see (and log) the learning rate
+        callbacks.append(schedule)
     callbacks.append(_hooks(epoch_hooks))
     started = time.perf_counter()
     try:
@@ -81,6 +81,21 @@ def train_trial(params: dict, dataset: Dataset, objective: Objective, *, max_epo
                        seconds, model)
 
 
+def _schedule(params: dict, objective: Objective, *, patience: int, max_epochs: int):
+    """The configuration's learning-rate schedule as a Keras callback (None: the rate is kept)."""
+    import keras
+
+    kind = params.get("lr_schedule", "plateau")
+    if kind == "cosine":  # epoch by epoch, so that the refit can replay the rates the trial logged
+        start = params["learning_rate"]
+        return keras.callbacks.LearningRateScheduler(
+            lambda epoch, rate: start * 0.5 * (1 + math.cos(math.pi * epoch / max_epochs)))
+    if kind == "plateau" and patience >= PLATEAU_MIN_PATIENCE:
+        return keras.callbacks.ReduceLROnPlateau(monitor=objective.metric, mode=objective.direction[:3],
+                                                 factor=PLATEAU_FACTOR, patience=1)
+    return None
+
+
 def refit(trial_model, dataset: Dataset, *, epochs: int, batch_size: int, learning_rates: dict[int, float],
           seed: int = 0, epoch_hooks: Sequence[EpochHook] = ()):
     """The trial's configuration trained afresh on the training and validation splits together, for the
@@ -100,11 +115,14 @@ def refit(trial_model, dataset: Dataset, *, epochs: int, batch_size: int, learni
 
 
 def for_users(model):
-    """The model recompiled with Keras' default execution options, as a user of a saved model expects
-    (training's 64 steps per call would show `64/4` steps in a plain predict()); its weights are kept."""
+    """The model recompiled with Keras' default execution options and loss, as a user of a saved model expects
+    (training's 64 steps per call would show `64/4` steps in a plain predict(); sweeper's smoothed loss would
+    need sweeper to load); its weights are kept."""
+    from sweeper.ml.losses import plain
+
     config = model.get_compile_config()
-    if config and config.get("steps_per_execution", 1) != 1:
-        model.compile_from_config({**config, "steps_per_execution": 1})
+    if config and (config.get("steps_per_execution", 1) != 1 or plain(config) is not config):
+        model.compile_from_config({**plain(config), "steps_per_execution": 1})
     return model
 
 

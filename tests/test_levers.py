@@ -1,0 +1,82 @@
+"""The space's training levers (batch normalisation, weight decay, label smoothing, the learning-rate schedule, no
+hidden layer at all), each trained for real on scikit-learn's digits: what each one changes in the model."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from sweeper.domain.space import Objective
+from sweeper.ml.data import load_dataset
+from sweeper.ml.formats import load_keras
+from sweeper.ml.losses import SmoothedSparseCrossentropy
+from sweeper.ml.model import build_model
+from sweeper.ml.train import for_users, train_trial
+
+BASE = {"n_layers": 2, "units_0": 32, "units_1": 16, "learning_rate": 1e-2, "batch_size": 64, "optimizer": "adam",
+        "dropout": 0.0, "activation": "relu", "kernel_initializer": "he_normal", "l2": 0.0}
+ACCURACY = Objective("val_accuracy", "maximize")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def test_batch_norm_normalises_each_hidden_layer_before_its_activation(digits):
+    model = build_model({**BASE, "batch_norm": True}, digits)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["Flatten", "Dense", "BatchNormalization", "Activation", "Dense", "BatchNormalization",
+                     "Activation", "Dense"]
+    assert not model.get_layer("hidden_0").use_bias  # the normalisation's shift is the bias
+    assert model.get_layer("activation_1").activation.__name__ == "relu"
+
+
+def test_no_hidden_layer_is_a_linear_model(digits):
+    model = build_model({**BASE, "n_layers": 0}, digits)
+    assert [type(layer).__name__ for layer in model.layers] == ["Flatten", "Dense"]
+    assert model.count_params() == 64 * 10 + 10
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd"])
+def test_weight_decay_reaches_every_optimizer(digits, optimizer):
+    model = build_model({**BASE, "optimizer": optimizer, "weight_decay": 3e-4}, digits)
+    assert model.optimizer.weight_decay == pytest.approx(3e-4)
+    assert build_model({**BASE, "optimizer": "adamw"}, digits).optimizer.weight_decay == 0.0  # not Keras' 0.004
+
+
+def test_label_smoothing_trains_and_the_users_model_loads_without_sweeper(digits, tmp_path):
+    result = train_trial({**BASE, "label_smoothing": 0.1}, digits, ACCURACY, max_epochs=3, patience=3)
+    assert isinstance(result.model.loss, SmoothedSparseCrossentropy) and result.model.loss.label_smoothing == 0.1
+    assert result.objective > 0.5
+    smooth = result.model.loss(np.array([0]), np.eye(10)[:1] * 0.999 + 0.0001)
+    plain = keras.losses.SparseCategoricalCrossentropy()(np.array([0]), np.eye(10)[:1] * 0.999 + 0.0001)
+    assert float(smooth) > float(plain) + 0.1  # a confident right answer still costs something
+    trial_file = tmp_path / "trial.keras"
+    result.model.save(trial_file)
+    assert isinstance(load_keras(trial_file).loss, SmoothedSparseCrossentropy)  # a trial's model reloads
+    users = for_users(result.model)
+    assert users.get_compile_config()["loss"] == "sparse_categorical_crossentropy"
+    users.save(tmp_path / "users.keras")
+    script = ("import keras; m = keras.saving.load_model('users.keras', safe_mode=True); "
+              "print(type(m.loss).__name__ if not isinstance(m.loss, str) else m.loss)")
+    import subprocess
+    import sys
+    shown = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert "sweeper" not in shown.stdout.lower() and shown.stdout.strip()
+
+
+def test_cosine_schedule_decays_the_rate_to_near_zero_at_the_epoch_cap(digits):
+    result = train_trial({**BASE, "lr_schedule": "cosine"}, digits, ACCURACY, max_epochs=4, patience=4)
+    rates = result.history["learning_rate"]
+    expected = [1e-2 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)]
+    assert rates == pytest.approx(expected, rel=1e-5)
+
+
+def test_constant_schedule_keeps_the_rate_where_plateau_would_drop_it(digits):
+    noisy = {**BASE, "learning_rate": 0.5, "optimizer": "sgd"}  # a rate too high to keep improving
+    plateau = train_trial(noisy, digits, ACCURACY, max_epochs=6, patience=6).history["learning_rate"]
+    constant = train_trial({**noisy, "lr_schedule": "constant"}, digits, ACCURACY, max_epochs=6, patience=6)
+    assert set(constant.history.get("learning_rate", [0.5])) == {0.5}
+    assert min(plateau) < 0.5
