@@ -157,3 +157,41 @@ def test_saved_models_carry_keras_default_execution_options(fashion_study, tmp_p
     assert sweeper("export", "fashion", "--out", tmp_path / "best", cwd=workdir).exit_code == 0
     model = keras.saving.load_model(tmp_path / "best" / "model.keras")
     assert model.get_compile_config()["steps_per_execution"] == 1
+
+
+# -- the baseline a sweep must beat (issue 19, item 7) -----------------------------------------------------
+
+def test_a_small_table_sweep_shows_its_baseline_in_the_summary_trials_and_the_card(tmp_path):
+    """A linearly separable table: logistic regression is near perfect, a 2-epoch sweep is not; the user is told."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 2))
+    path = _table(tmp_path / "linear.csv", [[f"{a:.4f}", f"{b:.4f}", int(a + b > 0)] for a, b in x])
+    result = sweeper("search", f"csv:{path}", "--target", "y", "--study", "lin", "--trials", 1, "--max-epochs", 1,
+                     cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    summary = " ".join(result.output.split())
+    assert "Baseline (logistic regression, the same split): test_accuracy " in summary
+    baseline = float(summary.split("Baseline (logistic regression, the same split): test_accuracy ")[1][:6])
+    assert baseline >= 0.9
+    assert ("the final model is" in summary and ("ahead." in summary or "behind." in summary)) or "a tie" in summary
+    listed = " ".join(sweeper("trials", "lin", cwd=tmp_path).output.split())
+    assert f"Baseline (logistic regression, the same split): test_accuracy {baseline:.4f}" in listed
+    assert "Final model (trial 0's configuration): test_accuracy" in listed
+    assert sweeper("export", "lin", "--out", tmp_path / "best", cwd=tmp_path).exit_code == 0
+    card = json.loads((tmp_path / "best" / "model.json").read_text())
+    assert card["baseline"] == {"model": "logistic regression", "test_metrics": {"test_accuracy": baseline}}
+    assert f"Baseline (logistic regression, the same split): test_accuracy {baseline:.4f}" in \
+        (tmp_path / "best" / "MODEL_CARD.md").read_text()
+
+
+def test_the_baseline_of_a_large_image_set_is_the_majority_class_and_of_a_table_a_linear_regression():
+    from sweeper.ml.baseline import fit_baseline
+    from sweeper.ml.data import from_arrays
+
+    rng = np.random.default_rng(1)
+    images = from_arrays(rng.integers(0, 255, (1000, 28, 28), dtype=np.uint8), np.arange(1000) % 3)
+    assert fit_baseline(images).name == "the majority class"  # 500k values and more: no linear fit in a second
+    x = rng.normal(size=(300, 3))
+    table = from_arrays(x, x @ [1.0, -2.0, 0.5] + 3.0, task="regression")
+    fitted = fit_baseline(table)
+    assert fitted.name == "linear regression" and fitted.test_metrics["test_rmse"] < 1e-6

@@ -97,11 +97,11 @@ def trials(study, sort, as_json, as_csv, tracking_uri):
     """
     check_study(tracking_uri, study)
     from sweeper.present.console import trials_table
-    from sweeper.usecases.studies import load_study
+    from sweeper.usecases.studies import study_and_result
 
-    record = load_study(study, tracking_uri)
+    record, result = study_and_result(study, tracking_uri)
     rows = [t.row() for t in record.sorted_trials(sort)]
-    print_rows(rows, as_json, as_csv, lambda: trials_table(record, sort))
+    print_rows(rows, as_json, as_csv, lambda: trials_table(record, sort, result))
 
 
 @click.command()

@@ -57,3 +57,5 @@ class SweepResult:
     cost_metric: str | None = None  # the second objective of a two-objective study
     pareto: list[TrialRecord] = field(default_factory=list)  # complete trials on the Pareto front, cheapest first
     already_complete: bool = False  # the budget was spent and the final model made by an earlier sweep
+    baseline: str | None = None  # what the baseline was (e.g. logistic regression), fitted on the final model's data
+    baseline_metrics: dict = field(default_factory=dict)  # its test metrics, named as test_metrics

@@ -1,5 +1,5 @@
 """Words shared by every message and every entry point: counts with the right plural, durations as people
-write them."""
+write them, a final model against its baseline."""
 
 from __future__ import annotations
 
@@ -28,3 +28,15 @@ def parse_duration(value: str | float) -> float:
     if total <= 0:
         raise UsageError(f"'{value}' must be longer than zero")
     return total
+
+
+def baseline_line(name: str | None, baseline: dict, final: dict) -> str:
+    """The baseline's test figure beside the final model's, and which is ahead (a sweep that does not beat a
+    linear model on a small table is worth knowing about)."""
+    metric = "test_accuracy" if "test_accuracy" in baseline else "test_rmse"
+    line = f"Baseline ({name or 'a linear model'}, the same split): {metric} {baseline[metric]:.4f}"
+    if metric not in final:
+        return line
+    ahead = final[metric] - baseline[metric] if metric == "test_accuracy" else baseline[metric] - final[metric]
+    verdict = f"the final model is {abs(ahead):.4f} {'ahead' if ahead > 0 else 'behind'}" if ahead else "a tie"
+    return f"{line}; {verdict}."

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sweeper.domain.wording import baseline_line
+
 CARD_FILE, CARD_JSON = "MODEL_CARD.md", "model.json"
 CONFUSION_PNG, CURVES_PNG = "confusion_matrix.png", "learning_curves.png"
 _LIBRARIES = ("sweeper", "tensorflow-cpu", "tensorflow", "keras", "optuna", "keras-tuner", "mlflow", "numpy")
@@ -108,6 +110,9 @@ def render(card: dict) -> str:
              "## Metrics", "",
              "| metric | value |", "|---|---|",
              *[f"| {k} | {v:.4f} |" for k, v in {**card["validation_metrics"], **card["test_metrics"]}.items()], ""]
+    if card.get("baseline"):
+        lines += [f"{baseline_line(card['baseline']['model'], card['baseline']['test_metrics'], card['test_metrics'])}"
+                  f" (fitted on the same training data, scored on the same test split)", ""]
     if card.get("per_class_accuracy"):
         lines += ["### Per class (test split)", "",
                   f"![confusion matrix]({CONFUSION_PNG})", "",

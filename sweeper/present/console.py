@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sweeper.domain.events import SweepListener, SweepResult
-from sweeper.domain.wording import plural
+from sweeper.domain.wording import baseline_line, plural
 
 _SHOWN_PARAMS = ("n_layers", "learning_rate", "batch_size", "optimizer", "dropout", "activation")
 _PARAM_HEADERS = ("lr", "batch", "optimizer", "dropout", "activation")  # of _SHOWN_PARAMS[1:]
@@ -184,6 +184,8 @@ def summary(result: SweepResult, command: str = "sweeper") -> Group:
                  f"(the trial's own model: {trial_tests})")
     parts.append(f"Best model: trial {result.best.number}, {result.objective_metric} {result.best.value:.4f}; "
                  f"{tests}")
+    if result.baseline_metrics:
+        parts.append(baseline_line(result.baseline, result.baseline_metrics, result.test_metrics))
     if result.finished_elsewhere:
         parts.append("Other workers still run trials of this study: the last to finish evaluates the best model "
                      "on the test split, registers it and ends the sweep run.")
@@ -209,6 +211,8 @@ def _texts(params: dict) -> dict[str, str]:
 
 def _units(params: dict) -> str:
     """Layer widths as text, e.g. 256-128, from a trial's parameters (units_0, units_1, ...)."""
+    if params.get("n_layers") == "0":
+        return "linear"
     return "-".join(str(params[f"units_{i}"]) for i in range(int(params.get("n_layers", 0)))
                     if f"units_{i}" in params)
 
@@ -229,8 +233,9 @@ def _pareto_table(result: SweepResult, command: str) -> FittedTable:
                                f"--pick smallest-within 0.005 --out best-small/")
 
 
-def trials_table(record, order: str) -> FittedTable:
-    """`sweeper trials`: one row per trial, with the parameters that shape an MLP."""
+def trials_table(record, order: str, result: SweepResult | None = None) -> FittedTable:
+    """`sweeper trials`: one row per trial, with the parameters that shape an MLP; under it the final model's
+    test figures beside the baseline's (when a sweep made them)."""
     rows = []
     for trial in record.sorted_trials(order):
         p = _texts(trial.params)
@@ -239,7 +244,17 @@ def trials_table(record, order: str) -> FittedTable:
                      *(_fmt_param(p.get(name)) for name in _SHOWN_PARAMS[1:])])
     return FittedTable(f"Study {escape(record.name)}: {record.direction} {record.metric}",
                        ["trial", "state", record.metric, "seconds", "epochs", "units", *_PARAM_HEADERS], rows,
-                       optional=("activation", "dropout", "seconds", "batch", "epochs"))
+                       optional=("activation", "dropout", "seconds", "batch", "epochs"), caption=_final_line(result))
+
+
+def _final_line(result: SweepResult | None) -> str | None:
+    if result is None or not result.test_metrics:
+        return None
+    tests = ", ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
+    line = f"Final model (trial {result.best.number}'s configuration): {tests}." if result.best else None
+    if line and result.baseline_metrics:
+        line += " " + baseline_line(result.baseline, result.baseline_metrics, result.test_metrics)
+    return line
 
 
 def studies_table(records) -> FittedTable:

@@ -7,7 +7,7 @@ import html
 import time
 
 from sweeper.domain.events import SweepListener, SweepResult
-from sweeper.domain.wording import plural
+from sweeper.domain.wording import baseline_line, plural
 
 _STYLE = "font-family:monospace;font-size:12px"
 _COLORS = {"complete": "#2a7", "pruned": "#b80", "failed": "#c33", "interrupted": "#a3a"}
@@ -117,6 +117,9 @@ def summary_html(result: SweepResult) -> str:
                  f"{model}; on the test split: {tests}"
                  + (f"; registered as models:/{html.escape(result.study)}@champion." if result.model_version else
                     ".") + "</p>")
+    if result.baseline_metrics:
+        parts.append(f"<p>{html.escape(baseline_line(result.baseline, result.baseline_metrics, result.test_metrics))}"
+                     f"</p>")
     return "".join(parts)
 
 

@@ -165,6 +165,9 @@ def _retrained(best: TrialRecord, epochs: int) -> str:
 
 def _card(store: Store, record: StudyRecord, best: TrialRecord, chosen: Chosen, dataset: Dataset, test: dict,
           settings: dict, search_run_id: str) -> dict:
+    from sweeper.ml.baseline import fit_baseline
+
+    baseline = fit_baseline(dataset)
     return {
         "study": record.name,
         **dataset.metadata(),
@@ -177,6 +180,7 @@ def _card(store: Store, record: StudyRecord, best: TrialRecord, chosen: Chosen, 
         "validation_metrics": {k.removeprefix("final_"): v for k, v in best.metrics.items()
                                if k.startswith("final_val_")},
         "test_metrics": test,
+        "baseline": {"model": baseline.name, "test_metrics": baseline.test_metrics},
         "trial_number": best.number,
         "best_epoch": best.best_epoch,
         "search": settings,

@@ -14,7 +14,7 @@ from sweeper.ml.data import Dataset
 from sweeper.runtime.workers import this_worker
 from sweeper.store import SweepRecorder
 from sweeper.usecases.plan import SweepPlan
-from sweeper.usecases.studies import TOP
+from sweeper.usecases.studies import TOP, baseline_metrics
 
 
 def finish_joined(plan: SweepPlan, parent_id: str, listener: SweepListener) -> SweepResult:
@@ -36,6 +36,7 @@ def load_data(plan: SweepPlan) -> Dataset:
 
 def finish(plan: SweepPlan, dataset: Dataset, engine: Engine, recorder: SweepRecorder,
            listener: SweepListener) -> SweepResult:
+    from sweeper.ml.baseline import fit_baseline
     from sweeper.ml.train import evaluate, for_users
 
     counts = engine.counts()
@@ -60,9 +61,14 @@ def finish(plan: SweepPlan, dataset: Dataset, engine: Engine, recorder: SweepRec
         metrics.update(test, **{f"best_{plan.space.objective.metric}": best.value})
         tags = {"best_trial_number": best.number, "best_run_id": best.run_id, "model_version": version,
                 "final_model_by": this_worker()}
+        listener.final_step("fitting the baseline on the same split")
+        baseline = fit_baseline(dataset)
+        metrics.update({f"baseline_{k}": v for k, v in baseline.test_metrics.items()})
+        tags["baseline"] = baseline.name
     recorder.end_search("FINISHED", metrics=metrics, tags=tags)
     result = result_of(plan, recorder, counts, best, test, version)
     result.refit_epochs, result.trial_test_metrics = final and final.epochs, trial_test
+    result.baseline, result.baseline_metrics = tags.get("baseline"), baseline_metrics(metrics)
     return result
 
 

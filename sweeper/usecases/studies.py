@@ -29,9 +29,15 @@ def all_studies(tracking_uri: str | None = None) -> list[StudyRecord]:
 
 def study_result(study: str, tracking_uri: str | None = None) -> SweepResult:
     """The result of a study's latest sweep as the store holds it (for `sweeper.load`)."""
+    return study_and_result(study, tracking_uri)[1]
+
+
+def study_and_result(study: str, tracking_uri: str | None = None) -> tuple[StudyRecord, SweepResult]:
+    """A study with every trial, and its latest sweep's result, from one read of the store."""
     store = Store.open(tracking_uri, create=False)
     record = store.study(study, trials=True)
-    return recorded_result(store, record, store.latest_search(record), record.counts(), store.best_or_none(record))
+    return record, recorded_result(store, record, store.latest_search(record), record.counts(),
+                                   store.best_or_none(record))
 
 
 def recorded_result(store: Store, record: StudyRecord, search: SearchRecord | None, counts: dict,
@@ -45,4 +51,10 @@ def recorded_result(store: Store, record: StudyRecord, search: SearchRecord | No
                          pareto=store.pareto(record) if cost else [])
     result.trial_test_metrics = {k.removeprefix("trial_"): v for k, v in metrics.items() if k.startswith("trial_test_")}
     result.refit_epochs = int(metrics["refit_epochs"]) if "refit_epochs" in metrics else None
+    result.baseline, result.baseline_metrics = tags.get("baseline"), baseline_metrics(metrics)
     return result
+
+
+def baseline_metrics(metrics: dict) -> dict:
+    """The baseline's test metrics among a sweep run's metrics, named as the final model's."""
+    return {k.removeprefix("baseline_"): v for k, v in metrics.items() if k.startswith("baseline_test_")}
