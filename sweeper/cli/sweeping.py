@@ -30,7 +30,8 @@ from sweeper.present.console import banner
               help="Study name; the same name resumes it, or joins it while other workers run it (default: the "
                    "dataset's name, plus -keras-tuner for that backend).")
 @click.option("--timeout", type=Duration(), metavar="DURATION",
-              help="Stop starting trials after this long, e.g. 30m or 2h.")
+              help="The whole sweep's time, final model included, e.g. 15m or 2h: a trial starts only "
+                   "while it and the final model fit.")
 @click.option("--subset", type=click.IntRange(min=1), metavar="N",
               help="Train on only N training examples (quick looks).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampler and of every trial.")

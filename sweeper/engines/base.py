@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from sweeper.domain.budget import TimeBudget
 from sweeper.domain.records import TrialOutcome
 from sweeper.domain.space import SearchSpace, Suggester
 
@@ -74,10 +75,11 @@ class Engine(ABC):
         """Let go of what the study holds in this process (an engine is used as a context manager)."""
 
     @abstractmethod
-    def optimize(self, run_trial: TrialFunction, *, trials: int, timeout: float | None,
+    def optimize(self, run_trial: TrialFunction, *, trials: int, budget: TimeBudget | None = None,
                  max_runs: int | None = None) -> int:
-        """Run trials until the study holds `trials` finished (complete or pruned) ones, time is up, or this
-        call ran `max_runs` trials; returns how many it ran."""
+        """Run trials until the study holds `trials` finished (complete or pruned) ones, the time `budget` has
+        no room for another trial (`budget.may_start_trial()`; run them through `budget.timed`), or this call
+        ran `max_runs` trials; returns how many it ran. No budget: no time limit."""
 
     def study_lock(self):
         """Held by a worker while it decides something every worker of the study must agree on (which trial

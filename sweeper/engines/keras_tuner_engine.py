@@ -12,10 +12,10 @@ import contextlib
 import io
 import logging
 import os
-import time
 import warnings
 from pathlib import Path
 
+from sweeper.domain.budget import TimeBudget
 from sweeper.domain.choices import ENGINES
 from sweeper.domain.errors import SweepError
 from sweeper.domain.places import KERAS_TUNER_DIR
@@ -177,20 +177,20 @@ class KerasTunerEngine(Engine):
             self.tuner = self._open()
         return self.tuner
 
-    def optimize(self, run_trial: TrialFunction, *, trials: int, timeout: float | None,
+    def optimize(self, run_trial: TrialFunction, *, trials: int, budget: TimeBudget | None = None,
                  max_runs: int | None = None) -> int:
         import keras_tuner as kt
 
-        started, before = time.monotonic(), sum(self.counts().values())
+        budget, before = budget or TimeBudget(None), sum(self.counts().values())
 
         def should_stop():
             counts = self.counts()
-            spent = timeout is not None and time.monotonic() - started >= timeout
             ran = sum(counts.values()) - before
-            return spent or counts["complete"] >= trials or (max_runs is not None and ran >= max_runs)
+            return not budget.may_start_trial() or counts["complete"] >= trials or \
+                (max_runs is not None and ran >= max_runs)
 
         tuner = self._ensure_open()
-        tuner.run_trial_function, tuner.should_stop = run_trial, should_stop
+        tuner.run_trial_function, tuner.should_stop = budget.timed(run_trial), should_stop
         try:
             tuner.search(verbose=0)
         except _Stop:

@@ -11,6 +11,7 @@ import time
 import warnings
 from pathlib import Path
 
+from sweeper.domain.budget import TimeBudget
 from sweeper.domain.choices import ENGINES
 from sweeper.domain.errors import SweeperError, TrialAbandoned, UsageError
 from sweeper.domain.places import OPTUNA_JOURNAL
@@ -304,15 +305,16 @@ class OptunaEngine(Engine):
             return optuna.pruners.NopPruner()
         raise ValueError(f"unknown pruner {name!r} for optuna (the plan checks the choices)")
 
-    def optimize(self, run_trial: TrialFunction, *, trials: int, timeout: float | None,
+    def optimize(self, run_trial: TrialFunction, *, trials: int, budget: TimeBudget | None = None,
                  max_runs: int | None = None) -> int:
         """Ask, train, tell until the study holds `trials` finished trials, counted across every worker.
 
         A trial is asked only while finished + running trials are under the budget (under a lock that
         the workers of this machine share), so N workers end with exactly `trials` finished ones.
         """
-        started, ran = time.monotonic(), 0
-        while (timeout is None or time.monotonic() - started < timeout) and (max_runs is None or ran < max_runs):
+        budget = budget or TimeBudget(None)
+        ran, run_trial = 0, budget.timed(run_trial)
+        while budget.may_start_trial() and (max_runs is None or ran < max_runs):
             interrupts.check()  # no new trial once an interrupt arrived, wherever it landed
             self.reap()  # before each trial: a silent worker's trial is failed (and retried) as soon as can be
             with self.study_lock():

@@ -138,9 +138,14 @@ class _WorkerProgress(SweepListener):
 def banner(plan) -> str:
     """What a sweep is about to do, in two lines that fit 80 columns."""
     space = plan.space
+    within = f", {_minutes(plan.timeout)} in all" if plan.timeout else ""  # the final model included
     return (f"Sweeping [bold]{escape(plan.dataset)}[/]: study [bold]{escape(plan.study)}[/], "
-            f"{plural(space.trials, 'trial')} of up to {plural(space.max_epochs, 'epoch')}\n"
+            f"{plural(space.trials, 'trial')} of up to {plural(space.max_epochs, 'epoch')}{within}\n"
             f"Engine {plan.backend}, algorithm {plan.algorithm}, pruner {plan.pruner}")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
 
 
 def _unfinished(counts: dict) -> str:

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from sweeper.domain.budget import TimeBudget
 from sweeper.domain.errors import SweeperError, SweepError, Terminated
 from sweeper.domain.events import SweepListener
 from sweeper.engines import make_engine
@@ -158,7 +159,7 @@ def work_loop(plan: SweepPlan, parent_id: str, index: int, listener: SweepListen
         runner = TrialRunner(plan, dataset, recorder, listener, engine.best_value, engine.take_reaped)
         runner.failures_in_a_row = failures_in_a_row
         try:
-            ran = engine.optimize(runner, trials=space.trials, timeout=timeout(), max_runs=max_runs)
+            ran = engine.optimize(runner, trials=space.trials, budget=TimeBudget(timeout()), max_runs=max_runs)
         finally:
             failures_in_a_row = runner.failures_in_a_row
         counts = engine.counts()

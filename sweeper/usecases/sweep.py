@@ -8,6 +8,7 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from sweeper.domain.budget import TimeBudget
 from sweeper.domain.errors import StoreError, SweeperError, SweepInterrupted, Terminated, UsageError, disk_full
 from sweeper.domain.events import SweepListener, SweepResult
 from sweeper.domain.space import SearchSpace, dump_space
@@ -71,7 +72,7 @@ def _run_sweep(plan: SweepPlan, listener: SweepListener) -> SweepResult:
                 dataset = load_data(plan)
                 listener.data_loaded(dataset.describe_splits())
                 runner = TrialRunner(plan, dataset, recorder, listener, engine.best_value, engine.take_reaped)
-                engine.optimize(runner, trials=plan.space.trials, timeout=plan.timeout)
+                engine.optimize(runner, trials=plan.space.trials, budget=TimeBudget(plan.timeout))
         if not _last_to_finish(recorder, engine):
             result = result_of(plan, recorder, engine.counts(), best_or_none(recorder))
             result.finished_elsewhere = True

@@ -1,0 +1,56 @@
+"""The time budget (--timeout): the final model is inside it, so a trial starts only while the time left covers a
+typical trial and the final model after it. A fake clock: no waiting, no timing."""
+
+from sweeper.domain.budget import FINAL_MODEL_TRIALS, TimeBudget
+from sweeper.domain.records import TrialOutcome
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def _trial(clock, seconds, state="complete"):
+    def run_trial(*args):
+        clock.now += seconds
+        return TrialOutcome(state)
+    return run_trial
+
+
+def test_no_limit_always_has_room():
+    budget = TimeBudget(None)
+    assert budget.may_start_trial() and budget.time_left() is None
+
+
+def test_the_first_trial_starts_and_later_ones_leave_room_for_a_trial_and_the_final_model():
+    clock = Clock()
+    budget = TimeBudget(900, clock)
+    assert budget.may_start_trial()  # nothing measured yet
+    budget.timed(_trial(clock, 100))()
+    assert budget.typical_trial() == 100 and budget.time_left() == 800
+    budget.timed(_trial(clock, 100))()
+    budget.timed(_trial(clock, 100))()
+    budget.timed(_trial(clock, 100))()  # 500 s left: a trial (100) and the final model (125) fit
+    assert budget.may_start_trial()
+    budget.timed(_trial(clock, 100))()
+    budget.timed(_trial(clock, 100))()  # 300 s left: still room
+    assert budget.may_start_trial()
+    clock.now += 80  # 220 s left: less than 100 * (1 + 1.25)
+    assert 220 < 100 * (1 + FINAL_MODEL_TRIALS) and not budget.may_start_trial()
+
+
+def test_only_complete_trials_set_the_typical_trial():
+    clock = Clock()
+    budget = TimeBudget(300, clock)
+    budget.timed(_trial(clock, 5, "pruned"))()
+    budget.timed(_trial(clock, 5, "failed"))()
+    assert budget.typical_trial() == 0 and budget.may_start_trial()
+    budget.timed(_trial(clock, 60))()
+    budget.timed(_trial(clock, 200))()
+    budget.timed(_trial(clock, 100))()
+    assert budget.typical_trial() == 100  # the median, not the mean
+    clock.now = budget.deadline
+    assert budget.time_left() == 0 and not budget.may_start_trial()
