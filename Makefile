@@ -40,7 +40,7 @@ test-tools:
 	fi
 
 search: setup
-	$(BIN)/sweeper search fashion --trials 20 --max-epochs 10
+	$(BIN)/sweeper search fashion --timeout 15m
 
 test: setup test-tools
 	$(BIN)/ruff check sweeper tests bench

@@ -119,10 +119,13 @@ def test_sampled_values_lie_inside_the_space(engine_study):
             assert _inside(spec, value), (name, value)
 
 
+FIXED = {"l2", "batch_norm", "weight_decay", "label_smoothing", "lr_schedule"}  # in SPACE or by default
+
+
 def _expected_names(params):
     n_layers = int(params["n_layers"])
     names = {"n_layers", "learning_rate", "batch_size", "optimizer", "dropout", "activation", "kernel_initializer",
-             "l2"} | {f"units_{i}" for i in range(n_layers)}
+             *FIXED} | {f"units_{i}" for i in range(n_layers)}
     return names | ({"momentum", "nesterov"} if params["optimizer"] == "sgd" else set())
 
 
@@ -133,7 +136,7 @@ def test_conditional_parameters_appear_only_when_active(engine_study):
     for run in runs:
         assert set(run.data.params) == _expected_names(run.data.params)
     for _, params in engine_trials(workdir, backend, "contract"):
-        assert set(params) == _expected_names(params) - {"l2"}  # l2 is fixed: no engine sees it
+        assert set(params) == _expected_names(params) - FIXED  # fixed: no engine sees them
 
 
 def test_mlflow_layout_contract_holds(engine_study):

@@ -17,12 +17,12 @@ def _space(old, new):
 
 SPACE_FILES = {
     "unknown-key.yaml": _space("patience: 3", "patience: 3\nepochs: 3"),
-    "no-lr.yaml": _space("  learning_rate: {type: float, low: 1e-4, high: 3e-2, log: true}\n", ""),
-    "low-high.yaml": _space("low: 1e-4, high: 3e-2", "low: 3e-2, high: 1e-4"),
-    "log-zero.yaml": _space("momentum: {type: float, low: 0.0, high: 0.95}",
+    "no-lr.yaml": _space("  learning_rate: {type: float, low: 3e-4, high: 1e-2, log: true}\n", ""),
+    "low-high.yaml": _space("low: 3e-4, high: 1e-2", "low: 3e-2, high: 1e-4"),
+    "log-zero.yaml": _space("momentum: {type: float, low: 0.8, high: 0.95}",
                             "momentum: {type: float, low: 0.0, high: 0.95, log: true}"),
-    "optimizer.yaml": _space("[adam, sgd, rmsprop, adagrad]", "[adam, lion]"),
-    "lr-text.yaml": _space("  learning_rate: {type: float, low: 1e-4, high: 3e-2, log: true}",
+    "optimizer.yaml": _space("[adamw, adam, nadam, sgd]", "[adam, lion]"),
+    "lr-text.yaml": _space("  learning_rate: {type: float, low: 3e-4, high: 1e-2, log: true}",
                            "  learning_rate: fast"),
     "mae.yaml": _space("metric: val_accuracy\n  direction: maximize", "metric: val_mae\n  direction: minimize"),
     "direction.yaml": _space("direction: maximize", "direction: minimize"),
@@ -177,15 +177,15 @@ def test_resuming_with_another_search_space_is_refused_naming_the_difference(fas
 
     workdir, _ = fashion_study
     changed = tmp_path / "changed.yaml"
-    changed.write_text(_space("low: 1e-4, high: 3e-2", "low: 1e-3, high: 3e-2").replace("[32, 64, 128, 256]",
-                                                                                        "[64, 128]"))
+    changed.write_text(_space("low: 3e-4, high: 1e-2", "low: 1e-3, high: 1e-2").replace("[128, 256, 512]",
+                                                                                        "[128, 256]"))
     client = mlflow.MlflowClient(f"sqlite:///{workdir}/mlruns/mlflow.db")
     experiment = client.get_experiment_by_name("fashion")
     runs_before = len(client.search_runs([experiment.experiment_id]))
     result = sweeper("search", "fashion", "--space", changed, "--trials", 5, cwd=workdir)
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == (
-        "Error: study 'fashion' was run with another search space (batch_size: was one of [32, 64, 128, 256], now "
-        "one of [64, 128]; learning_rate: was float 0.0001..0.03 log, now float 0.001..0.03 log); resume it with "
+        "Error: study 'fashion' was run with another search space (batch_size: was one of [128, 256, 512], now "
+        "one of [128, 256]; learning_rate: was float 0.0003..0.01 log, now float 0.001..0.01 log); resume it with "
         "the same space or choose another --study")
     assert len(client.search_runs([experiment.experiment_id])) == runs_before

@@ -54,7 +54,7 @@ def test_writing_a_range_that_excludes_a_start_configuration_changes_nothing(tmp
     space = write_space(tmp_path / "fashion.yaml", (SPACES / "fashion.yaml").read_text())
     before = space.read_text()
     with pytest.raises(Exception, match=r"start\[0\]\.learning_rate: must lie inside the space"):
-        write_range(space, 1e-5, 1e-4)  # fashion.yaml starts from 1e-3
+        write_range(space, 1e-5, 1e-4)  # fashion.yaml starts from 2e-3
     assert space.read_text() == before and list(tmp_path.iterdir()) == [space]
 
 

@@ -48,7 +48,8 @@ def test_ranges_shrink_around_the_top_trials_and_choices_keep_what_they_chose():
 
 def test_a_narrowed_space_reads_back_the_same_from_its_yaml(tmp_path):
     space = load_space(SPACES / "fashion.yaml")
-    record = _record([(0.9, _params(2, [256, 128], 1e-3, "adam", 0.2)), (0.89, _params(2, [300, 90], 5e-4, "adam", 0.3))])
+    record = _record([(0.9, _params(2, [256, 128], 1e-3, "adam", 0.2, batch=256)),
+                      (0.89, _params(2, [300, 190], 5e-4, "adam", 0.3, batch=128))])
     refined = narrow(space, record, top=5, margin=0.5).space
     (tmp_path / "r.yaml").write_text(dump_space(refined))
     assert load_space(tmp_path / "r.yaml").signature() == refined.signature()

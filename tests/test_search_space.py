@@ -53,9 +53,11 @@ def test_fashion_space_tunes_the_issue_parameters():
     space = load_space(SPACES / "fashion.yaml")
     tuned = {n for n, spec in space.params.items() if not isinstance(spec, Fixed)}
     assert {"n_layers", "units", "learning_rate", "batch_size", "optimizer", "momentum", "nesterov", "dropout",
-            "activation", "kernel_initializer"} <= tuned
-    assert {"adam", "sgd", "rmsprop", "adagrad"} <= set(space.params["optimizer"].choices)
-    assert {"relu", "elu", "selu", "tanh", "sigmoid", "leaky_relu"} <= set(space.params["activation"].choices)
+            "activation", "batch_norm", "weight_decay", "label_smoothing", "lr_schedule"} <= tuned
+    assert {"adam", "adamw", "sgd"} <= set(space.params["optimizer"].choices)
+    assert space.params["units"].high >= 1024  # the hand recipe's 1024-512 is inside
+    [recipe] = space.start
+    assert recipe["units_0"] == 1024 and recipe["batch_norm"] and recipe["lr_schedule"] == "cosine"
 
 
 def test_exponent_floats_are_numbers_not_strings(tmp_path):
