@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sweeper import quiet
+from sweeper.ml import quiet
 
 VARIANTS = {
     # name: (compile options, fit options, batch-level callback)

@@ -32,7 +32,7 @@ def run_sweeper(args, seed, workdir) -> dict:
     started = time.time()
     with open(Path(workdir) / "sweeper.log", "w") as log:
         done = subprocess.run([str(BIN / "sweeper"), "search", "fashion", "--timeout", f"{args.timeout:g}s",
-                               "--seed", str(seed)], cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+                               "--seed", str(seed), *_smaller(args)], cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
     if done.returncode:
         sys.exit(f"sweeper failed:\n{(Path(workdir) / 'sweeper.log').read_text()[-3000:]}")
     record = sweeper_record(Path(workdir), args.targets)
@@ -61,9 +61,16 @@ def sweeper_record(workdir: Path, targets: list[float]) -> dict:
 
 def run_anchor(args, tool, seed, workdir) -> dict:
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "anchors.py"), tool, "--seed", str(seed),
-                          "--timeout", str(args.timeout), "--targets", *map(str, args.targets), "--workdir", workdir],
+                          "--timeout", str(args.timeout), "--targets", *map(str, args.targets), "--workdir", workdir,
+                          *_smaller(args)],
                          check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def _smaller(args) -> list[str]:
+    """A quick look at the scripts themselves (the suite's test): fewer epochs and training images for every tool."""
+    return [*(["--max-epochs", str(args.max_epochs)] if args.max_epochs else []),
+            *(["--subset", str(args.subset)] if args.subset else [])]
 
 
 def measure(args, tool, seed) -> dict:
@@ -105,6 +112,8 @@ def main():
     parser.add_argument("--timeout", type=float, default=900, help="seconds of wall time per tool and seed")
     parser.add_argument("--targets", type=float, nargs="+", default=[0.89, 0.90])
     parser.add_argument("--tools", nargs="+", default=list(TOOLS), choices=TOOLS)
+    parser.add_argument("--max-epochs", type=int, help="a quick look only: every tool's epoch cap")
+    parser.add_argument("--subset", type=int, help="a quick look only: every tool's training images")
     args = parser.parse_args()
     results = {tool: [] for tool in args.tools}
     for seed in args.seeds:

@@ -26,7 +26,7 @@ SPACE_FILES = {
                            "  learning_rate: fast"),
     "mae.yaml": _space("metric: val_accuracy\n  direction: maximize", "metric: val_mae\n  direction: minimize"),
     "direction.yaml": _space("direction: maximize", "direction: minimize"),
-    "duplicate.yaml": _space("trials: 20", "trials: 20\ntrials: 30"),
+    "duplicate.yaml": _space("trials: 60", "trials: 60\ntrials: 30"),
     "syntax.yaml": "params: [unclosed\n",
 }
 
@@ -71,7 +71,7 @@ CASES = [
      f"val_accuracy, but got 'minimize' (text)"),
     (["search", "fashion", "--space", "duplicate.yaml"], 1,
      f"Error: duplicate.yaml:{_line('duplicate.yaml', 'trials: 30')}: trials: duplicated key; each key may appear "
-     f"once per mapping, but it is also at line {_line('duplicate.yaml', 'trials: 20')}"),
+     f"once per mapping, but it is also at line {_line('duplicate.yaml', 'trials: 60')}"),
     (["search", "fashion", "--trials", "0"], 2, "Error: Invalid value for '--trials': 0 is not in the range x>=1."),
     (["search", "fashion", "--max-epochs", "-1"], 2,
      "Error: Invalid value for '--max-epochs': -1 is not in the range x>=1."),

@@ -12,7 +12,7 @@ from sweeper.ml.data import load_dataset
 from sweeper.ml.formats import load_keras
 from sweeper.ml.losses import SmoothedSparseCrossentropy
 from sweeper.ml.model import build_model
-from sweeper.ml.train import for_users, train_trial
+from sweeper.ml.train import evaluate, for_users, train_trial
 
 BASE = {"n_layers": 2, "units_0": 32, "units_1": 16, "learning_rate": 1e-2, "batch_size": 64, "optimizer": "adam",
         "dropout": 0.0, "activation": "relu", "kernel_initializer": "he_normal", "l2": 0.0}
@@ -56,7 +56,9 @@ def test_label_smoothing_trains_and_the_users_model_loads_without_sweeper(digits
     trial_file = tmp_path / "trial.keras"
     result.model.save(trial_file)
     assert isinstance(load_keras(trial_file).loss, SmoothedSparseCrossentropy)  # a trial's model reloads
+    smoothed_test = evaluate(result.model, digits)
     users = for_users(result.model)
+    assert evaluate(users, digits) == pytest.approx(smoothed_test, rel=1e-4)  # one test loss, Keras' own
     assert users.get_compile_config()["loss"] == "sparse_categorical_crossentropy"
     users.save(tmp_path / "users.keras")
     script = ("import keras; m = keras.saving.load_model('users.keras', safe_mode=True); "
