@@ -58,11 +58,11 @@ class ReplayEngine:
     def __init__(self, configurations):
         self.configurations, self.outcomes = configurations, []
 
-    def optimize(self, run_trial):
+    def optimize(self, run_trial, should_prune=lambda epoch, value: False):
         from sweeper.engines.base import TrialPlan
 
         for number, configuration in enumerate(self.configurations):
-            self.outcomes.append(run_trial(Given(configuration), number, lambda epoch, value: False, TrialPlan()))
+            self.outcomes.append(run_trial(Given(configuration), number, should_prune, TrialPlan()))
 
 
 class Given:
@@ -109,3 +109,38 @@ def test_an_engine_written_against_the_seam_gets_outcomes_and_the_failure_cap(tm
     assert [(r.data.tags["state"], r.info.status) for r in runs] == [
         ("complete", "FINISHED"), ("failed", "FAILED"), ("failed", "FAILED")]  # each recorded through the table
     assert runs[1].data.tags["state_reason"].startswith("TrialFailed: loss became")
+
+
+def test_a_trial_taken_away_after_its_last_epoch_ends_abandoned_not_complete(tmp_path, monkeypatch):
+    """Another worker may fail a paused worker's trial after its last epoch's check: the trial function asks the
+    engine once more when training has ended (value None), and the trial ends abandoned, its run KILLED."""
+    import mlflow
+
+    from sweeper.domain.errors import TrialAbandoned
+    from sweeper.domain.events import SweepListener
+    from sweeper.store import SweepRecorder
+    from sweeper.usecases.plan import make_plan
+    from sweeper.usecases.runner import TrialRunner
+
+    monkeypatch.chdir(tmp_path)
+    plan = make_plan("digits", subset=300, max_epochs=2, pruner="none")
+    recorder = SweepRecorder.open("digits")
+    recorder.open_search(plan.study_record(), space_signature=plan.space.signature(), settings=plan.settings(),
+                         space_text="")
+    runner = TrialRunner(plan, plan.load_data(), recorder, SweepListener(), lambda: None)
+    asked = []
+
+    def taken_away_at_the_end(epoch, value):
+        asked.append(value)
+        if value is None:
+            raise TrialAbandoned("failed by another worker")
+        return False
+
+    configuration = {"n_layers": 1, "units_0": 32, "learning_rate": 0.01, "batch_size": 32, "optimizer": "adam",
+                     "dropout": 0.0, "activation": "relu", "kernel_initializer": "he_normal"}
+    engine = ReplayEngine([configuration])
+    engine.optimize(runner, taken_away_at_the_end)
+    assert [o.state for o in engine.outcomes] == ["abandoned"] and asked[-1] is None and len(asked) == 3
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    [run] = client.search_runs([recorder.experiment_id], "tags.run_kind = 'trial'")
+    assert (run.data.tags["state"], run.info.status) == ("abandoned", "KILLED")

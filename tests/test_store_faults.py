@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import sweeper
+from .conftest import SPACES, sweeper
 from .test_faults import SLOW, SWEEPER, assert_nothing_running, run, runs, start, study_trials, wait_for_running_trial
 
 QUICK = ["search", "digits", "--max-epochs", 2, "--pruner", "none"]
@@ -303,6 +303,35 @@ def test_an_optuna_call_on_a_trial_another_worker_failed_abandons_it_whatever_th
         own.report_and_ask(0.5, 1)  # UpdateFinishedTrialError inside: not the configuration's failure
     with pytest.raises(TrialAbandoned):
         own.suggest_int("n", 1, 3)
+
+
+def test_the_optuna_engine_abandons_a_trial_failed_elsewhere_when_asked_after_training(tmp_path):
+    import optuna
+
+    from sweeper.domain.errors import TrialAbandoned
+    from sweeper.domain.records import TrialOutcome
+    from sweeper.domain.space import load_space
+    from sweeper.engines.base import EngineOptions
+    from sweeper.engines.optuna_engine import OptunaEngine
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    space = load_space(SPACES / "digits.yaml").with_budget(trials=1)
+    seen = []
+
+    def run_trial(suggester, number, should_prune, plan=None):
+        assert should_prune(1, 0.5) is False and should_prune(1, None) is False  # still its own: nothing reported
+        elsewhere = optuna.load_study(study_name="s", storage=storage)
+        elsewhere.tell(number, state=optuna.trial.TrialState.FAIL)  # another worker found it silent
+        try:
+            should_prune(1, None)  # the runner's question once training has ended
+        except TrialAbandoned as exc:
+            seen.append(str(exc))
+            return TrialOutcome("abandoned")
+        return TrialOutcome("complete", value=0.5)
+
+    with OptunaEngine(EngineOptions(study="s", space=space, storage=storage, pruner="none")) as engine:
+        engine.optimize(run_trial, trials=1, max_runs=1)
+    assert seen and "failed by another worker" in seen[0]
 
 
 def test_registration_is_one_version_per_best_trial_even_after_a_kill_between_version_and_alias(tmp_path):

@@ -19,8 +19,9 @@ from sweeper.domain.budget import TimeBudget
 from sweeper.domain.records import TrialOutcome
 from sweeper.domain.space import SearchSpace, Suggester
 
-#: Reports (epoch, objective value); True means "stop this trial now".
-ShouldPrune = Callable[[int, float], bool]
+#: Reports (epoch, objective value); True means "stop this trial now". Called once more with value None when
+#: training has ended: an engine whose trials other workers may take away raises TrialAbandoned if this one was.
+ShouldPrune = Callable[[int, float | None], bool]
 
 
 @dataclass(frozen=True)

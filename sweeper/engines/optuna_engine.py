@@ -348,7 +348,7 @@ class OptunaEngine(Engine):
         def should_prune(epoch, value):
             if heartbeats and not self._still_running(trial.number):
                 raise self._abandoned()
-            if self.options.space.cost:
+            if value is None or self.options.space.cost:  # None: training ended, only the check above
                 return False
             return own.report_and_ask(value, epoch)
 

@@ -43,6 +43,7 @@ class TrialRunner:
         error, value, cost = None, None, None
         try:
             value, cost, seconds = self._train(number, params, should_prune, plan, run)
+            should_prune(plan.max_epochs or self.space.max_epochs, None)  # taken away after its last epoch?
         except BaseException as exc:  # every end of a trial is turned into its outcome below
             error, seconds = exc, None
         outcome = outcome_of(error, value=value, cost=cost, seconds=seconds, store=describe_store(self.recorder.uri))
