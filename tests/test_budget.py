@@ -54,3 +54,23 @@ def test_only_complete_trials_set_the_typical_trial():
     assert budget.typical_trial() == 100  # the median, not the mean
     clock.now = budget.deadline
     assert budget.time_left() == 0 and not budget.may_start_trial()
+
+
+def test_the_live_display_shows_what_is_left_of_the_budget():
+    import io
+
+    from rich.console import Console
+
+    from sweeper.present.console import LiveProgress
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=120)
+    display = LiveProgress(console, "val_accuracy", "maximize", 20, budget=900)
+    display.search_started("fashion", 60, {"complete": 0, "pruned": 0, "failed": 0, "interrupted": 0}, None)
+    display.progress.start_task(display.trials)
+    shown = Console(file=io.StringIO(), width=120, record=True)
+    shown.print(display.progress.make_tasks_table(display.progress.tasks))
+    text = shown.export_text()
+    assert "14:59 left" in text or "15:00 left" in text
+    without = LiveProgress(console, "val_accuracy", "maximize", 20)
+    shown.print(without.progress.make_tasks_table(without.progress.tasks))
+    assert shown.export_text().count(" left") == 0  # no budget, no countdown

@@ -173,4 +173,4 @@ def _listener(plan, progress: bool):
     from sweeper.present.console import LiveProgress
 
     return LiveProgress(Console(stderr=True, soft_wrap=True), objective.metric, objective.direction,
-                        plan.space.max_epochs), False
+                        plan.space.max_epochs, budget=plan.timeout), False

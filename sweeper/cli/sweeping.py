@@ -104,7 +104,8 @@ def sweep_with_progress(plan, err):
     configure_process(optuna=True)
     objective = plan.space.objective
     try:
-        with LiveProgress(err, objective.metric, objective.direction, plan.space.max_epochs) as progress:
+        with LiveProgress(err, objective.metric, objective.direction, plan.space.max_epochs,
+                          budget=plan.timeout) as progress:
             result = run_sweep(plan, progress)
     except SweepInterrupted as stop:
         print_summary(stop.result)

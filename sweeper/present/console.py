@@ -6,7 +6,7 @@ import time
 
 from rich.console import Console, Group
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -22,14 +22,15 @@ class LiveProgress(SweepListener):
     """Trials done of the budget, the running trial's epoch, the best value so far; a line per trial. With several
     workers (`worker(i)`), an epoch bar per worker and lines marked with the worker's number."""
 
-    def __init__(self, console: Console, metric: str, direction: str, max_epochs: int):
+    def __init__(self, console: Console, metric: str, direction: str, max_epochs: int, budget: float | None = None):
         self.console, self.metric, self.max_epochs = console, metric, max_epochs
         self.maximize = direction == "maximize"
         self.best = None
         self.splits_said = False
         self.started = {}
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console,
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[note]}"), TimeElapsedColumn()]
+        self.progress = Progress(*columns, *([_TimeLeft(budget)] if budget else []), console=console,
                                  transient=True, disable=not console.is_terminal)
         self.trials = self.progress.add_task("trials", total=None, note="")
         self.epochs = self.progress.add_task("epochs", total=max_epochs, note="")
@@ -112,6 +113,20 @@ class LiveProgress(SweepListener):
 
     def _best_note(self):
         return f"best {self.metric} {_fmt(self.best)}"
+
+
+class _TimeLeft(ProgressColumn):
+    """On the trials bar: what is left of the sweep's --timeout (the final model included)."""
+
+    def __init__(self, budget: float):
+        super().__init__()
+        self.budget = budget
+
+    def render(self, task) -> Text:
+        if task.description not in ("trials", "final model") or task.elapsed is None:
+            return Text("")
+        left = max(0, int(self.budget - task.elapsed))
+        return Text(f"{left // 60}:{left % 60:02d} left", style="cyan")
 
 
 class _WorkerProgress(SweepListener):
