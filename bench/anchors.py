@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ACTIVATIONS = ["relu", "gelu", "swish", "elu"]
+ACTIVATIONS = ["relu", "swish", "elu"]
 OPTIMIZERS = ["adamw", "adam", "nadam", "sgd"]
 BATCH_SIZES = [128, 256, 512]
 RECIPE = {"n_layers": 2, "units_0": 1024, "units_1": 512, "learning_rate": 2e-3, "batch_size": 256,

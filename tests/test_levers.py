@@ -82,3 +82,16 @@ def test_constant_schedule_keeps_the_rate_where_plateau_would_drop_it(digits):
     constant = train_trial({**noisy, "lr_schedule": "constant"}, digits, ACCURACY, max_epochs=6, patience=6)
     assert set(constant.history.get("learning_rate", [0.5])) == {0.5}
     assert min(plateau) < 0.5
+
+
+def test_a_gelu_model_is_refused_by_the_onnx_format_with_a_clear_error(digits, tmp_path):
+    from sweeper.domain.errors import ExportError
+    from sweeper.ml.formats import OnnxFormat
+
+    model = for_users(build_model({**BASE, "activation": "gelu"}, digits))
+    model.predict(digits.x_test[:2], verbose=0)  # built, as a trained model is
+    onnx = OnnxFormat()
+    onnx.write(model, tmp_path / "model.onnx")
+    with pytest.raises(ExportError, match=r"^the onnx format cannot hold this model: onnxruntime refuses the "
+                                          r"converted file \(.*Erfc.*\); the keras, savedmodel and tflite formats can"):
+        onnx.load(tmp_path / "model.onnx")

@@ -88,7 +88,12 @@ class OnnxFormat(Format):
     def load(self, path):
         import onnxruntime
 
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        try:
+            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # e.g. gelu's Erfc, which the converter writes and onnxruntime has no op for
+            raise ExportError(f"the onnx format cannot hold this model: onnxruntime refuses the converted file "
+                               f"({str(exc).split(' : ')[-1][:200]}); the keras, savedmodel and tflite formats "
+                               f"can") from None
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x})[0]
 
