@@ -142,17 +142,26 @@ def test_a_corrupted_journal_line_is_named_and_doctor_repairs_it(tmp_path, garba
     assert sum(t.state.name == "COMPLETE" for t in study_trials(tmp_path)) == 2
 
 
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    """No empty store kept from earlier runs: the next store is built by MLflow's migrations (seconds)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 def _wait_for_store_creation(workdir, process):
-    """Until the MLflow schema is being built (its file of its own exists): the moment a kill used to break it."""
+    """Until the MLflow schema is being built (its file of its own exists, in the store's folder or the cache of
+    empty stores): the moment a kill used to break it."""
     deadline = time.monotonic() + 120
-    while not list((workdir / "mlruns").glob(".mlflow.db.new-*")):
+    building = [(workdir / "mlruns", ".mlflow.db.new-*"), (workdir / "cache" / "sweeper", ".mlflow-*.db.new-*")]
+    while not any(list(folder.glob(pattern)) for folder, pattern in building):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.02)
 
 
 @pytest.mark.parametrize("sig,delay", [(signal.SIGINT, 0), (signal.SIGKILL, 0), (signal.SIGINT, 1.5),
                                        (signal.SIGKILL, 1.5)])
-def test_an_interrupt_while_the_store_is_created_leaves_no_broken_store(tmp_path, sig, delay):
+def test_an_interrupt_while_the_store_is_created_leaves_no_broken_store(tmp_path, sig, delay, empty_cache):
     process = start(tmp_path, *QUICK, "--trials", 1)
     _wait_for_store_creation(tmp_path, process)
     time.sleep(delay)
@@ -165,9 +174,31 @@ def test_an_interrupt_while_the_store_is_created_leaves_no_broken_store(tmp_path
     again = run(tmp_path, *QUICK, "--trials", 1)
     assert again.returncode == 0, again.stderr
     assert not list((tmp_path / "mlruns").glob(".mlflow.db.new-*"))
+    assert not list((empty_cache / "sweeper").glob(".*.new-*")) and (empty_cache / "sweeper" / f"mlflow-{mlflow_version()}.db").exists()
 
 
-def test_a_background_sweep_with_sigint_ignored_still_stops_while_the_store_is_created(tmp_path):
+def mlflow_version():
+    import mlflow
+
+    return mlflow.__version__
+
+
+def test_new_stores_are_copies_of_one_kept_empty_store_rebuilt_when_damaged(tmp_path, empty_cache):
+    from sweeper.store.files import open_client
+
+    def new_store(name):
+        client = open_client(f"sqlite:///{tmp_path / name / 'mlflow.db'}")
+        return [e.name for e in client.search_experiments()]
+
+    assert new_store("a") == ["Default"]
+    kept = empty_cache / "sweeper" / f"mlflow-{mlflow_version()}.db"
+    kept.write_bytes(b"not a database")  # a damaged copy is made again, never handed on
+    assert new_store("b") == ["Default"] and (tmp_path / "b" / "mlflow.db").read_bytes() == kept.read_bytes()
+    os.environ["XDG_CACHE_HOME"] = str(kept)  # a cache that cannot be a folder: the store is built in place
+    assert new_store("c") == ["Default"]
+
+
+def test_a_background_sweep_with_sigint_ignored_still_stops_while_the_store_is_created(tmp_path, empty_cache):
     process = subprocess.Popen([SWEEPER, *map(str, QUICK), "--trials", "1"], cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env={**os.environ, "SWEEPER_OFFLINE": "1"},
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))

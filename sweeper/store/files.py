@@ -123,21 +123,75 @@ def _check_sqlite_store(database: Path, create: bool) -> None:
 
 def _create_sqlite_store(database: Path) -> None:
     """MLflow's schema (dozens of migrations, seconds) is built in a file of its own, then renamed into place:
-    a Ctrl-C or a kill -9 meanwhile leaves no store rather than a broken one. Call it under the store's lock."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    a Ctrl-C or a kill -9 meanwhile leaves no store rather than a broken one. Call it under the store's lock.
+    The file is a copy of an empty store kept per MLflow version (`_empty_store`) when one can be kept."""
+    import shutil
 
     for stale in database.parent.glob(f".{database.name}.new-*"):  # under the lock: left by a killed run
         stale.unlink(missing_ok=True)
     building = database.with_name(f".{database.name}.new-{os.getpid()}")
-    uri = f"sqlite:///{building}"
     try:
-        SqlAlchemyStore(uri, "./mlruns").engine.dispose()
-        SqlAlchemyStore._engine_map.pop(uri, None)
+        empty = _empty_store()
+        if empty is not None:
+            shutil.copyfile(empty, building)
+        else:
+            _build_empty_store(building)
         with deferred():
             os.replace(building, database)
     finally:
         building.unlink(missing_ok=True)
         building.with_name(building.name + "-journal").unlink(missing_ok=True)
+
+
+def _build_empty_store(path: Path) -> None:
+    """An MLflow store with no run at `path`: MLflow's migrations, then its default experiment (its artifact
+    location relative, `./mlruns/0`, so the file holds nothing of the folder it was made in)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    uri = f"sqlite:///{path}"
+    SqlAlchemyStore(uri, "./mlruns").engine.dispose()
+    SqlAlchemyStore._engine_map.pop(uri, None)
+
+
+def _empty_store() -> Path | None:
+    """An empty store of this MLflow's schema, made once per user and version under ~/.cache/sweeper (the
+    migrations cost seconds on every first run otherwise); None when that folder cannot be written."""
+    import mlflow
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sweeper"
+    empty = cache / f"mlflow-{mlflow.__version__}.db"
+    try:
+        if _readable_store(empty):
+            return empty
+        cache.mkdir(parents=True, exist_ok=True)
+        with file_lock(cache / ".empty-store.lock"):
+            if not _readable_store(empty):  # made by another process meanwhile
+                for stale in cache.glob(f".{empty.name}.new-*"):  # left by a killed process
+                    stale.unlink(missing_ok=True)
+                building = cache / f".{empty.name}.new-{os.getpid()}"
+                try:
+                    _build_empty_store(building)
+                    os.replace(building, empty)
+                finally:
+                    building.unlink(missing_ok=True)
+                    building.with_name(building.name + "-journal").unlink(missing_ok=True)
+    except (OSError, RuntimeError):  # RuntimeError: no home folder to be found
+        return None
+    return empty
+
+
+def _readable_store(database: Path) -> bool:
+    """Whether `database` is an SQLite file with MLflow's schema version recorded (a cheap check: reading the
+    migrations to compare versions costs a second)."""
+    import sqlite3
+
+    if not database.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)) as db:
+            return db.execute("SELECT version_num FROM alembic_version").fetchone() is not None
+    except sqlite3.DatabaseError:
+        return False
 
 
 def half_created(database: Path) -> str | None:
