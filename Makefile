@@ -42,10 +42,14 @@ test-tools:
 search: setup
 	$(BIN)/sweeper search fashion --timeout 15m
 
+# Two pytest workers: the suite's processes wait on each other (signals, servers, a second process) for much
+# of their time, so two keep both cores busy (24 min against 33 one after the other, bench/RESULTS.md).
+TEST_WORKERS ?= 2
+
 test: setup test-tools
 	$(BIN)/ruff check sweeper tests bench
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 # The benchmark suite (about 2 hours on 2 cores); figures go to bench/RESULTS.md by hand, with the command.
 bench: setup

@@ -17,7 +17,7 @@ from .conftest import free_port
 BIN = Path(sys.executable).parent
 SWEEPER = str(BIN / "sweeper")
 QUICK = ["--subset", 200, "--max-epochs", 2, "--patience", 1, "--pruner", "none"]
-SLOW = ["--subset", 300, "--max-epochs", 30, "--patience", 30, "--pruner", "none", "--grace-period", 6]
+SLOW = ["--subset", 300, "--max-epochs", 30, "--patience", 30, "--pruner", "none", "--grace-period", 10]
 pytest.importorskip("distributed")
 
 

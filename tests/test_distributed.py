@@ -14,7 +14,7 @@ from .conftest import PG_PASSWORD, SPACES, sweeper, write_space
 from .test_faults import SWEEPER, runs
 
 #: trials long enough (up to 40 epochs on digits, no early stop) that a signal lands inside one
-SLOW = ["search", "digits", "--max-epochs", 40, "--patience", 40, "--pruner", "none", "--grace-period", 6]
+SLOW = ["search", "digits", "--max-epochs", 40, "--patience", 40, "--pruner", "none", "--grace-period", 10]
 
 
 def start_worker(workdir, storage, *args, env=None):
@@ -103,7 +103,7 @@ def test_a_paused_worker_finds_its_trial_failed_warns_and_goes_on(pg_database, m
                                   12, "--patience", 12, "--seed", i, env=server) for i in range(2))
     trial = pause_in_a_trial(pg_database, paused, study="paused", epochs=12)
     try:
-        deadline = time.monotonic() + 120  # the other worker fails it after the 6 s grace period
+        deadline = time.monotonic() + 120  # the other worker fails it after the 10 s grace period
         while load(pg_database, "paused").trials[trial.number].state.name == "RUNNING":
             assert time.monotonic() < deadline, "the silent trial was not failed"
             time.sleep(0.5)
