@@ -96,7 +96,7 @@ def test_an_engine_written_against_the_seam_gets_outcomes_and_the_failure_cap(tm
     recorder = SweepRecorder.open("digits")
     recorder.open_search(plan.study_record(), space_signature=plan.space.signature(), settings=plan.settings(),
                          space_text="")
-    runner = TrialRunner(plan, plan.load_data(), recorder, SweepListener(), lambda: None)
+    runner = TrialRunner(plan, plan.load_data(), recorder, SweepListener(), lambda k: [])
     base = {"n_layers": 2, "units_0": 64, "units_1": 64, "optimizer": "sgd"}
     engine = ReplayEngine([{**base, "learning_rate": 0.01}, {**base, "learning_rate": 9.9},
                            {**base, "learning_rate": 9.9}])
@@ -127,7 +127,7 @@ def test_a_trial_taken_away_after_its_last_epoch_ends_abandoned_not_complete(tmp
     recorder = SweepRecorder.open("digits")
     recorder.open_search(plan.study_record(), space_signature=plan.space.signature(), settings=plan.settings(),
                          space_text="")
-    runner = TrialRunner(plan, plan.load_data(), recorder, SweepListener(), lambda: None)
+    runner = TrialRunner(plan, plan.load_data(), recorder, SweepListener(), lambda k: [])
     asked = []
 
     def taken_away_at_the_end(epoch, value):

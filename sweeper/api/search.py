@@ -18,8 +18,8 @@ def search(data: Any, *, target: str | None = None, task: str | None = None, cla
            patience: int | None = None, subset: int | None = None, backend: str = "optuna",
            algorithm: str | None = None, pruner: str | None = None, jobs: int = 1, storage: str | None = None,
            tracking_uri: str | None = None, seed: int = 0, build: Callable | str | None = None,
-           max_failures: int = 3, refit: bool = True, grace_period: int = 60, start_over: bool = False,
-           cluster: str | None = None, progress: bool = True) -> Sweep:
+           max_failures: int = 3, refit: bool = True, ensemble: int = 1, grace_period: int = 60,
+           start_over: bool = False, cluster: str | None = None, progress: bool = True) -> Sweep:
     """Sweep a search space over `data` and record every trial in MLflow, as `sweeper search` does: the same
     defaults, checks, resume (the same study name goes on where it stopped), MLflow layout and final model
     (retrained on training + validation data, evaluated on the test split, registered).
@@ -37,6 +37,7 @@ def search(data: Any, *, target: str | None = None, task: str | None = None, cla
     are declared in the space like any other, and sweeper compiles the model with the space's optimizer and
     learning rate. `timeout`: seconds, or "30m", "2h". `cluster`: a Dask scheduler's address; the `jobs` workers
     then run as tasks on its cluster, on the study in `storage` and the MLflow server in `tracking_uri`.
+    `ensemble`: the final model averages the best this many trials (the best one retrained), as one Keras model.
     `progress`: a live display (in a notebook cell, or on the terminal).
 
     Example:
@@ -59,8 +60,8 @@ def search(data: Any, *, target: str | None = None, task: str | None = None, cla
                      tracking_uri=tracking_uri, timeout=parse_duration(timeout) if timeout is not None else None,
                      subset=subset, seed=seed, target=target, task=task if dataset.startswith("csv:") else None,
                      impute=impute if dataset.startswith("csv:") else None, max_failures=max_failures, jobs=jobs,
-                     refit=refit, grace_period=grace_period, start_over=start_over, quiet_workers=True,
-                     cluster=cluster)
+                     refit=refit, ensemble=ensemble, grace_period=grace_period, start_over=start_over,
+                     quiet_workers=True, cluster=cluster)
     listener, notebook = _listener(plan, progress)
     with interrupts.installed(), listener as shown:
         result = run_sweep(plan, shown)

@@ -51,6 +51,9 @@ from sweeper.present.console import banner
 @click.option("--refit/--no-refit", default=True, show_default=True,
               help="Retrain the best configuration on training + validation data for its best epoch count "
                    "before the final test; that model is the one registered.")
+@click.option("--ensemble", type=int, default=1, show_default=True, metavar="K",
+              help="The final model averages the predictions of the best K trials (the best one retrained), as one "
+                   "Keras model that exports, registers and predicts as a single one does.")
 @click.option("--start-over", is_flag=True, help="When the study's MLflow runs or its engine storage are gone, "
                                                  "drop the half that is left and sweep the study afresh.")
 @click.option("--cluster", metavar="ADDRESS", envvar="SWEEPER_CLUSTER",
@@ -59,7 +62,7 @@ from sweeper.present.console import banner
 @reports_errors
 def search(dataset, space_file, study, trials, timeout, max_epochs, patience, subset, seed, backend, algorithm,
            pruner, storage, tracking_uri, target, task, impute, max_failures, jobs, grace_period, refit,
-           start_over, cluster):
+           ensemble, start_over, cluster):
     """Sweep DATASET's search space and record every trial in MLflow.
 
     DATASET is fashion, mnist, digits, california or csv:PATH (with --target COLUMN).
@@ -71,6 +74,7 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
       sweeper search digits --algorithm random --pruner none --trials 20
       sweeper search fashion --backend keras-tuner --algorithm hyperband
       sweeper search fashion --trials 12 --jobs 2
+      sweeper search fashion --timeout 15m --ensemble 3
       sweeper search csv:houses.csv --target price --timeout 30m
       sweeper search fashion --study big --cluster tcp://scheduler:8786 --jobs 8 \\
         --storage postgresql+psycopg://... --tracking-uri http://mlflow-host:5000
@@ -80,8 +84,8 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
     plan = make_plan(dataset, space=space_file, study=study, trials=trials, max_epochs=max_epochs, patience=patience,
                      backend=backend, algorithm=algorithm, pruner=pruner, storage=storage, tracking_uri=tracking_uri,
                      timeout=timeout, subset=subset, seed=seed, target=target, task=task, impute=impute,
-                     max_failures=max_failures, jobs=jobs, refit=refit, grace_period=grace_period,
-                     start_over=start_over, quiet_workers=True, cluster=cluster)
+                     max_failures=max_failures, jobs=jobs, refit=refit, ensemble=ensemble,
+                     grace_period=grace_period, start_over=start_over, quiet_workers=True, cluster=cluster)
     err = error_console()
     err.print(banner(plan))
     space = plan.space

@@ -59,3 +59,5 @@ class SweepResult:
     already_complete: bool = False  # the budget was spent and the final model made by an earlier sweep
     baseline: str | None = None  # what the baseline was (e.g. logistic regression), fitted on the final model's data
     baseline_metrics: dict = field(default_factory=dict)  # its test metrics, named as test_metrics
+    ensemble_of: list[int] = field(default_factory=list)  # the final model averages these trials (best first)
+    single_test_metrics: dict = field(default_factory=dict)  # then: the best trial's final model alone

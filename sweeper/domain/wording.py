@@ -40,3 +40,15 @@ def baseline_line(name: str | None, baseline: dict, final: dict) -> str:
     ahead = final[metric] - baseline[metric] if metric == "test_accuracy" else baseline[metric] - final[metric]
     verdict = f"the final model is {abs(ahead):.4f} {'ahead' if ahead > 0 else 'behind'}" if ahead else "a tie"
     return f"{line}; {verdict}."
+
+
+def ensemble_line(members: list[int], refit: bool, ensemble: dict, single: dict) -> str:
+    """The averaged final model's test figure beside the best trial's model alone: what the ensemble bought."""
+    names = ", ".join(str(n) for n in members[:-1]) + f" and {members[-1]}"
+    metric = "test_accuracy" if "test_accuracy" in ensemble else "test_rmse"
+    line = (f"Final model: the average of trials {names}{f' (trial {members[0]} retrained)' if refit else ''}, "
+            f"on the test split: {metric} {ensemble[metric]:.4f}")
+    if metric not in single:
+        return line + "."
+    gain = ensemble[metric] - single[metric] if metric == "test_accuracy" else single[metric] - ensemble[metric]
+    return f"{line}, {abs(gain):.4f} {'ahead of' if gain >= 0 else 'behind'} trial {members[0]}'s model alone."

@@ -120,8 +120,14 @@ class Engine(ABC):
         """Delete the study from its storage (`--start-over` when its MLflow runs are gone)."""
 
     @abstractmethod
+    def top_values(self, k: int) -> list[float]:
+        """The `k` best objective values of the study's complete trials so far, best first (fewer before `k`
+        trials completed; for two objectives, of the first)."""
+
     def best_value(self) -> float | None:
         """The best objective value of the study so far (None before any complete trial)."""
+        top = self.top_values(1)
+        return top[0] if top else None
 
     @abstractmethod
     def counts(self) -> dict[str, int]:

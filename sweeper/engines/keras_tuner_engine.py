@@ -221,9 +221,8 @@ class KerasTunerEngine(Engine):
         logger.warning(f"deleted the Keras Tuner study '{self.options.study}' "
                        f"({self.describe_storage(self.options)[4:]})")
 
-    def best_value(self) -> float | None:
-        best = self._ensure_open().oracle.get_best_trials(1)
-        return best[0].score if best else None
+    def top_values(self, k: int) -> list[float]:
+        return [trial.score for trial in self._ensure_open().oracle.get_best_trials(k)]
 
     def counts(self) -> dict[str, int]:
         counts = empty_counts()

@@ -478,16 +478,14 @@ class OptunaEngine(Engine):
         where = self.describe_storage(self.options)[4:]
         logger.warning(f"deleted the Optuna study '{self.options.study}' from {where}")
 
-    def best_value(self) -> float | None:
-        """The best first objective (for two objectives too: the live display's "best") among the trials
+    def top_values(self, k: int) -> list[float]:
+        """The best first objectives (for two objectives too: the live display's "best") among the trials
         trained in this study (warm-start trials added by `sweeper refine` hold no model here)."""
         from optuna.trial import TrialState
 
         values = [t.values[0] for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                   if not t.user_attrs.get("warm_start")]
-        if not values:
-            return None
-        return max(values) if self.options.space.objective.direction == "maximize" else min(values)
+        return sorted(values, reverse=self.options.space.objective.direction == "maximize")[:k]
 
     def counts(self) -> dict[str, int]:
         from optuna.trial import TrialState

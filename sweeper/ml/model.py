@@ -33,7 +33,7 @@ def build_model(params: dict, dataset: Dataset, *, builder: str | None = None, *
         info = DataInfo(dataset.input_shape, dataset.n_outputs, dataset.task, dataset.class_names)
         model = resolve_builder(builder)(params, info)
         _check_output(model, info, builder)
-    loss, metrics = _loss_and_metrics(dataset.task, params.get("label_smoothing", 0.0))
+    loss, metrics = loss_and_metrics(dataset.task, params.get("label_smoothing", 0.0))
     model.compile(optimizer=make_optimizer(params), loss=loss, metrics=metrics, **compile_options)
     return model
 
@@ -62,7 +62,7 @@ def _mlp(params: dict, dataset: Dataset):
     return keras.Sequential(layers, name="sweeper_mlp")
 
 
-def _loss_and_metrics(task: str, label_smoothing: float = 0.0):
+def loss_and_metrics(task: str, label_smoothing: float = 0.0):
     import keras
 
     if task == "classification":

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sweeper.domain.events import SweepListener, SweepResult
-from sweeper.domain.wording import baseline_line, plural
+from sweeper.domain.wording import baseline_line, ensemble_line, plural
 
 _SHOWN_PARAMS = ("n_layers", "learning_rate", "batch_size", "optimizer", "dropout", "activation")
 _PARAM_HEADERS = ("lr", "batch", "optimizer", "dropout", "activation")  # of _SHOWN_PARAMS[1:]
@@ -196,7 +196,8 @@ def summary(result: SweepResult, command: str = "sweeper") -> Group:
                              ["trial", metric, "epochs", "units", *_PARAM_HEADERS], rows))
     if result.pareto:
         parts.append(_pareto_table(result, command))
-    tests = ", ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
+    single = result.single_test_metrics or result.test_metrics  # the best trial's final model alone
+    tests = ", ".join(f"{k} {v:.4f}" for k, v in single.items())
     tests = f"on the test split: {tests}" if tests else "not yet evaluated on the test split"
     if result.refit_epochs:
         trial_tests = ", ".join(f"{k} {v:.4f}" for k, v in result.trial_test_metrics.items())
@@ -204,6 +205,8 @@ def summary(result: SweepResult, command: str = "sweeper") -> Group:
                  f"(the trial's own model: {trial_tests})")
     parts.append(f"Best model: trial {result.best.number}, {result.objective_metric} {result.best.value:.4f}; "
                  f"{tests}")
+    if result.ensemble_of:
+        parts.append(ensemble_line(result.ensemble_of, bool(result.refit_epochs), result.test_metrics, single))
     if result.baseline_metrics:
         parts.append(baseline_line(result.baseline, result.baseline_metrics, result.test_metrics))
     if result.finished_elsewhere:

@@ -7,7 +7,7 @@ import html
 import time
 
 from sweeper.domain.events import SweepListener, SweepResult
-from sweeper.domain.wording import baseline_line, plural
+from sweeper.domain.wording import baseline_line, ensemble_line, plural
 
 _STYLE = "font-family:monospace;font-size:12px"
 _COLORS = {"complete": "#2a7", "pruned": "#b80", "failed": "#c33", "interrupted": "#a3a"}
@@ -110,13 +110,17 @@ def summary_html(result: SweepResult) -> str:
                    for t in result.top)
     parts.append(f"<table><caption>Best trials by {html.escape(result.objective_metric)}</caption>"
                  f"<tr>{header}</tr>{rows}</table>")
-    tests = ", ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items()) or "not yet evaluated"
+    single = result.single_test_metrics or result.test_metrics  # the best trial's final model alone
+    tests = ", ".join(f"{k} {v:.4f}" for k, v in single.items()) or "not yet evaluated"
     model = (f"retrained on training + validation data for {plural(result.refit_epochs, 'epoch')}"
              if result.refit_epochs else "the trial's own model")
     parts.append(f"<p>Best model: trial {result.best.number}, {result.objective_metric} {result.best.value:.4f}; "
                  f"{model}; on the test split: {tests}"
                  + (f"; registered as models:/{html.escape(result.study)}@champion." if result.model_version else
                     ".") + "</p>")
+    if result.ensemble_of:
+        line = ensemble_line(result.ensemble_of, bool(result.refit_epochs), result.test_metrics, single)
+        parts.append(f"<p>{html.escape(line)}</p>")
     if result.baseline_metrics:
         parts.append(f"<p>{html.escape(baseline_line(result.baseline, result.baseline_metrics, result.test_metrics))}"
                      f"</p>")

@@ -211,16 +211,18 @@ class Store:
     def _load_model(self, run_id: str, artifact: str):
         return load_keras_artifact(self.client, run_id, artifact)
 
-    def refit_of(self, study: StudyRecord, trial: TrialRecord) -> tuple[Any, int, str] | None:
-        """The latest model retrained from `trial`'s configuration (by a search or an export), as (model, epochs,
-        run id holding it), or None."""
+    def refit_of(self, study: StudyRecord, trial: TrialRecord) -> tuple[Any, int, str, list[int]] | None:
+        """The latest final model made from `trial` (retrained from its configuration by a search or an export,
+        or averaged with other trials), as (model, epochs retrained (0: not), run id holding it, the trials it
+        averages (best first; [] for one model)), or None."""
         found = self.client.search_runs([study.experiment_id], f"tags.refit_of = '{trial.run_id}'",
                                         order_by=["attributes.start_time DESC"], max_results=1)
         if not found:
             return None
         run = found[0]
+        averaged = [int(n) for n in run.data.tags.get("ensemble_of", "").split(",") if n]
         return self._load_model(run.info.run_id, FINAL_MODEL_ARTIFACT), int(run.data.tags["refit_epochs"]), \
-            run.info.run_id
+            run.info.run_id, averaged
 
     def start_retrain(self, study: StudyRecord, trial: TrialRecord) -> str:
         """A run for a retraining done by `sweeper export --retrain`, under the search that ran the trial."""

@@ -126,8 +126,8 @@ def _choose_model(store: Store, record: StudyRecord, best: TrialRecord, dataset:
         return own_model
     done = store.refit_of(record, best)
     if done is not None:
-        model, epochs, run_id = done
-        return Chosen(model, _retrained(best, epochs), run_id)
+        model, epochs, run_id, averaged = done
+        return Chosen(model, _averaged(averaged, epochs) if averaged else _retrained(best, epochs), run_id)
     if not retrain:
         say(f"Trial {best.number} was not retrained on training + validation data (--no-refit or --pick): "
             f"exporting its own model; --retrain makes the retrained one.")
@@ -156,6 +156,13 @@ def _choose_model(store: Store, record: StudyRecord, best: TrialRecord, dataset:
         raise
     store.end_run(run_id, "FINISHED")
     return Chosen(model, _retrained(best, epochs), run_id, retrained_now=True)
+
+
+def _averaged(trials: list[int], epochs: int) -> str:
+    """What an averaged final model is, for the card."""
+    best = f"trial {trials[0]}'s configuration retrained on training + validation data for " \
+           f"{plural(int(epochs), 'epoch')}" if epochs else f"trial {trials[0]}'s model"
+    return f"the average of {best} and the own models of trials {', '.join(str(n) for n in trials[1:])}"
 
 
 def _retrained(best: TrialRecord, epochs: int) -> str:
@@ -195,6 +202,8 @@ def _card(store: Store, record: StudyRecord, best: TrialRecord, chosen: Chosen, 
 
 
 def _layer_summary(layer) -> str:
+    if getattr(layer, "layers", None):  # a model inside the model: a trial of an averaged one
+        return f"{layer.name}({' -> '.join(_layer_summary(inner) for inner in layer.layers)})"
     config = layer.get_config()
     if "units" in config:
         return f"Dense({config['units']}, {config.get('activation')})"

@@ -52,15 +52,24 @@ def finish(plan: SweepPlan, dataset: Dataset, engine: Engine, recorder: SweepRec
             model, trial_test, test = for_users(final.model), test, evaluate(final.model, dataset)
             metrics.update({f"trial_{k}": v for k, v in trial_test.items()}, refit_epochs=final.epochs,
                            refit_seconds=final.seconds)
-            listener.final_step("saving the final model in MLflow")
-            recorder.log_final_model(model, final.epochs, best.run_id)
         model = for_users(model)  # saved with Keras' default execution options
+        members = _ensemble_members(plan, recorder, best)
+        if members:
+            tags["ensemble_of"] = ",".join(str(t.number) for t in [best, *members])
+            listener.final_step(f"averaging trials {tags['ensemble_of'].replace(',', ', ')} into one model")
+            single, model = test, _average(model, best, members, recorder, dataset)
+            listener.final_step("evaluating the averaged model on the test split")
+            test = evaluate(model, dataset)
+            metrics.update({f"single_{k}": v for k, v in single.items()})
+        if final is not None or members:
+            listener.final_step("saving the final model in MLflow")
+            recorder.log_final_model(model, final.epochs if final else 0, best.run_id, tags.get("ensemble_of"))
         listener.final_step(f"logging and registering models:/{recorder.study}@champion")
         version = recorder.log_best_model(model, dataset.x_test[:5], registered_from=best.run_id,
                                           metadata=dataset.metadata())
         metrics.update(test, **{f"best_{plan.space.objective.metric}": best.value})
-        tags = {"best_trial_number": best.number, "best_run_id": best.run_id, "model_version": version,
-                "final_model_by": this_worker()}
+        tags.update(best_trial_number=best.number, best_run_id=best.run_id, model_version=version,
+                    final_model_by=this_worker())
         listener.final_step("fitting the baseline on the same split")
         baseline = fit_baseline(dataset)
         metrics.update({f"baseline_{k}": v for k, v in baseline.test_metrics.items()})
@@ -69,7 +78,29 @@ def finish(plan: SweepPlan, dataset: Dataset, engine: Engine, recorder: SweepRec
     result = result_of(plan, recorder, counts, best, test, version)
     result.refit_epochs, result.trial_test_metrics = final and final.epochs, trial_test
     result.baseline, result.baseline_metrics = tags.get("baseline"), baseline_metrics(metrics)
+    if "ensemble_of" in tags:
+        result.ensemble_of = [int(n) for n in tags["ensemble_of"].split(",")]
+        result.single_test_metrics = {k.removeprefix("single_"): v for k, v in metrics.items()
+                                      if k.startswith("single_test_")}
     return result
+
+
+def _ensemble_members(plan: SweepPlan, recorder: SweepRecorder, best: TrialRecord) -> list[TrialRecord]:
+    """The trials after the best that the final model averages with it: the next best complete ones that kept
+    their model, up to `plan.ensemble` in all ([] for a single model)."""
+    if plan.ensemble < 2:
+        return []
+    ranked = recorder.store.complete_trials(recorder.record(), limit=plan.ensemble * 4)
+    return [t for t in ranked if t.has_model and t.run_id != best.run_id][:plan.ensemble - 1]
+
+
+def _average(final_model, best: TrialRecord, members: list[TrialRecord], recorder: SweepRecorder,
+             dataset: Dataset):
+    """The best trial's final model and the members' own models averaged into one model."""
+    from sweeper.ml.ensemble import average
+
+    models = [final_model, *(recorder.store.load_trial_model(t) for t in members)]
+    return average(models, dataset, [f"trial_{t.number:03d}" for t in [best, *members]])
 
 
 @dataclass

@@ -22,9 +22,9 @@ class TrialRunner:
     """Sample, train, record one trial for the engine; count failures in a row against the plan's cap."""
 
     def __init__(self, plan: SweepPlan, dataset: Dataset, recorder: SweepRecorder, listener: SweepListener,
-                 incumbent: Callable[[], float | None], take_reaped: Callable[[], list[int]] = lambda: []):
+                 top_values: Callable[[int], list[float]], take_reaped: Callable[[], list[int]] = lambda: []):
         self.plan, self.space, self.dataset = plan, plan.space, dataset
-        self.recorder, self.listener, self.incumbent = recorder, listener, incumbent
+        self.recorder, self.listener, self.top_values = recorder, listener, top_values
         self.take_reaped = take_reaped  # trials other workers' heartbeats timed out: end their MLflow runs
         self.failures_in_a_row = 0
 
@@ -72,6 +72,14 @@ class TrialRunner:
             self.failures_in_a_row = 0
         return outcome
 
+    def _keeps_model(self, value: float) -> bool:
+        """Whether a complete trial keeps its model: when it ranks among the best `plan.ensemble` so far (the
+        final model may average them); with two objectives any trial may end on the Pareto front, so every one."""
+        if self.space.cost:
+            return True
+        top = self.top_values(self.plan.ensemble)
+        return len(top) < self.plan.ensemble or self.space.objective.better(value, top[-1])
+
     def _train(self, number, params, should_prune, plan: TrialPlan, run: TrialRun):
         """Train and record one configuration: its objective, its cost (two objectives) and its time in fit."""
         import keras
@@ -95,8 +103,7 @@ class TrialRunner:
             costs = model_costs(result.model, self.dataset,
                                 latency=space.cost is not None and space.cost.metric == "latency_ms")
             run.log_metrics(costs)
-            # Two objectives: any trial may end on the Pareto front, so every one keeps its model.
-            if space.cost or space.objective.better(result.objective, self.incumbent()):
+            if self._keeps_model(result.objective):
                 run.log_model(result.model)
         finally:
             keras.backend.clear_session()

@@ -71,7 +71,7 @@ def _run_sweep(plan: SweepPlan, listener: SweepListener) -> SweepResult:
             else:
                 dataset = load_data(plan)
                 listener.data_loaded(dataset.describe_splits())
-                runner = TrialRunner(plan, dataset, recorder, listener, engine.best_value, engine.take_reaped)
+                runner = TrialRunner(plan, dataset, recorder, listener, engine.top_values, engine.take_reaped)
                 engine.optimize(runner, trials=plan.space.trials, budget=TimeBudget(plan.timeout))
         if not _last_to_finish(recorder, engine):
             result = result_of(plan, recorder, engine.counts(), best_or_none(recorder))
