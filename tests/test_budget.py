@@ -1,5 +1,5 @@
 """The time budget (--timeout): the final model is inside it, so a trial starts only while the time left covers a
-typical trial and the final model after it. A fake clock: no waiting, no timing."""
+the longest complete trial and the final model after it. A fake clock: no waiting, no timing."""
 
 from sweeper.domain.budget import FINAL_MODEL_TRIALS, TimeBudget
 from sweeper.domain.records import TrialOutcome
@@ -30,7 +30,7 @@ def test_the_first_trial_starts_and_later_ones_leave_room_for_a_trial_and_the_fi
     budget = TimeBudget(900, clock)
     assert budget.may_start_trial()  # nothing measured yet
     budget.timed(_trial(clock, 100))()
-    assert budget.typical_trial() == 100 and budget.time_left() == 800
+    assert budget.longest_trial() == 100 and budget.time_left() == 800
     budget.timed(_trial(clock, 100))()
     budget.timed(_trial(clock, 100))()
     budget.timed(_trial(clock, 100))()  # 500 s left: a trial (100) and the final model (125) fit
@@ -42,16 +42,18 @@ def test_the_first_trial_starts_and_later_ones_leave_room_for_a_trial_and_the_fi
     assert 220 < 100 * (1 + FINAL_MODEL_TRIALS) and not budget.may_start_trial()
 
 
-def test_only_complete_trials_set_the_typical_trial():
+def test_only_complete_trials_count_and_the_longest_one_sets_the_room_kept():
     clock = Clock()
-    budget = TimeBudget(300, clock)
+    budget = TimeBudget(1000, clock)
     budget.timed(_trial(clock, 5, "pruned"))()
     budget.timed(_trial(clock, 5, "failed"))()
-    assert budget.typical_trial() == 0 and budget.may_start_trial()
+    assert budget.longest_trial() == 0 and budget.may_start_trial()
     budget.timed(_trial(clock, 60))()
     budget.timed(_trial(clock, 200))()
     budget.timed(_trial(clock, 100))()
-    assert budget.typical_trial() == 100  # the median, not the mean
+    assert budget.longest_trial() == 200  # a trial that is not pruned may run as long as the longest did
+    clock.now = budget.deadline - 440  # room for a 100 s trial and its final model, not for a 200 s one's
+    assert not budget.may_start_trial()
     clock.now = budget.deadline
     assert budget.time_left() == 0 and not budget.may_start_trial()
 

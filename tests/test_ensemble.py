@@ -10,10 +10,12 @@ import pytest
 from sweeper.ml.data import load_dataset
 from sweeper.ml.formats import FORMATS
 
-from .conftest import sweeper
+from .conftest import SPACES, sweeper, write_space
 from .test_multi_objective import two_objective_space
 
-ENSEMBLE = ["search", "digits", "--trials", 4, "--max-epochs", 2, "--pruner", "none", "--ensemble", 3]
+ENSEMBLE = ["search", "digits", "--trials", 5, "--max-epochs", 2, "--pruner", "none", "--ensemble", 4]
+DIGITS = {"n_layers": 1, "units_0": 16, "activation": "relu", "kernel_initializer": "glorot_uniform",
+          "dropout": 0.0, "optimizer": "adam", "learning_rate": 1e-2, "batch_size": 32, "batch_norm": True}
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +24,26 @@ def ensemble_study(tmp_path_factory):
     result = sweeper(*ENSEMBLE, cwd=workdir)
     assert result.exit_code == 0, result.output
     return workdir, result
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", None, "classification", None)
+
+
+@pytest.fixture(scope="module")
+def members(digits):
+    """Three small real models of digits, trained one epoch from three seeds."""
+    import keras
+
+    from sweeper.ml.model import build_model
+
+    models = []
+    for seed in range(3):
+        keras.utils.set_random_seed(seed)
+        models.append(build_model(DIGITS, digits))
+        models[-1].fit(digits.x_train, digits.y_train, epochs=1, verbose=0)
+    return models
 
 
 def _client(workdir):
@@ -34,66 +56,80 @@ def _runs(workdir, kind):
     return client.search_runs([experiment.experiment_id], f"tags.run_kind = '{kind}'")
 
 
-def test_the_average_of_models_is_one_model_whose_output_is_their_mean(tmp_path):
+def test_the_average_of_models_is_one_model_whose_output_is_their_mean(tmp_path, digits, members):
     import keras
 
     from sweeper.ml.ensemble import average
-    from sweeper.ml.model import build_model
 
-    data = load_dataset("digits", None, "classification", None)
-    params = {"n_layers": 1, "units_0": 16, "activation": "relu", "kernel_initializer": "glorot_uniform",
-              "dropout": 0.0, "optimizer": "adam", "learning_rate": 1e-2, "batch_size": 32, "batch_norm": True}
-    members = []
-    for seed in range(3):
-        keras.utils.set_random_seed(seed)
-        members.append(build_model(params, data))
-        members[-1].fit(data.x_train, data.y_train, epochs=1, verbose=0)
-    mean = np.mean([m.predict(data.x_test, verbose=0) for m in members], axis=0)
-    model = average(members, data, ["trial_000", "trial_001", "trial_002"])
-    assert np.abs(model.predict(data.x_test, verbose=0) - mean).max() < 1e-6
+    mean = np.mean([m.predict(digits.x_test, verbose=0) for m in members], axis=0)
+    model = average(members, digits, ["trial_000", "trial_001", "trial_002"])
+    assert np.abs(model.predict(digits.x_test, verbose=0) - mean).max() < 1e-6
     model.save(tmp_path / "average.keras")  # saved without the members' optimizers, loaded whole
     loaded = keras.models.load_model(tmp_path / "average.keras")
-    assert np.abs(loaded.predict(data.x_test, verbose=0) - mean).max() < 1e-6
+    assert np.abs(loaded.predict(digits.x_test, verbose=0) - mean).max() < 1e-6
     assert [layer.name for layer in loaded.layers] == ["inputs", "trial_000", "trial_001", "trial_002", "average"]
 
 
-def test_the_best_trials_keep_their_models_and_the_final_model_averages_them(ensemble_study):
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_an_averaged_model_is_written_in_every_format_with_the_same_outputs(tmp_path, digits, members, name):
+    from sweeper.ml.ensemble import average
+
+    model = average(members, digits, ["trial_000", "trial_001", "trial_002"])
+    expected = model.predict(digits.x_test, verbose=0)
+    path = tmp_path / FORMATS[name].filename
+    FORMATS[name].write(model, path)
+    predicted = np.asarray(FORMATS[name].load(path)(digits.x_test)).reshape(expected.shape)  # its own runtime
+    assert np.abs(predicted - expected).max() < 1e-4
+
+
+def _probabilities(y, right, confidence, classes=10):
+    """Predictions of class y (right) or y+1 (wrong) per row, with the given confidence, the rest spread."""
+    rows = np.full((len(y), classes), (1 - confidence) / (classes - 1))
+    rows[np.arange(len(y)), np.where(right, y, (y + 1) % classes)] = confidence
+    return rows
+
+
+def test_averaging_takes_only_the_trials_that_improve_the_validation_objective(digits):
+    from sweeper.domain.space import Objective
+    from sweeper.ml.ensemble import choose_members
+
+    y = np.asarray(digits.y_val).astype(int)
+    first = np.arange(len(y)) < 0.9 * len(y)
+    best = _probabilities(y, first, 0.6)  # right on the first 90% of the validation split
+    same = best.copy()  # averaging with itself changes nothing
+    weak = _probabilities(y, np.zeros(len(y), bool), 0.9)  # wrong everywhere, and sure of it
+    mending = _probabilities(y, ~first, 0.9)  # right, and sure, where the best is wrong
+    mending[first] = _probabilities(y[first], np.ones(first.sum(), bool), 0.5)  # and right elsewhere, less sure
+    accuracy = Objective("val_accuracy", "maximize")
+    assert choose_members([best, same, weak], digits, accuracy) == [0]
+    assert choose_members([best, weak, mending, same], digits, accuracy) == [0, 2]
+    assert choose_members([best, weak, mending], digits, Objective("val_loss", "minimize")) == [0, 2]
+
+
+def test_the_best_trials_keep_their_models_and_the_final_model_says_what_it_averages(ensemble_study, tmp_path):
     workdir, result = ensemble_study
     trials = sorted(_runs(workdir, "trial"), key=lambda r: -r.data.metrics["objective"])
     [parent] = _runs(workdir, "search")
-    top = [r.data.tags["trial_number"] for r in trials[:3]]
-    assert parent.data.tags["ensemble_of"] == ",".join(top)
-    assert all(_client(workdir).list_artifacts(r.info.run_id, "model") for r in trials[:3])
-    assert {"single_test_accuracy", "test_accuracy", "trial_test_accuracy"} <= set(parent.data.metrics)
+    numbers = [r.data.tags["trial_number"] for r in trials]
+    assert all(_client(workdir).list_artifacts(r.info.run_id, "model") for r in trials[:4])  # the best 4 keep theirs
+    assert parent.data.tags["ensemble_candidates"] == ",".join(numbers[1:4])
     summary = " ".join(result.output.split())
-    single, averaged = parent.data.metrics["single_test_accuracy"], parent.data.metrics["test_accuracy"]
-    gain = f"{abs(averaged - single):.4f} {'ahead of' if averaged >= single else 'behind'} trial {top[0]}'s model alone"
-    assert (f"Final model: the average of trials {top[0]}, {top[1]} and {top[2]} (trial {top[0]} retrained), on the "
-            f"test split: test_accuracy {averaged:.4f}, {gain}.") in summary
-    assert f"on the test split: test_accuracy {single:.4f}" in summary  # the best model's line: the single one
-
-
-def test_the_averaged_model_exports_to_every_format_with_the_same_outputs(ensemble_study, tmp_path):
-    from sweeper.usecases.export import final_model
-
-    workdir, _ = ensemble_study
+    if "ensemble_of" not in parent.data.tags:  # averaging did not improve the validation accuracy
+        assert (f"Final model: the best trial alone (averaging it with trials {numbers[1]}, {numbers[2]} and "
+                f"{numbers[3]} did not improve val_accuracy on the validation split).") in summary
+        return
+    averaged = parent.data.tags["ensemble_of"].split(",")
+    assert averaged[0] == numbers[0] and set(averaged[1:]) <= set(numbers[1:4])
+    single, test = parent.data.metrics["single_test_accuracy"], parent.data.metrics["test_accuracy"]
+    assert f"Final model: the average of trials {', '.join(averaged[:-1])} and {averaged[-1]} (trial " \
+           f"{numbers[0]} retrained; chosen on the validation split among" in summary
+    assert f"on the test split: test_accuracy {test:.4f}, {abs(test - single):.4f}" in summary
     out = tmp_path / "best"
-    result = sweeper("export", "digits", "--out", out, "--format", "keras", "--format", "savedmodel", "--format",
-                     "onnx", "--format", "tflite", cwd=workdir)
-    assert result.exit_code == 0, result.output
-    ensemble = final_model("digits", tracking_uri=f"sqlite:///{workdir}/mlruns/mlflow.db")
-    data = load_dataset("digits", None, "classification", None)
-    expected = ensemble.predict(data.x_test, verbose=0)
-    members = [layer for layer in ensemble.layers if layer.name.startswith("trial_")]
-    assert len(members) == 3
-    assert np.abs(np.mean([m.predict(data.x_test, verbose=0) for m in members], axis=0) - expected).max() < 1e-6
-    files = {"keras": "model.keras", "savedmodel": "savedmodel", "onnx": "model.onnx", "tflite": "model.tflite"}
-    for name, file in files.items():  # each read back by its own runtime (onnxruntime, LiteRT, TensorFlow)
-        predicted = np.asarray(FORMATS[name].load(out / file)(data.x_test)).reshape(expected.shape)
-        assert np.abs(predicted - expected).max() < 1e-4, name
+    exported = sweeper("export", "digits", "--out", out, "--format", "onnx", cwd=workdir)
+    assert exported.exit_code == 0, exported.output
     card = json.loads((out / "model.json").read_text())
-    assert card["model"].startswith("the average of trial ") and "own models of trials" in card["model"]
-    assert card["architecture"].count("trial_") == 3
+    assert card["model"].startswith(f"the average of trial {numbers[0]}'s configuration retrained")
+    assert card["architecture"].count("trial_") == len(averaged)
 
 
 @pytest.mark.parametrize("value", [0, 11])
@@ -111,3 +147,24 @@ def test_an_ensemble_of_a_two_objective_study_is_refused(tmp_path):
     assert result.exit_code == 2 and result.output.strip().splitlines()[-1] == (
         "Error: --ensemble 3 averages the best trials of one objective; with two objectives the final model is one "
         "trial of the Pareto front")
+
+
+@pytest.mark.parametrize("extra,message", [
+    ("ensemble: 11", "ensemble: must be at most 10 trials, but got 11 (integer)"),
+    ("ensemble: 0", "ensemble: must be an integer >= 1, but got 0 (integer)"),
+])
+def test_a_space_files_ensemble_out_of_range_names_its_line(tmp_path, extra, message):
+    path = write_space(tmp_path / "space.yaml", (SPACES / "digits.yaml").read_text() + f"\n{extra}\n")
+    line = path.read_text().splitlines().index(extra) + 1
+    result = sweeper("validate", path)
+    assert result.exit_code == 1 and result.output.strip() == f"Error: {path}:{line}: {message}"
+
+
+def test_a_two_objective_space_file_with_an_ensemble_names_its_line(tmp_path):
+    path = two_objective_space(tmp_path)
+    path.write_text(path.read_text() + "\nensemble: 3\n")
+    line = path.read_text().splitlines().index("ensemble: 3") + 1
+    result = sweeper("validate", path)
+    assert result.exit_code == 1 and result.output.strip() == (
+        f"Error: {path}:{line}: ensemble: averages the best trials of one objective, but this space has two (its "
+        f"final model is one trial of the Pareto front)")

@@ -144,3 +144,24 @@ def test_a_trial_taken_away_after_its_last_epoch_ends_abandoned_not_complete(tmp
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     [run] = client.search_runs([recorder.experiment_id], "tags.run_kind = 'trial'")
     assert (run.data.tags["state"], run.info.status) == ("abandoned", "KILLED")
+
+
+@pytest.mark.parametrize("prune_at,state", [(1, "pruned"), (2, "complete")])
+def test_a_trial_is_never_pruned_after_its_last_epoch(tmp_path, monkeypatch, prune_at, state):
+    """Pruning after the last epoch saves no training and loses a finished trial (and its model)."""
+    from sweeper.domain.events import SweepListener
+    from sweeper.store import SweepRecorder
+    from sweeper.usecases.plan import make_plan
+    from sweeper.usecases.runner import TrialRunner
+
+    monkeypatch.chdir(tmp_path)
+    plan = make_plan("digits", subset=300, max_epochs=2, patience=2, pruner="none")
+    recorder = SweepRecorder.open("digits")
+    recorder.open_search(plan.study_record(), space_signature=plan.space.signature(), settings=plan.settings(),
+                         space_text="")
+    runner = TrialRunner(plan, plan.load_data(), recorder, SweepListener(), lambda k: [])
+    configuration = {"n_layers": 1, "units_0": 32, "learning_rate": 0.01, "batch_size": 32, "optimizer": "adam",
+                     "dropout": 0.0, "activation": "relu", "kernel_initializer": "he_normal"}
+    engine = ReplayEngine([configuration])
+    engine.optimize(runner, lambda epoch, value: epoch == prune_at and value is not None)
+    assert [o.state for o in engine.outcomes] == [state]

@@ -18,7 +18,7 @@ def search(data: Any, *, target: str | None = None, task: str | None = None, cla
            patience: int | None = None, subset: int | None = None, backend: str = "optuna",
            algorithm: str | None = None, pruner: str | None = None, jobs: int = 1, storage: str | None = None,
            tracking_uri: str | None = None, seed: int = 0, build: Callable | str | None = None,
-           max_failures: int = 3, refit: bool = True, ensemble: int = 1, grace_period: int = 60,
+           max_failures: int = 3, refit: bool = True, ensemble: int | None = None, grace_period: int = 60,
            start_over: bool = False, cluster: str | None = None, progress: bool = True) -> Sweep:
     """Sweep a search space over `data` and record every trial in MLflow, as `sweeper search` does: the same
     defaults, checks, resume (the same study name goes on where it stopped), MLflow layout and final model
@@ -37,7 +37,8 @@ def search(data: Any, *, target: str | None = None, task: str | None = None, cla
     are declared in the space like any other, and sweeper compiles the model with the space's optimizer and
     learning rate. `timeout`: seconds, or "30m", "2h". `cluster`: a Dask scheduler's address; the `jobs` workers
     then run as tasks on its cluster, on the study in `storage` and the MLflow server in `tracking_uri`.
-    `ensemble`: the final model averages the best this many trials (the best one retrained), as one Keras model.
+    `ensemble`: the final model averages the best this many trials (the best one retrained), as one Keras model
+    (None: the space's `ensemble`, else 1).
     `progress`: a live display (in a notebook cell, or on the terminal).
 
     Example:

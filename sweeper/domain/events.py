@@ -61,3 +61,4 @@ class SweepResult:
     baseline_metrics: dict = field(default_factory=dict)  # its test metrics, named as test_metrics
     ensemble_of: list[int] = field(default_factory=list)  # the final model averages these trials (best first)
     single_test_metrics: dict = field(default_factory=dict)  # then: the best trial's final model alone
+    ensemble_candidates: list[int] = field(default_factory=list)  # the trials it might have averaged with the best

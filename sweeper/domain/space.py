@@ -151,7 +151,9 @@ _RULES = {
     "label_smoothing": _Rule(float, lambda v: 0 <= v < 1, "a number >= 0 and < 1", 0.0),
     "lr_schedule": _Rule(str, *_one_of(LR_SCHEDULES), "plateau"),
 }
-_TOP_KEYS = ("description", "objective", "trials", "max_epochs", "patience", "model", "params", "start")
+_TOP_KEYS = ("description", "objective", "trials", "max_epochs", "patience", "ensemble", "model", "params", "start")
+#: the most trials a final model may average (each member costs its predict time again)
+MAX_ENSEMBLE = 10
 #: any parameter of a model builder's own (a `model:` space): a number, a text or a flag
 _ANY = _Rule(object, lambda v: isinstance(v, (bool, int, float, str)), "a number, a text or true/false")
 #: what the MLP needs and a model builder may do without
@@ -181,6 +183,8 @@ class SearchSpace:
     trials: int = 20
     max_epochs: int = 20
     patience: int = 3
+    #: the final model averages the best this many trials (1: the best alone)
+    ensemble: int = 1
     description: str = ""
     source: str | None = None
     #: configurations to try first (engine parameter names, e.g. units_0), before the sampler's own
@@ -257,9 +261,9 @@ class SearchSpace:
         return {name: _describe(spec) for name, spec in self.params.items()}
 
     def with_budget(self, *, trials: int | None = None, max_epochs: int | None = None,
-                    patience: int | None = None) -> SearchSpace:
-        changes = {k: v for k, v in dict(trials=trials, max_epochs=max_epochs, patience=patience).items()
-                   if v is not None}
+                    patience: int | None = None, ensemble: int | None = None) -> SearchSpace:
+        changes = {k: v for k, v in dict(trials=trials, max_epochs=max_epochs, patience=patience,
+                                         ensemble=ensemble).items() if v is not None}
         return dataclasses.replace(self, **changes)
 
 
@@ -324,7 +328,7 @@ def dump_space(space: SearchSpace, comments: dict[str, list[str]] | None = None)
     model = [f"model: {space.model}", ""] if space.model else []
     lines = ["description: >", f"  {space.description}", "", "objective:", *objective, "", *model,
              *note("trials"), f"trials: {space.trials}", f"max_epochs: {space.max_epochs}",
-             f"patience: {space.patience}", ""]
+             f"patience: {space.patience}", *([f"ensemble: {space.ensemble}"] if space.ensemble > 1 else []), ""]
     lines += note("params") + ["params:"]
     lines += [f"  {name}: {_dump_spec(spec)}" for name, spec in space.params.items()]
     return "\n".join(lines) + "\n"
@@ -408,7 +412,10 @@ class _Reader:
         self.known_keys(doc, _TOP_KEYS, "", keep_going=True)
         self.require(doc, ("params", "objective"), "", keep_going=True)
         budget = {k: self.collect(self.count, doc, k, minimum=0 if k == "patience" else 1)
-                  for k in ("trials", "max_epochs", "patience") if k in doc}
+                  for k in ("trials", "max_epochs", "patience", "ensemble") if k in doc}
+        if (budget.get("ensemble") or 1) > MAX_ENSEMBLE:
+            self.collect(self.fail, f"must be at most {MAX_ENSEMBLE} trials, but got {_show(budget['ensemble'])}", doc,
+                         "ensemble", "ensemble")
         description = doc.get("description", "")
         if not isinstance(description, str):
             self.collect(self.fail, f"must be text, but got {_show(description)}", doc, "description", "description")
@@ -420,6 +427,9 @@ class _Reader:
         if self.errors:
             raise SearchSpaceError.of(self.errors)
         objective, cost = objectives
+        if cost and (budget.get("ensemble") or 1) > 1:
+            self.fail("averages the best trials of one objective, but this space has two (its final model is one "
+                      "trial of the Pareto front)", doc, "ensemble", "ensemble")
         return SearchSpace(params=MappingProxyType(params), objective=objective, cost=cost,
                            description=description.strip(), source=self.path, start=start, model=self.model,
                            **budget)

@@ -42,13 +42,24 @@ def baseline_line(name: str | None, baseline: dict, final: dict) -> str:
     return f"{line}; {verdict}."
 
 
-def ensemble_line(members: list[int], refit: bool, ensemble: dict, single: dict) -> str:
-    """The averaged final model's test figure beside the best trial's model alone: what the ensemble bought."""
-    names = ", ".join(str(n) for n in members[:-1]) + f" and {members[-1]}"
+def ensemble_line(members: list[int], candidates: list[int], refit: bool, ensemble: dict, single: dict,
+                  objective: str) -> str:
+    """Which model is final when an average was asked for (`members`: the trials averaged, best first; empty when
+    averaging the best with the `candidates` did not improve the validation objective), and what it bought."""
+    others = _and([str(n) for n in candidates])
+    if not members:
+        return f"Final model: the best trial alone (averaging it with trial{'s' * (len(candidates) > 1)} {others} " \
+               f"did not improve {objective} on the validation split)."
     metric = "test_accuracy" if "test_accuracy" in ensemble else "test_rmse"
-    line = (f"Final model: the average of trials {names}{f' (trial {members[0]} retrained)' if refit else ''}, "
+    line = (f"Final model: the average of trials {_and([str(n) for n in members])} "
+            f"({f'trial {members[0]} retrained; ' if refit else ''}chosen on the validation split among {others}), "
             f"on the test split: {metric} {ensemble[metric]:.4f}")
     if metric not in single:
         return line + "."
     gain = ensemble[metric] - single[metric] if metric == "test_accuracy" else single[metric] - ensemble[metric]
     return f"{line}, {abs(gain):.4f} {'ahead of' if gain >= 0 else 'behind'} trial {members[0]}'s model alone."
+
+
+def _and(items: list[str]) -> str:
+    """`a`, `a and b`, `a, b and c`."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" and {items[-1]}"

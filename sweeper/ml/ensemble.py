@@ -7,6 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from sweeper.domain.space import Objective
 from sweeper.ml.data import Dataset
 from sweeper.ml.model import loss_and_metrics
 
@@ -40,3 +43,38 @@ def _renamed(member: Any, name: str) -> Any:
     copy.name = name
     copy.trainable = False
     return copy
+
+
+def validation_predictions(model: Any, dataset: Dataset) -> np.ndarray:
+    return np.asarray(model.predict(dataset.x_val, verbose=0, batch_size=1024), dtype=np.float64)
+
+
+def choose_members(predicted: Sequence[np.ndarray], dataset: Dataset, objective: Objective) -> list[int]:
+    """Which candidates to average, from their predictions on the validation split (models trained on the training
+    split, the best trial's first), by greedy forward selection (Caruana et al., 2004): starting from the best
+    alone, add the candidate whose addition improves the averaged prediction's validation objective most, while
+    one does. Returns their indices, 0 first; [0] alone when averaging buys nothing (weaker trials pull a mean
+    down)."""
+    chosen, best = [0], _score(objective.metric, dataset, predicted[0])
+    while len(chosen) < len(predicted):
+        scores = {i: _score(objective.metric, dataset, np.mean([predicted[j] for j in [*chosen, i]], axis=0))
+                  for i in range(len(predicted)) if i not in chosen}
+        pick = (max if objective.direction == "maximize" else min)(scores, key=scores.get)
+        if not objective.better(scores[pick], best):
+            break
+        chosen.append(pick)
+        best = scores[pick]
+    return chosen
+
+
+def _score(metric: str, dataset: Dataset, predicted: np.ndarray) -> float:
+    """A validation metric (as Keras names it in the logs) of predictions on the validation split."""
+    y = np.asarray(dataset.y_val)
+    if dataset.task == "classification":
+        if metric == "val_accuracy":
+            return float(np.mean(predicted.argmax(axis=1) == y))
+        picked = predicted[np.arange(len(y)), y.astype(int).reshape(-1)]
+        return float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))  # val_loss: cross-entropy
+    errors = predicted.reshape(-1) - y.astype(np.float64).reshape(-1)
+    return {"val_mae": float(np.mean(np.abs(errors))), "val_rmse": float(np.sqrt(np.mean(errors ** 2)))}.get(
+        metric, float(np.mean(errors ** 2)))  # val_loss: mean squared error

@@ -205,8 +205,9 @@ def summary(result: SweepResult, command: str = "sweeper") -> Group:
                  f"(the trial's own model: {trial_tests})")
     parts.append(f"Best model: trial {result.best.number}, {result.objective_metric} {result.best.value:.4f}; "
                  f"{tests}")
-    if result.ensemble_of:
-        parts.append(ensemble_line(result.ensemble_of, bool(result.refit_epochs), result.test_metrics, single))
+    if result.ensemble_candidates:
+        parts.append(ensemble_line(result.ensemble_of, result.ensemble_candidates, bool(result.refit_epochs),
+                                   result.test_metrics, single, result.objective_metric))
     if result.baseline_metrics:
         parts.append(baseline_line(result.baseline, result.baseline_metrics, result.test_metrics))
     if result.finished_elsewhere:

@@ -118,8 +118,9 @@ def summary_html(result: SweepResult) -> str:
                  f"{model}; on the test split: {tests}"
                  + (f"; registered as models:/{html.escape(result.study)}@champion." if result.model_version else
                     ".") + "</p>")
-    if result.ensemble_of:
-        line = ensemble_line(result.ensemble_of, bool(result.refit_epochs), result.test_metrics, single)
+    if result.ensemble_candidates:
+        line = ensemble_line(result.ensemble_of, result.ensemble_candidates, bool(result.refit_epochs),
+                             result.test_metrics, single, result.objective_metric)
         parts.append(f"<p>{html.escape(line)}</p>")
     if result.baseline_metrics:
         parts.append(f"<p>{html.escape(baseline_line(result.baseline, result.baseline_metrics, result.test_metrics))}"

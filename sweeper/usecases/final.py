@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sweeper.domain.events import SweepListener, SweepResult
 from sweeper.domain.records import TrialRecord
@@ -44,7 +45,7 @@ def finish(plan: SweepPlan, dataset: Dataset, engine: Engine, recorder: SweepRec
     best = best_or_none(recorder)
     if best is not None:
         listener.final_step(f"evaluating trial {best.number}'s model on the test split")
-        model = recorder.store.load_trial_model(best)
+        model = trial_model = recorder.store.load_trial_model(best)
         test = evaluate(model, dataset)
         final = _refit_best(plan, dataset, recorder, best, model, listener)
         if final is not None:
@@ -53,11 +54,14 @@ def finish(plan: SweepPlan, dataset: Dataset, engine: Engine, recorder: SweepRec
             metrics.update({f"trial_{k}": v for k, v in trial_test.items()}, refit_epochs=final.epochs,
                            refit_seconds=final.seconds)
         model = for_users(model)  # saved with Keras' default execution options
-        members = _ensemble_members(plan, recorder, best)
+        candidates = _ensemble_candidates(plan, recorder, best)
+        members = _choose_members(plan, dataset, trial_model, candidates, listener)
+        if candidates:
+            tags["ensemble_candidates"] = ",".join(str(t.number) for t, _ in candidates)
         if members:
-            tags["ensemble_of"] = ",".join(str(t.number) for t in [best, *members])
+            tags["ensemble_of"] = ",".join(str(t.number) for t in [best, *(t for t, _ in members)])
             listener.final_step(f"averaging trials {tags['ensemble_of'].replace(',', ', ')} into one model")
-            single, model = test, _average(model, best, members, recorder, dataset)
+            single, model = test, _average(model, best, members, dataset)
             listener.final_step("evaluating the averaged model on the test split")
             test = evaluate(model, dataset)
             metrics.update({f"single_{k}": v for k, v in single.items()})
@@ -78,29 +82,12 @@ def finish(plan: SweepPlan, dataset: Dataset, engine: Engine, recorder: SweepRec
     result = result_of(plan, recorder, counts, best, test, version)
     result.refit_epochs, result.trial_test_metrics = final and final.epochs, trial_test
     result.baseline, result.baseline_metrics = tags.get("baseline"), baseline_metrics(metrics)
+    result.ensemble_candidates = [int(n) for n in tags.get("ensemble_candidates", "").split(",") if n]
     if "ensemble_of" in tags:
         result.ensemble_of = [int(n) for n in tags["ensemble_of"].split(",")]
         result.single_test_metrics = {k.removeprefix("single_"): v for k, v in metrics.items()
                                       if k.startswith("single_test_")}
     return result
-
-
-def _ensemble_members(plan: SweepPlan, recorder: SweepRecorder, best: TrialRecord) -> list[TrialRecord]:
-    """The trials after the best that the final model averages with it: the next best complete ones that kept
-    their model, up to `plan.ensemble` in all ([] for a single model)."""
-    if plan.ensemble < 2:
-        return []
-    ranked = recorder.store.complete_trials(recorder.record(), limit=plan.ensemble * 4)
-    return [t for t in ranked if t.has_model and t.run_id != best.run_id][:plan.ensemble - 1]
-
-
-def _average(final_model, best: TrialRecord, members: list[TrialRecord], recorder: SweepRecorder,
-             dataset: Dataset):
-    """The best trial's final model and the members' own models averaged into one model."""
-    from sweeper.ml.ensemble import average
-
-    models = [final_model, *(recorder.store.load_trial_model(t) for t in members)]
-    return average(models, dataset, [f"trial_{t.number:03d}" for t in [best, *members]])
 
 
 @dataclass
@@ -124,6 +111,39 @@ def _refit_best(plan: SweepPlan, dataset, recorder: SweepRecorder, best: TrialRe
                   learning_rates=recorder.store.learning_rates(best), seed=plan.seed,
                   epoch_hooks=[listener.refit_epoch_ended])
     return _Refit(model, epochs, time.perf_counter() - started)
+
+
+def _ensemble_candidates(plan: SweepPlan, recorder: SweepRecorder, best: TrialRecord) -> list[tuple[TrialRecord, Any]]:
+    """The trials after the best that the final model may average with it, with their own models: the next best
+    complete ones that kept their model, up to `plan.space.ensemble` in all ([] for a single model)."""
+    if plan.space.ensemble < 2:
+        return []
+    ranked = recorder.store.complete_trials(recorder.record(), limit=plan.space.ensemble * 4)
+    others = [t for t in ranked if t.has_model and t.run_id != best.run_id][:plan.space.ensemble - 1]
+    return [(t, recorder.store.load_trial_model(t)) for t in others]
+
+
+def _choose_members(plan: SweepPlan, dataset: Dataset, trial_model, candidates: list,
+                    listener: SweepListener) -> list[tuple[TrialRecord, Any]]:
+    """The candidates whose averaging with the best trial improves the validation objective (their own models and
+    the best trial's own, all trained on the training split alone, judged on the validation split)."""
+    from sweeper.ml.ensemble import choose_members, validation_predictions
+
+    if not candidates:
+        return []
+    listener.final_step(f"choosing on the validation split which of trials "
+                        f"{', '.join(str(t.number) for t, _ in candidates)} to average with the best")
+    models = [trial_model, *(model for _, model in candidates)]
+    chosen = choose_members([validation_predictions(m, dataset) for m in models], dataset, plan.space.objective)
+    return [candidates[i - 1] for i in chosen[1:]]
+
+
+def _average(final_model, best: TrialRecord, members: list[tuple[TrialRecord, Any]], dataset: Dataset):
+    """The best trial's final model and the members' own models averaged into one model."""
+    from sweeper.ml.ensemble import average
+
+    models = [final_model, *(model for _, model in members)]
+    return average(models, dataset, [f"trial_{t.number:03d}" for t in [best, *(t for t, _ in members)]])
 
 
 def best_or_none(recorder: SweepRecorder) -> TrialRecord | None:

@@ -12,7 +12,7 @@ from sweeper.domain.choices import ENGINES
 from sweeper.domain.errors import OptionError, StoreError, TrackingError, UsageError
 from sweeper.domain.names import check_study_name, safe_study_name
 from sweeper.domain.records import StudyRecord
-from sweeper.domain.space import SearchSpace, bundled_space_path, load_space
+from sweeper.domain.space import MAX_ENSEMBLE, SearchSpace, bundled_space_path, load_space
 from sweeper.domain.urls import mask
 from sweeper.engines import EngineOptions
 from sweeper.ml.data import Dataset
@@ -42,7 +42,6 @@ class SweepPlan:
     max_failures: int = 3
     jobs: int = 1
     refit: bool = True  # retrain the best configuration on train + val before the final test
-    ensemble: int = 1  # the final model averages the best this many trials (1: the best alone)
     grace_period: int = 60  # RDB storages: seconds without a heartbeat before a trial counts as dead
     warm_start: tuple = ()  # (params, objective) added to a new study as complete trials (sweeper refine)
     lineage: dict = field(default_factory=dict)  # tags saying where the study came from, e.g. refines
@@ -69,7 +68,7 @@ class SweepPlan:
                 "objective": f"{space.objective.direction} {space.objective.metric}", "seed": self.seed,
                 "subset": self.subset, "timeout_s": self.timeout, "space_file": space.source,
                 "storage": mask(self.storage) or "embedded", "max_failures": self.max_failures,
-                "warm_start_trials": len(self.warm_start), "ensemble": self.ensemble}
+                "warm_start_trials": len(self.warm_start), "ensemble": space.ensemble}
 
     def study_record(self) -> StudyRecord:
         """What the study is (engine, data, objective): what its experiment records and a resume must match."""
@@ -100,7 +99,7 @@ def make_plan(dataset: str, *, space: SearchSpace | str | Path | None = None, st
               storage: str | None = None, tracking_uri: str | None = None, timeout: float | None = None,
               subset: int | None = None, seed: int = 0, target: str | None = None, task: str | None = None,
               impute: str | None = None, max_failures: int = 3, jobs: int = 1, refit: bool = True,
-              ensemble: int = 1, grace_period: int = 60, warm_start: tuple = (), lineage: dict | None = None,
+              ensemble: int | None = None, grace_period: int = 60, warm_start: tuple = (), lineage: dict | None = None,
               start_over: bool = False, quiet_workers: bool = False, recorded_budget: bool = True,
               cluster: str | None = None) -> SweepPlan:
     """Check and resolve a sweep's settings, cheapest checks first (no store is written; the data and the store
@@ -113,15 +112,18 @@ def make_plan(dataset: str, *, space: SearchSpace | str | Path | None = None, st
         check_study_name(study)
     algorithm, pruner = _check_engine(backend, algorithm, pruner)
     _check_dataset_options(dataset, target, impute)
+    _check_ensemble(ensemble)
     given = {k: v for k, v in dict(trials=trials, max_epochs=max_epochs, patience=patience).items() if v is not None}
-    space = _space(dataset, space).with_budget(**given)
+    space = _space(dataset, space).with_budget(**given, ensemble=ensemble)
+    if space.cost and space.ensemble > 1:
+        raise UsageError(f"--ensemble {space.ensemble} averages the best trials of one objective; with two "
+                         f"objectives the final model is one trial of the Pareto front")
     if space.cost:
         pruner = "none"  # Optuna prunes single-objective studies only
         if backend != "optuna":
             raise UsageError(f"two objectives need the optuna backend; {backend} optimises one")
         if algorithm in ("cmaes", "grid"):
             raise UsageError(f"the {algorithm} algorithm takes one objective; for two use tpe (default) or nsga2")
-    _check_ensemble(ensemble, space)
     if algorithm == "grid":
         space.grid()  # refuse an ungriddable space before any work starts
     if jobs > 1 and backend != "optuna":
@@ -139,7 +141,6 @@ def make_plan(dataset: str, *, space: SearchSpace | str | Path | None = None, st
     plan = SweepPlan(dataset=dataset, space=space, study=study, backend=backend, algorithm=algorithm, pruner=pruner,
                      task=resolved_task, storage=storage, tracking_uri=tracking_uri, timeout=timeout, subset=subset,
                      seed=seed, target=target, impute=impute, max_failures=max_failures, jobs=jobs, refit=refit,
-                     ensemble=ensemble,
                      grace_period=grace_period, warm_start=tuple(warm_start), lineage=dict(lineage or {}),
                      start_over=start_over, quiet_workers=quiet_workers, cluster=cluster)
     _check_objective(space, resolved_task, dataset)
@@ -193,16 +194,9 @@ def _check_cluster(cluster: str, backend: str, storage: str | None, tracking_uri
                          f"{space.model[6:]} was given in memory")
 
 
-#: the most trials a final model may average (each member costs its predict time again)
-MAX_ENSEMBLE = 10
-
-
-def _check_ensemble(ensemble: int, space: SearchSpace) -> None:
-    if not 1 <= ensemble <= MAX_ENSEMBLE:
+def _check_ensemble(ensemble: int | None) -> None:
+    if ensemble is not None and not 1 <= ensemble <= MAX_ENSEMBLE:
         raise OptionError("--ensemble", f"must be between 1 and {MAX_ENSEMBLE} trials, but got {ensemble}")
-    if ensemble > 1 and space.cost:
-        raise UsageError(f"--ensemble {ensemble} averages the best trials of one objective; with two objectives "
-                         f"the final model is one trial of the Pareto front")
 
 
 def _check_dataset_options(dataset: str, target: str | None, impute: str | None) -> None:

@@ -73,12 +73,12 @@ class TrialRunner:
         return outcome
 
     def _keeps_model(self, value: float) -> bool:
-        """Whether a complete trial keeps its model: when it ranks among the best `plan.ensemble` so far (the
+        """Whether a complete trial keeps its model: when it ranks among the best `plan.space.ensemble` so far (the
         final model may average them); with two objectives any trial may end on the Pareto front, so every one."""
         if self.space.cost:
             return True
-        top = self.top_values(self.plan.ensemble)
-        return len(top) < self.plan.ensemble or self.space.objective.better(value, top[-1])
+        top = self.top_values(self.space.ensemble)
+        return len(top) < self.space.ensemble or self.space.objective.better(value, top[-1])
 
     def _train(self, number, params, should_prune, plan: TrialPlan, run: TrialRun):
         """Train and record one configuration: its objective, its cost (two objectives) and its time in fit."""
@@ -87,14 +87,17 @@ class TrialRunner:
         from sweeper.ml.train import model_costs, train_trial
 
         space, metric = self.space, self.space.objective.metric
+        max_epochs = plan.max_epochs or space.max_epochs
 
         def prune_hook(epoch, logs):
-            if metric in logs and should_prune(epoch, float(logs[metric])):
+            # Reported at every epoch; never pruned after the last, which would save no training and lose the
+            # trial (a 218 s trial at val 0.9124 was, in a 15-minute sweep of Fashion-MNIST).
+            if metric in logs and should_prune(epoch, float(logs[metric])) and epoch < max_epochs:
                 raise TrialPruned(f"pruned after epoch {epoch} ({metric}={logs[metric]:.4f})")
 
         try:
             result = train_trial(
-                params, self.dataset, space.objective, max_epochs=plan.max_epochs or space.max_epochs,
+                params, self.dataset, space.objective, max_epochs=max_epochs,
                 patience=space.patience, seed=self.plan.seed * 100_003 + number, initial_epoch=plan.initial_epoch,
                 weights_in=plan.weights_in, weights_out=plan.weights_out, builder=space.model,
                 epoch_hooks=[run.log_epoch, lambda e, logs: self.listener.epoch_ended(number, e, logs), prune_hook])
