@@ -34,9 +34,10 @@ def _offline(monkeypatch):
 
 @pytest.fixture(scope="session")
 def fashion_study(tmp_path_factory):
-    """One real sweep shared by the read-only tests: 3 trials on 300 Fashion-MNIST images."""
+    """One real sweep shared by the read-only tests: 3 trials on 300 Fashion-MNIST images, its final model the best
+    trial's alone (averaged final models: tests/test_ensemble.py)."""
     workdir = tmp_path_factory.mktemp("fashion-study")
-    result = sweeper("search", "fashion", "--trials", 3, *SMALL, "--pruner", "none", cwd=workdir)
+    result = sweeper("search", "fashion", "--trials", 3, *SMALL, "--pruner", "none", "--ensemble", 1, cwd=workdir)
     assert result.exit_code == 0, result.output
     return workdir, result
 

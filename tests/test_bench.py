@@ -11,8 +11,8 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 def test_quality_bench_runs_sweeper_and_the_anchors(tmp_path):
     tools = ["sweeper", "recipe", "optuna", "keras-tuner-hyperband"]
-    done = subprocess.run([sys.executable, str(BENCH / "quality.py"), "--seeds", "0", "--timeout", "5",
-                           "--max-epochs", "1", "--subset", "1000", "--targets", "0.5", "--tools", *tools],
+    done = subprocess.run([sys.executable, str(BENCH / "quality.py"), "--seeds", "0", "--timeout", "20",
+                           "--max-epochs", "1", "--subset", "2000", "--targets", "0.5", "--tools", *tools],
                           capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {m.group(1): m for m in re.finditer(r"^seed 0 (\S+) +test (0\.\d{4}) .*?\((\d+) trials.*$", done.stdout, re.M)}

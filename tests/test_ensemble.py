@@ -130,6 +130,8 @@ def test_the_best_trials_keep_their_models_and_the_final_model_says_what_it_aver
     card = json.loads((out / "model.json").read_text())
     assert card["model"].startswith(f"the average of trial {numbers[0]}'s configuration retrained")
     assert card["architecture"].count("trial_") == len(averaged)
+    assert card["single_model_test_metrics"]["test_accuracy"] == pytest.approx(single)
+    assert f"Trial {numbers[0]}'s final model alone scored test_accuracy {single:.4f}" in (out / "MODEL_CARD.md").read_text()
 
 
 @pytest.mark.parametrize("value", [0, 11])

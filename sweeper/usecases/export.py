@@ -81,6 +81,10 @@ def export_best(study: str, out: str | Path, *, formats: tuple[str, ...] | list[
     if recorded:
         store.log_metrics(chosen.run_id, test)
     card = _card(store, record, best, chosen, dataset, test, settings, search.run_id if search else "")
+    single = {k.removeprefix("single_"): v for k, v in (search.metrics if search else {}).items()
+              if k.startswith("single_test_")}
+    if single and chosen.description.startswith("the average"):  # what averaging bought, as the sweep measured it
+        card["single_model_test_metrics"] = single
     staging = _staging(out)
     try:
         files = _write_formats(for_users(chosen.model), formats, staging, dataset, say)
