@@ -114,6 +114,9 @@ def test_the_best_trials_keep_their_models_and_the_final_model_says_what_it_aver
     assert all(_client(workdir).list_artifacts(r.info.run_id, "model") for r in trials[:4])  # the best 4 keep theirs
     assert parent.data.tags["ensemble_candidates"] == ",".join(numbers[1:4])
     summary = " ".join(result.output.split())
+    final_line = summary[summary.index("Final model:"):summary.index(" Baseline (")]
+    again = " ".join(sweeper(*ENSEMBLE, cwd=workdir).output.split())  # the budget spent: the recorded summary
+    assert "nothing to run" in again and final_line in again
     if "ensemble_of" not in parent.data.tags:  # averaging did not improve the validation accuracy
         assert (f"Final model: the best trial alone (averaging it with trials {numbers[1]}, {numbers[2]} and "
                 f"{numbers[3]} did not improve val_accuracy on the validation split).") in summary

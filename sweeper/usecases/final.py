@@ -15,7 +15,7 @@ from sweeper.ml.data import Dataset
 from sweeper.runtime.workers import this_worker
 from sweeper.store import SweepRecorder
 from sweeper.usecases.plan import SweepPlan
-from sweeper.usecases.studies import TOP, baseline_metrics
+from sweeper.usecases.studies import TOP, baseline_metrics, read_ensemble
 
 
 def finish_joined(plan: SweepPlan, parent_id: str, listener: SweepListener) -> SweepResult:
@@ -82,11 +82,7 @@ def finish(plan: SweepPlan, dataset: Dataset, engine: Engine, recorder: SweepRec
     result = result_of(plan, recorder, counts, best, test, version)
     result.refit_epochs, result.trial_test_metrics = final and final.epochs, trial_test
     result.baseline, result.baseline_metrics = tags.get("baseline"), baseline_metrics(metrics)
-    result.ensemble_candidates = [int(n) for n in tags.get("ensemble_candidates", "").split(",") if n]
-    if "ensemble_of" in tags:
-        result.ensemble_of = [int(n) for n in tags["ensemble_of"].split(",")]
-        result.single_test_metrics = {k.removeprefix("single_"): v for k, v in metrics.items()
-                                      if k.startswith("single_test_")}
+    read_ensemble(result, metrics, tags)
     return result
 
 

@@ -52,7 +52,17 @@ def recorded_result(store: Store, record: StudyRecord, search: SearchRecord | No
     result.trial_test_metrics = {k.removeprefix("trial_"): v for k, v in metrics.items() if k.startswith("trial_test_")}
     result.refit_epochs = int(metrics["refit_epochs"]) if "refit_epochs" in metrics else None
     result.baseline, result.baseline_metrics = tags.get("baseline"), baseline_metrics(metrics)
+    read_ensemble(result, metrics, tags)
     return result
+
+
+def read_ensemble(result: SweepResult, metrics: dict, tags: dict) -> None:
+    """The averaged final model's part of a result, from the sweep run's tags and metrics: the trials considered
+    and averaged, and the best trial's final model alone."""
+    result.ensemble_candidates = [int(n) for n in tags.get("ensemble_candidates", "").split(",") if n]
+    result.ensemble_of = [int(n) for n in tags.get("ensemble_of", "").split(",") if n]
+    result.single_test_metrics = {k.removeprefix("single_"): v for k, v in metrics.items()
+                                  if k.startswith("single_test_")}
 
 
 def baseline_metrics(metrics: dict) -> dict:
