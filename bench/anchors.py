@@ -134,9 +134,14 @@ def keras_tuner(data, args, found, deadline, kind="random") -> tuple[float, int]
             epochs = hp.values.get("tuner/epochs", args.max_epochs)
             return build_mlp(keras, self.values, epochs, -(-len(data.x_train) // self.values["batch_size"]))
 
+        fitted = 0
+
         def fit(self, hp, model, *fit_args, **kwargs):
-            if time.time() > deadline:  # the budget is spent: no more training (Keras Tuner has no time limit)
+            # The budget is spent: no more training (Keras Tuner has no time limit). As Optuna's `timeout`, the
+            # first trial always runs: a search gives a model.
+            if time.time() > deadline and self.fitted:
                 raise kt.errors.FatalError("time budget spent")
+            self.fitted += 1
             kwargs["callbacks"] = kwargs.get("callbacks", []) + callbacks(keras, self.values, args, found)
             return model.fit(*fit_args, batch_size=self.values["batch_size"], **kwargs)
 

@@ -32,14 +32,50 @@ def _offline(monkeypatch):
     monkeypatch.setenv("SWEEPER_OFFLINE", "1")
 
 
+def here(workdir, *args):
+    """`sweeper ARGS` in `workdir`, in this process, read as a finished subprocess (returncode, stdout, stderr):
+    for the steps of a fault test that need no process of their own (a setup sweep, a resume, a read)."""
+    import subprocess
+
+    result = sweeper(*args, cwd=workdir)
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
+def once_per_run(tmp_path_factory, name, build):
+    """`build(folder)` once for the whole test run however many pytest-xdist workers ask for it: the first to
+    ask builds it under a lock, the others wait and reuse it. Returns (folder, what `build` returned as JSON)."""
+    import json
+    import shutil
+
+    from sweeper.runtime.workers import file_lock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    folder, built = root / name, root / f"{name}.json"
+    with file_lock(root / f"{name}.lock"):
+        if not built.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a failed build by another worker left
+            folder.mkdir()
+            built.write_text(json.dumps(build(folder)))
+    return folder, json.loads(built.read_text())
+
+
 @pytest.fixture(scope="session")
 def fashion_study(tmp_path_factory):
-    """One real sweep shared by the read-only tests: 3 trials on 300 Fashion-MNIST images, its final model the best
-    trial's alone (averaged final models: tests/test_ensemble.py)."""
-    workdir = tmp_path_factory.mktemp("fashion-study")
-    result = sweeper("search", "fashion", "--trials", 3, *SMALL, "--pruner", "none", "--ensemble", 1, cwd=workdir)
-    assert result.exit_code == 0, result.output
-    return workdir, result
+    """One real sweep shared by the read-only tests (of every pytest worker): 3 trials on 300 Fashion-MNIST images,
+    its final model the best trial's alone (averaged final models: tests/test_ensemble.py). Yields the folder and
+    the command's result (exit_code, output)."""
+    from types import SimpleNamespace
+
+    def build(workdir):
+        result = sweeper("search", "fashion", "--trials", 3, *SMALL, "--pruner", "none", "--ensemble", 1,
+                         cwd=workdir)
+        assert result.exit_code == 0, result.output
+        return {"exit_code": result.exit_code, "output": result.output}
+
+    workdir, result = once_per_run(tmp_path_factory, "fashion-study", build)
+    return workdir, SimpleNamespace(**result)
 
 
 @pytest.fixture

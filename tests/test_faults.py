@@ -1,5 +1,6 @@
 """Faults, through the installed command in subprocesses and the real embedded store: kill -9, Ctrl-C,
-SIGTERM, parallel workers. A kill waits until a trial's MLflow run is RUNNING, so it lands mid-trial."""
+SIGTERM, parallel workers. A kill waits until a trial's MLflow run is RUNNING, so it lands mid-trial. The resumes
+and reads after a fault need no process of their own: they run in this one."""
 
 import json
 import os
@@ -10,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from .conftest import here
 
 SWEEPER = str(Path(sys.executable).parent / "sweeper")
 #: long enough trials (40 epochs, no early stop) that a signal lands inside one
@@ -86,7 +89,7 @@ def test_kill_9_mid_trial_then_resume_reaps_the_trial_and_retries_it(tmp_path):
     dead = [t for t in study_trials(tmp_path) if t.state.name == "RUNNING"]
     assert [t.number for t in dead] == [1]  # what a journal store keeps forever without reaping
 
-    resumed = run(tmp_path, "search", "digits", "--trials", 3, "--max-epochs", 1, "--pruner", "none")
+    resumed = here(tmp_path, "search", "digits", "--trials", 3, "--max-epochs", 1, "--pruner", "none")
     assert resumed.returncode == 0, resumed.stderr
     assert "Marked failed: trial 1, left running by a worker that died" in resumed.stderr
     trials = study_trials(tmp_path)
@@ -118,10 +121,10 @@ def test_an_interrupt_records_the_trial_prints_the_summary_and_resumes(tmp_path,
     interrupted = [r for r in runs(tmp_path) if r.data.tags.get("state") == "interrupted"]
     assert len(interrupted) == 1 and interrupted[0].info.status == "KILLED"
     assert [r.info.status for r in runs(tmp_path) if r.data.tags["run_kind"] == "search"] == ["KILLED"]
-    [study] = json.loads(run(tmp_path, "studies", "--json").stdout)  # one vocabulary, the same counts
+    [study] = json.loads(here(tmp_path, "studies", "--json").stdout)  # one vocabulary, the same counts
     assert (study["complete"], study["failed"], study["interrupted"]) == (1, 0, 1)
 
-    resumed = run(tmp_path, "search", "digits", "--trials", 3, "--max-epochs", 1, "--pruner", "none")
+    resumed = here(tmp_path, "search", "digits", "--trials", 3, "--max-epochs", 1, "--pruner", "none")
     assert resumed.returncode == 0, resumed.stderr
     assert "Resuming study digits: 1 trial finished before (0 failed, 1 interrupted)" in resumed.stderr
     assert sum(t.state.name == "COMPLETE" for t in study_trials(tmp_path)) == 3
@@ -160,16 +163,16 @@ def test_separate_processes_started_together_on_a_new_store_cooperate(tmp_path):
 
 def test_a_long_sweep_runs_in_worker_processes_replaced_every_few_trials(tmp_path):
     env = {**os.environ, "SWEEPER_OFFLINE": "1", "SWEEPER_RECYCLE_AFTER": "2"}
-    result = subprocess.run([SWEEPER, "search", "digits", "--trials", "5", "--max-epochs", "1", "--pruner", "none"],
+    result = subprocess.run([SWEEPER, "search", "digits", "--trials", "3", "--max-epochs", "1", "--pruner", "none"],
                             cwd=tmp_path, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     trials = study_trials(tmp_path)
-    assert [t.state.name for t in trials] == ["COMPLETE"] * 5
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
     workers = [t.user_attrs["worker"] for t in trials]
-    assert len(set(workers)) == 3 and workers[0] == workers[1] != workers[2] == workers[3] != workers[4]
-    assert all(f"trial   {n} complete" in result.stderr for n in range(5))  # the live lines, forwarded
+    assert len(set(workers)) == 2 and workers[0] == workers[1] != workers[2]
+    assert all(f"trial   {n} complete" in result.stderr for n in range(3))  # the live lines, forwarded
     parent, = [r for r in runs(tmp_path) if r.data.tags["run_kind"] == "search"]
-    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_complete"] == 5
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_complete"] == 3
 
 
 def _worker_pids(workdir, study="digits"):
@@ -222,7 +225,7 @@ def test_a_killed_jobs_parent_takes_its_workers_with_it_and_the_study_resumes(tm
     while any(_alive(pid) for pid in workers):
         assert time.monotonic() < deadline, f"orphan workers still run: {[p for p in workers if _alive(p)]}"
         time.sleep(0.5)
-    resumed = run(tmp_path, "search", "digits", "--trials", 6, "--max-epochs", 1, "--pruner", "none")
+    resumed = here(tmp_path, "search", "digits", "--trials", 6, "--max-epochs", 1, "--pruner", "none")
     assert resumed.returncode == 0, resumed.stderr
     assert sum(t.state.name == "COMPLETE" for t in study_trials(tmp_path)) == 6
     assert_nothing_running(tmp_path)
@@ -269,7 +272,7 @@ def test_an_interrupt_during_the_final_model_ends_the_sweep_run_and_the_same_com
     assert "Study digits: 1 complete" in out and "while making the final model: every trial is kept" in err
     assert_nothing_running(tmp_path)
     assert [r.info.status for r in runs(tmp_path) if r.data.tags["run_kind"] == "search"] == ["KILLED"]
-    resumed = run(tmp_path, "search", "digits", "--trials", 1, "--max-epochs", 40, "--patience", 40, "--pruner",
+    resumed = here(tmp_path, "search", "digits", "--trials", 1, "--max-epochs", 40, "--patience", 40, "--pruner",
                   "none")
     assert resumed.returncode == 0, resumed.stderr
     assert "Registered in MLflow as models:/digits@champion (version 1)" in resumed.stdout

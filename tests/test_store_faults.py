@@ -1,5 +1,7 @@
 """Nothing lost, ever: full disks (real tmpfs mounts), torn and corrupted journals, interrupts while the store
-is being created, half stores, read-only stores and bad study names, through the installed command."""
+is being created, half stores, read-only stores and bad study names. What a fault needs a process of its own for
+(a signal, a full disk under a running sweep, a store changed between two commands) goes through the installed
+command; the steps around it run in this process."""
 
 import os
 import signal
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SPACES, sweeper
+from .conftest import SPACES, here, sweeper
 from .test_faults import SLOW, SWEEPER, assert_nothing_running, run, runs, start, study_trials, wait_for_running_trial
 
 QUICK = ["search", "digits", "--max-epochs", 2, "--pruner", "none"]
@@ -62,7 +64,7 @@ def test_a_disk_that_fills_mid_trial_stops_the_sweep_cleanly_and_the_same_comman
     assert "Traceback" not in err and "JSONDecodeError" not in err
     filler.unlink()
 
-    resumed = run(work, *SLOW, "--trials", 3, "--max-epochs", 2)
+    resumed = here(work, *SLOW, "--trials", 3, "--max-epochs", 2)
     assert resumed.returncode == 0, resumed.stderr
     assert "Warning" not in resumed.stderr or "torn record" in resumed.stderr  # the journal was never torn
     trials = study_trials(work)
@@ -92,7 +94,7 @@ def test_a_model_that_cannot_be_saved_stops_the_sweep_instead_of_failing_the_imp
     assert [r.info.status for r in runs(work) if r.data.tags["run_kind"] == "search"] == ["FAILED"]
 
     subprocess.run(["umount", "-l", str(work / "mlruns" / "artifacts")], check=True)  # space is back
-    resumed = run(work, *QUICK, "--trials", 2)
+    resumed = here(work, *QUICK, "--trials", 2)
     assert resumed.returncode == 0, resumed.stderr
     trials = study_trials(work)
     assert trials[1].params == trials[0].params and trials[1].state.name == "COMPLETE"
@@ -102,29 +104,29 @@ def test_a_model_that_cannot_be_saved_stops_the_sweep_instead_of_failing_the_imp
 
 
 def test_a_torn_journal_tail_is_set_aside_with_a_warning_and_never_appended_after(tmp_path):
-    assert run(tmp_path, *QUICK, "--trials", 1).returncode == 0
+    assert here(tmp_path, *QUICK, "--trials", 1).returncode == 0
     journal = tmp_path / "mlruns" / "optuna" / "journal.log"
     size = journal.stat().st_size
     with open(journal, "ab") as f:
         f.write(b'{"o')  # what a crash or a full disk leaves in the middle of an append
-    result = run(tmp_path, *QUICK, "--trials", 2)
+    result = here(tmp_path, *QUICK, "--trials", 2)
     assert result.returncode == 0, result.stderr
     assert (f"Warning: {journal} ended in a torn record (3 bytes at byte offset {size}, left by a crash or a full "
             f"disk); set it aside in journal.log.torn-{size} and went on without it") in result.stderr
     assert (tmp_path / "mlruns" / "optuna" / f"journal.log.torn-{size}").read_bytes() == b'{"o'
     assert [t.state.name for t in study_trials(tmp_path)] == ["COMPLETE", "COMPLETE"]
-    assert run(tmp_path, "doctor").stdout.startswith("ok ")
+    assert here(tmp_path, "doctor").stdout.startswith("ok ")
 
 
 @pytest.mark.parametrize("garbage", [os.urandom(64).replace(b"\n", b"") + b"\n", b'{"op_code": 4, "worker_id\n'],
                          ids=["random bytes", "a truncated record"])
 def test_a_corrupted_journal_line_is_named_and_doctor_repairs_it(tmp_path, garbage):
-    assert run(tmp_path, *QUICK, "--trials", 1).returncode == 0
+    assert here(tmp_path, *QUICK, "--trials", 1).returncode == 0
     journal = tmp_path / "mlruns" / "optuna" / "journal.log"
     lines = journal.read_bytes().splitlines(keepends=True)
     offset = sum(len(line) for line in lines[:-1])
     journal.write_bytes(b"".join(lines[:-1]) + garbage + lines[-1])  # a stray line, then a record after it
-    result = run(tmp_path, *QUICK, "--trials", 2)
+    result = here(tmp_path, *QUICK, "--trials", 2)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert _last_line(result.stderr).startswith(
         f"Error: the Optuna journal {journal} is corrupted: line {len(lines)} (byte offset {offset}) is not a "
@@ -132,12 +134,12 @@ def test_a_corrupted_journal_line_is_named_and_doctor_repairs_it(tmp_path, garba
     assert _last_line(result.stderr).endswith(
         "; `sweeper doctor --repair` sets the bad lines aside and keeps the rest, or restore the file from a backup")
 
-    checked = run(tmp_path, "doctor")
+    checked = here(tmp_path, "doctor")
     assert checked.returncode == 1 and checked.stdout.startswith(f"PROBLEM  {journal}: 1 bad line among ")
-    repaired = run(tmp_path, "doctor", "--repair")
+    repaired = here(tmp_path, "doctor", "--repair")
     assert repaired.returncode == 0 and "every study loads" in repaired.stdout, repaired.stdout
     assert list(journal.parent.glob("journal.log.before-repair-*"))  # the original is kept
-    resumed = run(tmp_path, *QUICK, "--trials", 2)
+    resumed = here(tmp_path, *QUICK, "--trials", 2)
     assert resumed.returncode == 0, resumed.stderr
     assert sum(t.state.name == "COMPLETE" for t in study_trials(tmp_path)) == 2
 
@@ -169,9 +171,9 @@ def test_an_interrupt_while_the_store_is_created_leaves_no_broken_store(tmp_path
     _, err = process.communicate(timeout=120)
     assert process.returncode in ((130, 0) if sig == signal.SIGINT else (-9, 0)), err
     assert "Traceback" not in err
-    after = run(tmp_path, "studies")  # every later command works
+    after = here(tmp_path, "studies")  # every later command works
     assert after.returncode in (0, 1) and "already exists" not in after.stderr, after.stderr
-    again = run(tmp_path, *QUICK, "--trials", 1)
+    again = here(tmp_path, *QUICK, "--trials", 1)
     assert again.returncode == 0, again.stderr
     assert not list((tmp_path / "mlruns").glob(".mlflow.db.new-*"))
     assert not list((empty_cache / "sweeper").glob(".*.new-*")) and (empty_cache / "sweeper" / f"mlflow-{mlflow_version()}.db").exists()
@@ -217,18 +219,18 @@ def test_a_store_an_older_version_left_half_created_is_set_aside(tmp_path):
         db.execute("CREATE TABLE experiments (experiment_id INTEGER PRIMARY KEY, name TEXT)")
         db.execute("CREATE TABLE runs (run_uuid TEXT PRIMARY KEY)")
         db.execute("CREATE TABLE _alembic_tmp_experiments (experiment_id INTEGER)")
-    read = run(tmp_path, "studies")
+    read = here(tmp_path, "studies")
     assert read.returncode == 1 and _last_line(read.stderr).startswith(
         f"Error: the MLflow store {tmp_path / 'mlruns' / 'mlflow.db'} was left half-created by an interrupted first "
         f"run (table _alembic_tmp_experiments left over from a migration) and holds no runs;")
-    result = run(tmp_path, *QUICK, "--trials", 1)
+    result = here(tmp_path, *QUICK, "--trials", 1)
     assert result.returncode == 0, result.stderr
     assert "Warning: the MLflow store" in result.stderr and "set it aside as mlflow.db.half-created-" in result.stderr
     assert len(list((tmp_path / "mlruns").glob("mlflow.db.half-created-*"))) == 1
 
 
 def test_a_study_missing_half_its_store_is_refused_unless_started_over(tmp_path):
-    assert run(tmp_path, *QUICK, "--trials", 2).returncode == 0
+    assert here(tmp_path, *QUICK, "--trials", 2).returncode == 0
     optuna_dir = tmp_path / "mlruns" / "optuna"
     optuna_dir.rename(tmp_path / "optuna-elsewhere")
     refused = run(tmp_path, *QUICK, "--trials", 2)
@@ -250,8 +252,8 @@ def test_a_study_missing_half_its_store_is_refused_unless_started_over(tmp_path)
 
 
 def test_a_finished_study_run_again_says_so_and_neither_refits_nor_opens_a_sweep(tmp_path):
-    assert run(tmp_path, *QUICK, "--trials", 1).returncode == 0
-    again = run(tmp_path, *QUICK, "--trials", 1)
+    assert here(tmp_path, *QUICK, "--trials", 1).returncode == 0
+    again = here(tmp_path, *QUICK, "--trials", 1)
     assert again.returncode == 0, again.stderr
     assert "Its budget was already spent and its final model made: nothing to run" in again.stdout
     assert "retraining" not in again.stderr and "Registered in MLflow as models:/digits@champion (version 1)" in \
@@ -285,19 +287,19 @@ def test_a_read_only_store_can_be_read(fashion_study, tmp_path, mount):
     subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True)
     assert subprocess.run(["touch", str(view / "x")], capture_output=True).returncode != 0  # really read-only
     for args in (["trials", "fashion"], ["studies"]):
-        result = run(view, *args)
+        result = here(view, *args)
         assert result.returncode == 0 and "fashion" in result.stdout, result.stderr
-    report = run(view, "report", "fashion", "--out", tmp_path / "report.html")
+    report = here(view, "report", "fashion", "--out", tmp_path / "report.html")
     assert report.returncode == 0, report.stderr
     assert report.stdout.strip().endswith("(not logged in MLflow: the store is read-only).")
-    exported = run(view, "export", "fashion", "--out", tmp_path / "best")
+    exported = here(view, "export", "fashion", "--out", tmp_path / "best")
     assert exported.returncode == 0, exported.stderr
     assert "is read-only: this export is written but not recorded in it" in exported.stderr
     assert (tmp_path / "best" / "model.keras").is_file()
 
 
 def test_an_immutable_store_file_can_be_read(tmp_path):
-    assert run(tmp_path, *QUICK, "--trials", 1).returncode == 0
+    assert here(tmp_path, *QUICK, "--trials", 1).returncode == 0
     database = tmp_path / "mlruns" / "mlflow.db"
     if subprocess.run(["chattr", "+i", str(database)], capture_output=True).returncode != 0:
         pytest.skip("chattr +i is refused on this file system")
@@ -372,7 +374,7 @@ def test_registration_is_one_version_per_best_trial_even_after_a_kill_between_ve
     from sweeper.store.files import fluent
     from sweeper.store.layout import CHAMPION
 
-    assert run(tmp_path, *QUICK, "--trials", 1).returncode == 0
+    assert here(tmp_path, *QUICK, "--trials", 1).returncode == 0
     store = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     champion = store.get_model_version_by_alias("digits", CHAMPION)
     # what a kill right after the version was made, before the alias moved, leaves: a version nothing points at
@@ -404,7 +406,7 @@ def test_a_model_whose_logging_a_kill_cut_short_is_marked_failed_when_its_sweep_
 
     from sweeper.store import SweepRecorder
 
-    assert run(tmp_path, *QUICK, "--trials", 1).returncode == 0
+    assert here(tmp_path, *QUICK, "--trials", 1).returncode == 0
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     experiment = client.get_experiment_by_name("digits")
     dead = subprocess.Popen(["true"])
