@@ -1,5 +1,6 @@
-"""The time budget (--timeout): the final model is inside it, so a trial starts only while the time left covers a
-the longest complete trial and the final model after it. A fake clock: no waiting, no timing."""
+"""The time budget (--timeout): the final model is inside it, so a trial starts only while the time left covers
+the longest complete trial and the final model after it, and a running trial stops training when only the final
+model's time is left. A fake clock: no waiting, no timing."""
 
 from sweeper.domain.budget import FINAL_MODEL_TRIALS, TimeBudget
 from sweeper.domain.records import TrialOutcome
@@ -56,6 +57,36 @@ def test_only_complete_trials_count_and_the_longest_one_sets_the_room_kept():
     assert not budget.may_start_trial()
     clock.now = budget.deadline
     assert budget.time_left() == 0 and not budget.may_start_trial()
+
+
+def test_a_running_trial_stops_training_once_the_time_left_covers_only_the_final_model():
+    clock = Clock()
+    budget = TimeBudget(900, clock)
+    assert not budget.out_of_time()  # no trial running
+    seen = []
+
+    def first_trial(*args):  # nothing measured before it: sized on itself
+        for _ in range(10):
+            clock.now += 50
+            seen.append((budget.time_left(), budget.out_of_time()))
+        return TrialOutcome("complete")
+
+    budget.timed(first_trial)()
+    # after 400 s, 500 left >= 1.25 x 400; after 450 s, 450 left < 1.25 x 450: the trial stops there
+    assert seen[7] == (500, False) and seen[8] == (450, True)
+    assert not budget.out_of_time()  # between trials, may_start_trial decides
+
+    clock.now = budget.deadline - 300  # a shorter trial next, sized on the longest one (500 s)
+    budget.timed(lambda *a: seen.append(budget.out_of_time()) or TrialOutcome("complete"))()
+    assert seen[-1] is True  # 300 left < 1.25 x 500
+
+
+def test_no_limit_never_stops_a_trial():
+    clock = Clock()
+    budget = TimeBudget(None, clock)
+    seen = []
+    budget.timed(lambda *a: seen.append(budget.out_of_time()) or TrialOutcome("complete"))()
+    assert seen == [False]
 
 
 def test_the_live_display_shows_what_is_left_of_the_budget():

@@ -1,6 +1,7 @@
 """A sweep's wall-clock budget (`--timeout`), the final model included: a trial starts only while the time left
 covers the longest complete trial so far and, after it, the final model (retrained on training + validation data
-for about the best trial's epochs, then evaluated and registered)."""
+for about the best trial's epochs, then evaluated and registered); a running trial that outlasts that estimate stops
+training (keeping its best epoch) once the time left covers only the final model."""
 
 from __future__ import annotations
 
@@ -15,12 +16,15 @@ FINAL_MODEL_TRIALS = 1.25
 
 
 class TimeBudget:
-    """`seconds` from now (None: no limit), spent by the trials this worker runs and the final model after them."""
+    """`seconds` from `started` (default: now; None: no limit), spent by the trials this worker runs and the final
+    model after them."""
 
-    def __init__(self, seconds: float | None, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, seconds: float | None, clock: Callable[[], float] = time.monotonic,
+                 started: float | None = None):
         self.clock = clock
-        self.deadline = None if seconds is None else clock() + seconds
+        self.deadline = None if seconds is None else (clock() if started is None else started) + seconds
         self.trial_seconds: list[float] = []  # complete trials' wall times
+        self.running_since: float | None = None  # when the trial running now started
 
     def time_left(self) -> float | None:
         return None if self.deadline is None else max(0.0, self.deadline - self.clock())
@@ -34,12 +38,25 @@ class TimeBudget:
         left = self.time_left()
         return left is None or left > self.longest_trial() * (1 + FINAL_MODEL_TRIALS)
 
+    def out_of_time(self) -> bool:
+        """Whether the running trial must stop training now: the time left covers only the final model, sized on
+        the longest trial so far, this one included (a first trial of a short budget, a wider model than any
+        before: either would otherwise push the final model past the deadline)."""
+        left = self.time_left()
+        if left is None or self.running_since is None:
+            return False
+        running = self.clock() - self.running_since
+        return left < max(self.longest_trial(), running) * FINAL_MODEL_TRIALS
+
     def timed(self, run_trial):
         """`run_trial`, its complete trials' wall times recorded."""
 
         def timed_trial(*args, **kwargs):
-            started = self.clock()
-            outcome = run_trial(*args, **kwargs)
+            started = self.running_since = self.clock()
+            try:
+                outcome = run_trial(*args, **kwargs)
+            finally:
+                self.running_since = None
             if outcome.state == "complete":
                 self.trial_seconds.append(self.clock() - started)
             return outcome

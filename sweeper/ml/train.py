@@ -43,9 +43,10 @@ class TrialResult:
 def train_trial(params: dict, dataset: Dataset, objective: Objective, *, max_epochs: int, patience: int,
                 seed: int = 0, epoch_hooks: Sequence[EpochHook] = (), initial_epoch: int = 0,
                 weights_in: str | None = None, weights_out: str | None = None,
-                builder: str | None = None) -> TrialResult:
+                builder: str | None = None, stop_when: Callable[[], bool] = lambda: False) -> TrialResult:
     """Train one configuration for epochs `initial_epoch + 1 .. max_epochs`, optionally starting from the
-    weights of an earlier trial (`weights_in`) and keeping the best epoch's weights (`weights_out`)."""
+    weights of an earlier trial (`weights_in`) and keeping the best epoch's weights (`weights_out`); training
+    also ends after the first epoch at whose end `stop_when()` holds (the time budget), the best epoch kept."""
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -59,7 +60,7 @@ def train_trial(params: dict, dataset: Dataset, objective: Objective, *, max_epo
     schedule = _schedule(params, objective, patience=patience, max_epochs=max_epochs)
     if schedule is not None:  # before the hooks, so that they see (and log) the learning rate
         callbacks.append(schedule)
-    callbacks.append(_hooks(epoch_hooks))
+    callbacks += [_hooks(epoch_hooks), _stop_when(stop_when)]
     started = time.perf_counter()
     try:
         fit = model.fit(dataset.x_train, dataset.y_train, batch_size=params["batch_size"], epochs=max_epochs,
@@ -186,6 +187,19 @@ def _stop_on_nan():
                 self.model.stop_training = True
 
     return StopOnNaN()
+
+
+def _stop_when(condition: Callable[[], bool]):
+    """Ends training after an epoch at whose end `condition()` holds; the early stopper's end of training then
+    restores the best epoch's weights, as when it stops."""
+    import keras
+
+    class StopWhen(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if condition():
+                self.model.stop_training = True
+
+    return StopWhen()
 
 
 def _checkpoint():

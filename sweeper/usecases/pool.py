@@ -156,10 +156,12 @@ def work_loop(plan: SweepPlan, parent_id: str, index: int, listener: SweepListen
     recorder = SweepRecorder.open(plan.study, plan.tracking_uri)
     recorder.join_search(parent_id, plan.study_record())
     with make_engine(plan.backend, plan.engine_options(worker=index)) as engine:
-        runner = TrialRunner(plan, dataset, recorder, listener, engine.top_values, engine.take_reaped)
+        budget = TimeBudget(timeout())
+        runner = TrialRunner(plan, dataset, recorder, listener, engine.top_values, engine.take_reaped,
+                             out_of_time=budget.out_of_time)
         runner.failures_in_a_row = failures_in_a_row
         try:
-            ran = engine.optimize(runner, trials=space.trials, budget=TimeBudget(timeout()), max_runs=max_runs)
+            ran = engine.optimize(runner, trials=space.trials, budget=budget, max_runs=max_runs)
         finally:
             failures_in_a_row = runner.failures_in_a_row
         counts = engine.counts()

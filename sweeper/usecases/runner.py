@@ -22,10 +22,12 @@ class TrialRunner:
     """Sample, train, record one trial for the engine; count failures in a row against the plan's cap."""
 
     def __init__(self, plan: SweepPlan, dataset: Dataset, recorder: SweepRecorder, listener: SweepListener,
-                 top_values: Callable[[int], list[float]], take_reaped: Callable[[], list[int]] = lambda: []):
+                 top_values: Callable[[int], list[float]], take_reaped: Callable[[], list[int]] = lambda: [],
+                 out_of_time: Callable[[], bool] = lambda: False):
         self.plan, self.space, self.dataset = plan, plan.space, dataset
         self.recorder, self.listener, self.top_values = recorder, listener, top_values
         self.take_reaped = take_reaped  # trials other workers' heartbeats timed out: end their MLflow runs
+        self.out_of_time = out_of_time  # the time budget: stop training, keep the best epoch so far
         self.failures_in_a_row = 0
 
     def __call__(self, suggester: Suggester, number: int, should_prune: ShouldPrune,
@@ -100,7 +102,8 @@ class TrialRunner:
                 params, self.dataset, space.objective, max_epochs=max_epochs,
                 patience=space.patience, seed=self.plan.seed * 100_003 + number, initial_epoch=plan.initial_epoch,
                 weights_in=plan.weights_in, weights_out=plan.weights_out, builder=space.model,
-                epoch_hooks=[run.log_epoch, lambda e, logs: self.listener.epoch_ended(number, e, logs), prune_hook])
+                epoch_hooks=[run.log_epoch, lambda e, logs: self.listener.epoch_ended(number, e, logs), prune_hook],
+                stop_when=self.out_of_time)
             run.log_result(result.metrics, objective=result.objective, best_epoch=result.best_epoch,
                            epochs=result.epochs, seconds=result.seconds)
             costs = model_costs(result.model, self.dataset,

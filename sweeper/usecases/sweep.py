@@ -5,6 +5,7 @@ finished, any other error FAILED."""
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def run_sweep(plan: SweepPlan, listener: SweepListener | None = None) -> SweepRe
     """Run (or resume, or join) the plan's study until its budget is spent; the last worker to finish evaluates,
     logs and registers its best model. A full disk anywhere stops it with DiskFull."""
     try:
-        return _run_sweep(plan, listener or SweepListener())
+        return _run_sweep(plan, listener or SweepListener(), started=time.monotonic())
     except (KeyboardInterrupt, SweeperError):
         raise
     except Exception as exc:
@@ -42,7 +43,7 @@ def _default_uri() -> str:
     return default_tracking_uri()
 
 
-def _run_sweep(plan: SweepPlan, listener: SweepListener) -> SweepResult:
+def _run_sweep(plan: SweepPlan, listener: SweepListener, started: float) -> SweepResult:
     recorder = SweepRecorder.open(plan.study, plan.tracking_uri)
     _check_against_study(recorder, plan)
     recorder.reap_dead_runs()
@@ -71,8 +72,10 @@ def _run_sweep(plan: SweepPlan, listener: SweepListener) -> SweepResult:
             else:
                 dataset = load_data(plan)
                 listener.data_loaded(dataset.describe_splits())
-                runner = TrialRunner(plan, dataset, recorder, listener, engine.top_values, engine.take_reaped)
-                engine.optimize(runner, trials=plan.space.trials, budget=TimeBudget(plan.timeout))
+                budget = TimeBudget(plan.timeout, started=started)  # opening the store and the data count too
+                runner = TrialRunner(plan, dataset, recorder, listener, engine.top_values, engine.take_reaped,
+                                     out_of_time=budget.out_of_time)
+                engine.optimize(runner, trials=plan.space.trials, budget=budget)
         if not _last_to_finish(recorder, engine):
             result = result_of(plan, recorder, engine.counts(), best_or_none(recorder))
             result.finished_elsewhere = True
