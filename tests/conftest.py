@@ -29,7 +29,9 @@ def sweeper(*args, cwd=None):
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
+    """No network; and no MLFLOW_TRACKING_URI left by one test (MLflow exports it) for the next one's commands."""
     monkeypatch.setenv("SWEEPER_OFFLINE", "1")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
 def here(workdir, *args):

@@ -62,8 +62,10 @@ def test_best_model_is_logged_with_signature_and_registered(fashion_study, store
     experiment = store.get_experiment_by_name("fashion")
     parent = store.search_runs([experiment.experiment_id], "tags.run_kind = 'search'")[0]
     assert version.run_id == parent.info.run_id
-    mlflow.set_tracking_uri(store.tracking_uri)  # the source is resolved against the global store
-    info = mlflow.models.get_model_info(version.source)
+    from sweeper.store.files import fluent
+
+    with fluent(store.tracking_uri):  # the source is resolved against the current store
+        info = mlflow.models.get_model_info(version.source)
     assert info.signature is not None and info.saved_input_example_info is not None
 
 
@@ -234,3 +236,18 @@ def test_export_of_an_unknown_study(fashion_study):
     assert result.exit_code == 1
     assert "Error: no study 'nope' in the MLflow store" in result.output and "studies: fashion" in result.output
     assert not (workdir / "x").exists()
+
+
+def test_a_trial_longer_than_the_budget_stops_training_and_the_sweep_still_makes_its_final_model(tmp_path):
+    # 5,000 epochs of digits take minutes; a 10-second budget stops the trial once only the final model's time is
+    # left (sized on the running trial), and the trial still completes with its best epoch so far.
+    result = sweeper("search", "digits", "--trials", 1, "--max-epochs", 5000, "--patience", 5000, "--pruner", "none",
+                     "--timeout", "10s", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "trial   0 complete" in result.output and "Registered in MLflow as models:/digits@champion" in result.output
+    import mlflow
+
+    store = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    [trial] = children(store, store.get_experiment_by_name("digits").experiment_id)
+    assert trial.data.tags["state"] == "complete"
+    assert 1 <= trial.data.metrics["best_epoch"] <= trial.data.metrics["epochs"] < 5000
