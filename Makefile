@@ -43,8 +43,8 @@ search: setup
 	$(BIN)/sweeper search fashion --timeout 15m
 
 # Two pytest workers: the suite's processes wait on each other (signals, servers, a second process) for much
-# of their time, so two keep both cores busier (27.7 min for 387 tests against 33 for 371 one after the
-# other; README, "Measured").
+# of their time, so two keep both cores busier (20.3 min for 390 tests; 27.7 for 387 before the last
+# trims, against 33 for 371 one after the other; README, "Measured").
 TEST_WORKERS ?= 2
 
 test: setup test-tools
