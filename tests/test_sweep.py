@@ -239,10 +239,11 @@ def test_export_of_an_unknown_study(fashion_study):
 
 
 def test_a_trial_longer_than_the_budget_stops_training_and_the_sweep_still_makes_its_final_model(tmp_path):
-    # 5,000 epochs of digits take minutes; a 10-second budget stops the trial once only the final model's time is
-    # left (sized on the running trial), and the trial still completes with its best epoch so far.
+    # 5,000 epochs of digits take minutes; a 20-second budget (counted from the command's start, so room is left for
+    # opening the store and the data on a slow machine) stops the trial once only the final model's time is left
+    # (sized on the running trial), and the trial still completes with its best epoch so far.
     result = sweeper("search", "digits", "--trials", 1, "--max-epochs", 5000, "--patience", 5000, "--pruner", "none",
-                     "--timeout", "10s", cwd=tmp_path)
+                     "--timeout", "20s", cwd=tmp_path)
     assert result.exit_code == 0, result.output
     assert "trial   0 complete" in result.output and "Registered in MLflow as models:/digits@champion" in result.output
     import mlflow

@@ -25,9 +25,9 @@ class Baseline:
 
 def fit_baseline(dataset: Dataset) -> Baseline:
     """The baseline of `dataset`, fitted on its training + validation splits and scored on its test split."""
-    x, y = dataset.refit_arrays()
     from threadpoolctl import threadpool_limits
 
+    x, y = dataset.refit_arrays()
     x, x_test = x.reshape(len(x), -1), dataset.x_test.reshape(len(dataset.x_test), -1)
     linear = x.size <= LINEAR_MAX_VALUES
     # One BLAS thread: for matrices this small, OpenBLAS's threads spin-wait for each other whenever TensorFlow or
