@@ -43,6 +43,12 @@ def here(workdir, *args):
     return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
+def _run_folder(tmp_path_factory) -> Path:
+    """The whole test run's folder, shared by its pytest-xdist workers (each has its own below it)."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
 def once_per_run(tmp_path_factory, name, build):
     """`build(folder)` once for the whole test run however many pytest-xdist workers ask for it: the first to
     ask builds it under a lock, the others wait and reuse it. Returns (folder, what `build` returned as JSON)."""
@@ -51,9 +57,7 @@ def once_per_run(tmp_path_factory, name, build):
 
     from sweeper.runtime.workers import file_lock
 
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # the run's folder, above each worker's own
+    root = _run_folder(tmp_path_factory)
     folder, built = root / name, root / f"{name}.json"
     with file_lock(root / f"{name}.lock"):
         if not built.exists():
@@ -61,6 +65,29 @@ def once_per_run(tmp_path_factory, name, build):
             folder.mkdir()
             built.write_text(json.dumps(build(folder)))
     return folder, json.loads(built.read_text())
+
+
+def stop_at_the_end(tmp_path_factory, command: list[str]) -> None:
+    """Run `command` when the whole test run ends (after every pytest-xdist worker): a service that
+    `once_per_run` started for all of them outlives the worker that started it."""
+    import json
+
+    with open(_run_folder(tmp_path_factory) / "stop-at-the-end.jsonl", "a") as commands:
+        commands.write(json.dumps(command) + "\n")
+
+
+def pytest_sessionfinish(session):
+    """The controller (or a run without workers) stops what `stop_at_the_end` was given, last started first."""
+    import json
+    import subprocess
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    commands = _run_folder(session.config._tmp_path_factory) / "stop-at-the-end.jsonl"
+    if commands.exists():
+        for line in reversed(commands.read_text().splitlines()):
+            subprocess.run(json.loads(line), capture_output=True)
+        commands.unlink()
 
 
 @pytest.fixture(scope="session")
@@ -117,17 +144,22 @@ def _pg_bin(name):
 
 
 @pytest.fixture(scope="session")
-def postgres():
+def postgres(tmp_path_factory):
     """A throwaway PostgreSQL cluster on 127.0.0.1 (initdb + pg_ctl on a free port, as the postgres user when
-    run as root), torn down at the end; yields (host, port, user, password)."""
-    import getpass
-    import shutil
-    import subprocess
-    import tempfile
-
+    run as root), started once for every pytest worker and stopped when the run ends; yields (host, port, user,
+    password)."""
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if not initdb or not pg_ctl:
         pytest.skip("PostgreSQL is not installed (make test installs Debian's postgresql package)")
+    _, started = once_per_run(tmp_path_factory, "postgres", lambda _: _start_postgres(tmp_path_factory, initdb, pg_ctl))
+    return tuple(started)
+
+
+def _start_postgres(tmp_path_factory, initdb, pg_ctl):
+    import getpass
+    import subprocess
+    import tempfile
+
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     user = "postgres" if as_postgres else getpass.getuser()
     home = Path(tempfile.mkdtemp(prefix="sweeper-pg-"))  # not under pytest's private tmp: postgres must reach it
@@ -139,13 +171,11 @@ def postgres():
     subprocess.run(as_postgres + [initdb, "-D", str(data), "-U", user, "--pwfile", str(password_file),
                                   "--auth", "scram-sha-256", "--no-sync"], check=True, capture_output=True)
     options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    stop_at_the_end(tmp_path_factory, ["rm", "-rf", str(home)])  # run after the stop below
+    stop_at_the_end(tmp_path_factory, as_postgres + [pg_ctl, "-D", str(data), "-m", "immediate", "stop"])
     subprocess.run(as_postgres + [pg_ctl, "-D", str(data), "-o", options, "-l", str(home / "log"), "-w", "start"],
                    check=True, capture_output=True)
-    try:
-        yield "127.0.0.1", port, user, PG_PASSWORD
-    finally:
-        subprocess.run(as_postgres + [pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(home, ignore_errors=True)
+    return ["127.0.0.1", port, user, PG_PASSWORD]
 
 
 @pytest.fixture
@@ -171,30 +201,33 @@ def _create_database(postgres, name):
 
 @pytest.fixture(scope="session")
 def mlflow_server(postgres, tmp_path_factory):
-    """An MLflow tracking server on 127.0.0.1 backed by the throwaway PostgreSQL; yields its URL."""
+    """An MLflow tracking server on 127.0.0.1 backed by the throwaway PostgreSQL, started once for every pytest
+    worker and stopped when the run ends; yields its URL."""
+    _, url = once_per_run(tmp_path_factory, "mlflow-server", lambda home: _start_mlflow_server(
+        postgres, tmp_path_factory, home))
+    return url
+
+
+def _start_mlflow_server(postgres, tmp_path_factory, home):
     import subprocess
     import sys
     import time
     import urllib.request
 
     store = _create_database(postgres, "mlflow_server")
-    home = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     with open(home / "server.log", "w") as log:
         server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
                                    "--artifacts-destination", (home / "artifacts").as_uri(), "--host", "127.0.0.1",
-                                   "--port", str(port), "--workers", "2"], stdout=log, stderr=subprocess.STDOUT)
+                                   "--port", str(port), "--workers", "2"], stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    stop_at_the_end(tmp_path_factory, [sys.executable, "-c", f"import os; os.killpg({server.pid}, 15)"])
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2).read()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, (home / "server.log").read_text()
-                time.sleep(0.5)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2).read()
+            return url
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, (home / "server.log").read_text()
+            time.sleep(0.5)

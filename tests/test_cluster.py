@@ -27,18 +27,27 @@ class Cluster:
     def __init__(self, workdir: Path, workers: int = 2):
         self.workdir, self.port = workdir, free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
-        env = {**os.environ, "SWEEPER_OFFLINE": "1"}
         self.log = open(workdir / "dask.log", "w")
         self.scheduler = subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port",
-                                           str(self.port), "--no-dashboard"], cwd=workdir, env=env,
+                                           str(self.port), "--no-dashboard"], cwd=workdir,
+                                          env={**os.environ, "SWEEPER_OFFLINE": "1"},
                                           stdout=self.log, stderr=subprocess.STDOUT)
-        self.workers = [subprocess.Popen([str(BIN / "dask"), "worker", self.address, "--nworkers", "1",
-                                          "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1",
-                                          "--name", f"w{i}"], cwd=workdir, env=env, stdout=self.log,
-                                         stderr=subprocess.STDOUT) for i in range(workers)]
+        self.workers = [self._worker(f"w{i}") for i in range(workers)]
         self.wait_for(workers)
 
-    def wait_for(self, workers: int) -> None:
+    def _worker(self, name: str) -> subprocess.Popen:
+        return subprocess.Popen([str(BIN / "dask"), "worker", self.address, "--nworkers", "1", "--nthreads", "1",
+                                 "--no-nanny", "--no-dashboard", "--host", "127.0.0.1", "--name", name],
+                                cwd=self.workdir, env={**os.environ, "SWEEPER_OFFLINE": "1"}, stdout=self.log,
+                                stderr=subprocess.STDOUT)
+
+    def replace(self, index: int) -> None:
+        """A new worker process in place of worker `index` (killed by a test), so that the next test has them all."""
+        self.workers[index] = self._worker(f"w{index}-again")
+        self.wait_for(len(self.workers), named=f"w{index}-again")
+
+    def wait_for(self, workers: int, named: str | None = None) -> None:
+        """Until the scheduler has `workers` workers (`named` among them)."""
         from distributed import Client
 
         deadline = time.monotonic() + 180
@@ -46,9 +55,13 @@ class Cluster:
             try:
                 with Client(self.address, timeout="5s") as client:
                     client.wait_for_workers(workers, timeout=5)
-                    return
+                    names = {w["name"] for w in client.scheduler_info()["workers"].values()}
+                    if named is None or named in names:
+                        return
             except (OSError, TimeoutError):
-                assert time.monotonic() < deadline, (self.workdir / "dask.log").read_text()[-3000:]
+                pass
+            assert time.monotonic() < deadline, (self.workdir / "dask.log").read_text()[-3000:]
+            time.sleep(0.2)
 
     def close(self) -> None:
         for process in [*self.workers, self.scheduler]:
@@ -62,9 +75,10 @@ class Cluster:
         self.log.close()
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    started = Cluster(tmp_path)
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """One cluster for the module's sweeps, as a user's cluster outlives them (a killed worker is replaced)."""
+    started = Cluster(tmp_path_factory.mktemp("dask"))
     yield started
     started.close()
 
@@ -129,7 +143,10 @@ def test_a_killed_dask_worker_loses_only_its_trial(cluster, pg_database, mlflow_
     victim = _running_trial_of(pg_database, "kill", victim_worker.pid)
     victim_worker.send_signal(signal.SIGKILL)
     victim_worker.wait()
-    output = sweep.communicate(timeout=900)[0]
+    try:
+        output = sweep.communicate(timeout=900)[0]
+    finally:
+        cluster.replace(0)
     assert sweep.returncode == 0, output[-3000:]
     found = trials(pg_database, "kill")
     assert Counter(t.state.name for t in found)["COMPLETE"] == 4  # the budget, exactly

@@ -219,6 +219,8 @@ def test_a_killed_jobs_parent_takes_its_workers_with_it_and_the_study_resumes(tm
     _wait_for_trials_in_fit(tmp_path, process, 2)
     workers = _worker_pids(tmp_path)
     assert len(workers) == 2
+    maps = Path(f"/proc/{process.pid}/maps").read_text()
+    assert "tensorflow" not in maps and "libtensorflow" not in maps  # the parent of a --jobs sweep: no TensorFlow
     process.kill()
     process.wait()
     deadline = time.monotonic() + 120
@@ -232,15 +234,6 @@ def test_a_killed_jobs_parent_takes_its_workers_with_it_and_the_study_resumes(tm
     searches = sorted((r for r in runs(tmp_path) if r.data.tags["run_kind"] == "search"),
                       key=lambda r: r.info.start_time)
     assert [r.info.status for r in searches] == ["KILLED", "FINISHED"]
-
-
-def test_the_parent_of_a_jobs_sweep_loads_no_tensorflow(tmp_path):
-    process = start(tmp_path, *SLOW, "--trials", 2, "--jobs", 2)
-    _wait_for_trials_in_fit(tmp_path, process, 1)
-    maps = Path(f"/proc/{process.pid}/maps").read_text()
-    process.send_signal(signal.SIGINT)
-    process.communicate(timeout=120)
-    assert "tensorflow" not in maps and "libtensorflow" not in maps
 
 
 def test_a_jobs_timeout_counts_from_when_the_workers_are_ready(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sweeper.cli.speak import command_name
 
-from .conftest import SMALL, SPACES, sweeper, write_space
+from .conftest import SMALL, SPACES, here, sweeper, write_space
 from .test_sweep import FAILING
 
 SWEEPER = str(Path(sys.executable).parent / "sweeper")
@@ -250,8 +250,7 @@ def test_export_while_a_search_runs_says_it_is_the_best_so_far(tmp_path):
                 if experiment and client.search_runs([experiment.experiment_id], "tags.has_model = 'true'"):
                     break
             time.sleep(0.5)
-        exported = subprocess.run([SWEEPER, "export", "digits", "--out", "now"], cwd=tmp_path, env=env,
-                                  capture_output=True, text=True)
+        exported = here(tmp_path, "export", "digits", "--out", "now")  # a read: no process of its own needed
     finally:
         os.killpg(search.pid, signal.SIGINT)
         search.wait(timeout=120)
