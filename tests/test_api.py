@@ -3,10 +3,8 @@ the command line; a Sweep to look at, export and reload. Real stores, real train
 
 import io
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +13,6 @@ import sweeper
 
 from .conftest import sweeper as cli
 
-SWEEPER = str(Path(sys.executable).parent / "sweeper")
 TINY = dict(trials=2, max_epochs=2, patience=1, progress=False)
 
 
@@ -147,10 +144,9 @@ def test_an_api_export_reloads_to_the_test_accuracy_it_reports(fashion_study, tm
 def test_an_api_sweep_is_resumed_from_the_command_line(here):
     first = sweeper.search("digits", study="both", subset=300, **TINY)
     assert first.counts["complete"] + first.counts["pruned"] == 2
-    resumed = subprocess.run([SWEEPER, "search", "digits", "--study", "both", "--trials", "3", "--max-epochs", "2",
-                              "--patience", "1", "--subset", "300"], capture_output=True, text=True, cwd=here,
-                             env={**os.environ, "SWEEPER_OFFLINE": "1"})
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = cli("search", "digits", "--study", "both", "--trials", 3, "--max-epochs", 2, "--patience", 1,
+                  "--subset", 300, cwd=here)
+    assert resumed.exit_code == 0, resumed.output
     assert "Resuming study both: 2 trials finished before" in resumed.stderr
     again = sweeper.load("both")
     assert again.counts["complete"] + again.counts["pruned"] == 3 and again.run_id != first.run_id

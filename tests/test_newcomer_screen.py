@@ -242,12 +242,13 @@ def test_export_while_a_search_runs_says_it_is_the_best_so_far(tmp_path):
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 600
-        while True:  # until a trial's model is kept: there is a best model to export
+        while True:  # until a trial has completed with its model kept: there is a best model to export
             assert search.poll() is None and time.monotonic() < deadline
             if (tmp_path / "mlruns" / "mlflow.db").exists():
                 client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
                 experiment = client.get_experiment_by_name("digits")
-                if experiment and client.search_runs([experiment.experiment_id], "tags.has_model = 'true'"):
+                if experiment and client.search_runs([experiment.experiment_id],
+                                                     "tags.has_model = 'true' and tags.state = 'complete'"):
                     break
             time.sleep(0.5)
         exported = here(tmp_path, "export", "digits", "--out", "now")  # a read: no process of its own needed

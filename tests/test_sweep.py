@@ -174,7 +174,7 @@ def test_fixed_seed_repeats_the_same_trials(tmp_path):
     params = []
     for name in ("a", "b"):
         result = sweeper("search", "digits", "--study", name, "--trials", 3, "--max-epochs", 1, "--seed", 7,
-                         "--pruner", "none", cwd=tmp_path)
+                         "--pruner", "none", "--subset", 300, "--no-refit", cwd=tmp_path)
         assert result.exit_code == 0, result.output
         storage = optuna.storages.JournalStorage(
             optuna.storages.journal.JournalFileBackend(str(tmp_path / "mlruns/optuna/journal.log")))
