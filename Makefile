@@ -42,10 +42,10 @@ test-tools:
 search: setup
 	$(BIN)/sweeper search fashion --timeout 15m
 
-# Two pytest workers: the suite's processes wait on each other (signals, servers, a second process) for much
-# of their time, so two keep both cores busier (20.3 min for 390 tests; 27.7 for 387 before the last
-# trims, against 33 for 371 one after the other; README, "Measured").
-TEST_WORKERS ?= 2
+# Three pytest workers on two cores: the suite's processes wait on each other (signals, servers, a second
+# process, a worker's TensorFlow import) for much of their time, so a third keeps both cores busy (17.0 min for
+# 389 tests here, against 19.5-24.3 on two workers the same day; README, "Measured").
+TEST_WORKERS ?= 3
 
 test: setup test-tools
 	$(BIN)/ruff check sweeper tests bench
