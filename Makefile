@@ -43,8 +43,8 @@ search: setup
 	$(BIN)/sweeper search fashion --timeout 15m
 
 # Three pytest workers on two cores: the suite's processes wait on each other (signals, servers, a second
-# process, a worker's TensorFlow import) for much of their time, so a third keeps both cores busy (17.0 min for
-# 389 tests here, against 19.5-24.3 on two workers the same day; README, "Measured").
+# process, a worker's TensorFlow import) for much of their time, so a third keeps both cores busier (the same
+# tests: 19.5 min on three workers against 24.3 on two, the same day; 17.0-19.2 min now; README, "Measured").
 TEST_WORKERS ?= 3
 
 test: setup test-tools
