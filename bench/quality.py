@@ -14,6 +14,7 @@ first reached each target validation accuracy (0.89, 0.90).
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,6 +34,7 @@ def run_sweeper(args, seed, workdir) -> dict:
     with open(Path(workdir) / "sweeper.log", "w") as log:
         done = subprocess.run([str(BIN / "sweeper"), "search", "fashion", "--timeout", f"{args.timeout:g}s",
                                "--seed", str(seed), *_smaller(args)], cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    shutil.copy(Path(workdir) / "sweeper.log", f"sweeper-seed{seed}.log")  # kept: the sweep's own account of its time
     if done.returncode:
         sys.exit(f"sweeper failed:\n{(Path(workdir) / 'sweeper.log').read_text()[-3000:]}")
     record = sweeper_record(Path(workdir), args.targets)
