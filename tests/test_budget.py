@@ -107,3 +107,10 @@ def test_the_live_display_shows_what_is_left_of_the_budget():
     without = LiveProgress(console, "val_accuracy", "maximize", 20)
     shown.print(without.progress.make_tasks_table(without.progress.tasks))
     assert shown.export_text().count(" left") == 0  # no budget, no countdown
+
+
+def test_a_replacement_worker_starts_with_the_longest_trial_its_predecessors_ran():
+    clock = Clock()
+    blind, told = TimeBudget(100, clock), TimeBudget(100, clock, longest_known=50)
+    assert blind.may_start_trial() and not told.may_start_trial()  # 50 x 2.25 = 112.5 s needed, 100 left
+    assert told.longest_trial() == 50 and told.out_of_time() is False  # no trial running

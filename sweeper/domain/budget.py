@@ -20,10 +20,11 @@ class TimeBudget:
     model after them."""
 
     def __init__(self, seconds: float | None, clock: Callable[[], float] = time.monotonic,
-                 started: float | None = None):
+                 started: float | None = None, longest_known: float = 0.0):
         self.clock = clock
         self.deadline = None if seconds is None else (clock() if started is None else started) + seconds
-        self.trial_seconds: list[float] = []  # complete trials' wall times
+        # complete trials' wall times; `longest_known`: of the trials an earlier worker process of the sweep ran
+        self.trial_seconds: list[float] = [longest_known] if longest_known else []
         self.running_since: float | None = None  # when the trial running now started
 
     def time_left(self) -> float | None:

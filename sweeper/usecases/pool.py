@@ -42,12 +42,13 @@ def run_workers(plan: SweepPlan, parent_id: str, listener: SweepListener) -> Non
     context = multiprocessing.get_context("spawn")  # a fresh TensorFlow per worker
     messages = context.Queue()
     clock = context.Value("d", 0.0)  # when the first worker was ready to train: --timeout counts from there
+    longest = context.Value("d", 0.0)  # the longest complete trial of the workers that ended: a replacement's budget
     threads = max(1, (os.cpu_count() or 1) // plan.jobs)
     failures_in_a_row = {index: 0 for index in range(plan.jobs)}
 
     def spawn(index):
         process = context.Process(target=_worker_main, name=f"sweeper-worker-{index}",
-                                  args=(plan, parent_id, index, threads, clock, failures_in_a_row[index],
+                                  args=(plan, parent_id, index, threads, (clock, longest), failures_in_a_row[index],
                                         messages, os.getpid()))
         process.start()
         return process
@@ -113,7 +114,7 @@ class _ForwardingListener:
         return lambda *args: self.messages.put(("event", self.index, name, args))
 
 
-def _worker_main(plan, parent_id, index, threads, clock, failures_in_a_row, messages, parent_pid) -> None:
+def _worker_main(plan, parent_id, index, threads, clocks, failures_in_a_row, messages, parent_pid) -> None:
     """One worker process: its own TensorFlow threads, data, engine and trial runs; it ends with its parent."""
     if plan.quiet_workers:  # a process of its own: it quiets the libraries as its parent did
         from sweeper.runtime.setup import configure_process
@@ -123,7 +124,7 @@ def _worker_main(plan, parent_id, index, threads, clock, failures_in_a_row, mess
         _die_with_parent(parent_pid)
         status, failures = _DONE, failures_in_a_row
         try:
-            status, failures = _work(plan, parent_id, index, threads, clock, failures_in_a_row, messages)
+            status, failures = _work(plan, parent_id, index, threads, clocks, failures_in_a_row, messages)
         except KeyboardInterrupt:
             pass  # its trial is recorded as interrupted; the parent process reports the interruption
         except SweeperError as exc:
@@ -131,20 +132,22 @@ def _worker_main(plan, parent_id, index, threads, clock, failures_in_a_row, mess
         messages.put(("exit", index, status, failures))
 
 
-def _work(plan, parent_id, index, threads, clock, failures_in_a_row, messages) -> tuple[str, int]:
+def _work(plan, parent_id, index, threads, clocks, failures_in_a_row, messages) -> tuple[str, int]:
+    clock, longest = clocks
     ran, more, failures = work_loop(plan, parent_id, index, _ForwardingListener(messages, index), threads=threads,
                                     timeout=lambda: _time_left(plan.timeout, clock),
-                                    failures_in_a_row=failures_in_a_row, max_runs=RECYCLE_AFTER)
+                                    failures_in_a_row=failures_in_a_row, max_runs=RECYCLE_AFTER, longest=longest)
     return (_RECYCLE if ran >= RECYCLE_AFTER and more else _DONE), failures
 
 
 def work_loop(plan: SweepPlan, parent_id: str, index: int, listener: SweepListener, *, threads: int,
               timeout: Callable[[], float | None], failures_in_a_row: int = 0,
-              max_runs: int | None = None) -> tuple[int, bool, int]:
+              max_runs: int | None = None, longest=None) -> tuple[int, bool, int]:
     """One worker of a sweep, in the process (or Dask task) it runs in: TensorFlow on `threads` threads, the data
     loaded, trials run on the study under the sweep run `parent_id` until its budget, the time (`timeout()`, asked
-    once the worker is ready to train) or `max_runs` is spent. Returns (trials run, budget left, failures in a
-    row)."""
+    once the worker is ready to train) or `max_runs` is spent; `longest` (a shared value) carries the longest
+    complete trial from one worker process to its replacement, whose budget would otherwise start blind and run
+    trials up to the deadline. Returns (trials run, budget left, failures in a row)."""
     from sweeper.ml.quiet import import_tensorflow
     from sweeper.usecases.runner import TrialRunner
 
@@ -156,7 +159,7 @@ def work_loop(plan: SweepPlan, parent_id: str, index: int, listener: SweepListen
     recorder = SweepRecorder.open(plan.study, plan.tracking_uri)
     recorder.join_search(parent_id, plan.study_record())
     with make_engine(plan.backend, plan.engine_options(worker=index)) as engine:
-        budget = TimeBudget(timeout())
+        budget = TimeBudget(timeout(), longest_known=longest.value if longest is not None else 0.0)
         runner = TrialRunner(plan, dataset, recorder, listener, engine.top_values, engine.take_reaped,
                              out_of_time=budget.out_of_time)
         runner.failures_in_a_row = failures_in_a_row
@@ -164,6 +167,9 @@ def work_loop(plan: SweepPlan, parent_id: str, index: int, listener: SweepListen
             ran = engine.optimize(runner, trials=space.trials, budget=budget, max_runs=max_runs)
         finally:
             failures_in_a_row = runner.failures_in_a_row
+            if longest is not None:
+                with longest.get_lock():
+                    longest.value = max(longest.value, budget.longest_trial())
         counts = engine.counts()
     return ran, counts["complete"] + counts["pruned"] < space.trials, failures_in_a_row
 
