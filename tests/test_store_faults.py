@@ -367,6 +367,31 @@ def test_the_optuna_engine_abandons_a_trial_failed_elsewhere_when_asked_after_tr
     assert seen and "failed by another worker" in seen[0]
 
 
+@pytest.mark.parametrize("taker_writes", [True, False])
+def test_a_paused_workers_abandoned_trial_run_ends_killed_whichever_worker_writes_first(tmp_path, monkeypatch,
+                                                                                        taker_writes):
+    """The worker that failed a paused worker's trial reads the run as RUNNING, then ends it as failed; the
+    woken worker's `abandoned` must land after that write, not under it (a flake seen in CI)."""
+    import threading
+
+    from sweeper.domain.records import StudyRecord, TrialOutcome
+    from sweeper.store import SweepRecorder, sweep_runs
+
+    monkeypatch.setattr(sweep_runs, "TAKER_WAIT_S", 60.0 if taker_writes else 0.5)
+    recorder = SweepRecorder.open("paused", f"sqlite:///{tmp_path}/mlflow.db")
+    recorder.open_search(StudyRecord("paused", "", "optuna", "digits", "val_accuracy", "maximize"),
+                         space_signature={}, settings={}, space_text="")
+    run = recorder.start_trial(0, {"units": 8})
+    woken = threading.Thread(target=run.end, args=(TrialOutcome("abandoned", reason="taken away"),))
+    woken.start()  # the taker has read the run as RUNNING already
+    woken.join(timeout=3)
+    if taker_writes:
+        sweep_runs._end_trial(recorder.client, run.run_id, "failed", "its worker stopped sending heartbeats")
+    woken.join()
+    ended = recorder.client.get_run(run.run_id)
+    assert (ended.info.status, ended.data.tags["state"]) == ("KILLED", "abandoned")
+
+
 def test_registration_is_one_version_per_best_trial_even_after_a_kill_between_version_and_alias(tmp_path):
     import mlflow
 

@@ -35,6 +35,10 @@ from sweeper.store.store import Store, _study_record, log_metrics, running_sweep
 
 logger = logging.getLogger(__name__)
 
+#: How long a worker whose trial another worker failed (it was paused past the grace period) waits for that
+#: worker to end the trial's run as failed, so that its own word, `abandoned`, lands last.
+TAKER_WAIT_S = 30.0
+
 
 class TrialRun:
     """What a running trial writes to its own child run, and how it ends (`end`, with the trial's outcome)."""
@@ -66,10 +70,21 @@ class TrialRun:
 
     def end(self, outcome: TrialOutcome) -> None:
         """End the run with the status `outcome` deserves (layout.STATUS); a pruned trial keeps its time in fit."""
+        if outcome.state == "abandoned":
+            self._wait_for_the_taker()
         with deferred():
             if outcome.state == "pruned" and outcome.seconds is not None:
                 self.client.log_metric(self.run_id, "train_seconds", float(outcome.seconds))
             _end_trial(self.client, self.run_id, outcome.state, outcome.recorded_reason)
+
+
+    def _wait_for_the_taker(self) -> None:
+        """The worker that failed this trial in the study ends its run as failed soon after (`end_trial_runs`,
+        a read then a write): ending first would let that write land on ours and hide that this worker was
+        paused, not dead. So wait until its write has landed, or `TAKER_WAIT_S` passed (it may have died)."""
+        deadline = time.monotonic() + TAKER_WAIT_S
+        while self.client.get_run(self.run_id).info.status == "RUNNING" and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 def _end_trial(client, run_id: str, state: str, note: str = "") -> None:
