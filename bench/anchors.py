@@ -217,7 +217,7 @@ def main():
     from sweeper.ml import quiet
     from sweeper.ml.data import load_dataset
 
-    quiet.import_tensorflow()
+    quiet.import_keras()
     import keras
 
     keras.utils.set_random_seed(args.seed)

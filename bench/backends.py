@@ -2,7 +2,10 @@
 recipe: 784-1024-512-10, batch normalisation, AdamW, label smoothing, batch 256) through sweeper's own model
 builder and compile options, on TensorFlow and on JAX, each in a fresh process, one after the other.
 
-Run: .venv/bin/python bench/backends.py [--epochs 4] [--backends tensorflow jax]
+Run: .venv/bin/python bench/backends.py [--epochs 4] [--backends tensorflow jax jax]
+Each process is set up as sweeper's (`configure_process`: on JAX, its persistent compilation cache), so a second
+`jax` shows a trial whose shapes were compiled before (a repeated or resumed sweep; set JAX_COMPILATION_CACHE_DIR
+to an empty folder for a cold first one).
 The first epoch (tracing and compiling, paid once per trial) is shown apart from the median of the others;
 "trial" is the sum of all the epochs, as a trial of that many epochs would spend in fit. Compare only the ratio
 measured in one run.
@@ -28,8 +31,10 @@ def one_backend(epochs: int) -> dict:
 
     sys.path.insert(0, str(ROOT))
     from sweeper.ml import quiet
+    from sweeper.runtime.setup import configure_process
 
-    quiet.import_tensorflow()  # the data loader and the quiet set-up; Keras itself follows KERAS_BACKEND
+    configure_process()
+    quiet.import_keras()  # the data loader and the quiet set-up; Keras itself follows KERAS_BACKEND
     import keras
 
     from sweeper.ml.data import load_dataset
@@ -56,19 +61,19 @@ def one_backend(epochs: int) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
+    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "jax"])
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(one_backend(args.epochs)))
         return
-    results = {}
+    results = []
     for backend in args.backends:
         out = subprocess.run([sys.executable, __file__, "--child", "--epochs", str(args.epochs)], check=True,
                              stdout=subprocess.PIPE, text=True, env={**os.environ, "KERAS_BACKEND": backend}).stdout
-        results[backend] = json.loads(out.strip().splitlines()[-1])
+        results.append(json.loads(out.strip().splitlines()[-1]))
     base = None
-    for result in results.values():
+    for result in results:
         first, rest = result["epochs"][0], statistics.median(result["epochs"][1:])
         trial = sum(result["epochs"])
         base = base or trial

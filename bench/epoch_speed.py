@@ -75,7 +75,7 @@ def main():
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per measurement (after one warm-up)")
     args = parser.parse_args()
-    quiet.import_tensorflow()
+    quiet.import_keras()
     import keras
     import tensorflow as tf
 

@@ -7,6 +7,11 @@ import pytest
 from click.testing import CliRunner
 
 from sweeper.cli import main
+from sweeper.runtime.setup import DEFAULT_KERAS_BACKEND
+
+# In-process tests train on the backend the command line trains on by default (set before anything imports
+# Keras); `KERAS_BACKEND=jax make test` runs the whole suite on the other one.
+os.environ.setdefault("KERAS_BACKEND", DEFAULT_KERAS_BACKEND)
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = ROOT / "search_spaces"

@@ -10,14 +10,18 @@ from pathlib import Path
 
 import pytest
 
+from sweeper.runtime.setup import KERAS_BACKENDS
+
 from .conftest import SPACES, free_port, sweeper
 
 SWEEPER = str(Path(sys.executable).parent / "sweeper")
 
 
-def run(*args, cwd=None):
+def run(*args, cwd=None, env=None):
+    """The installed command in a fresh process; `env` adds variables (None: removes one)."""
+    env = {**os.environ, "SWEEPER_OFFLINE": "1", **(env or {})}
     return subprocess.run([SWEEPER, *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "SWEEPER_OFFLINE": "1"})
+                          env={k: v for k, v in env.items() if v is not None})
 
 
 def test_help_answers_without_importing_tensorflow_mlflow_or_optuna():
@@ -62,11 +66,55 @@ def test_installed_command_validates_and_reports_errors(tmp_path):
     assert usage.returncode == 2 and usage.stderr.strip().splitlines()[-1].startswith("Error: Invalid value")
 
 
-def test_installed_command_runs_a_small_search(tmp_path):
-    result = run("search", "digits", "--trials", 2, "--max-epochs", 2, "--pruner", "none", cwd=tmp_path)
+@pytest.mark.parametrize("keras_backend", KERAS_BACKENDS)
+def test_installed_command_trains_on_each_backend_and_its_model_exports_and_predicts(tmp_path, keras_backend):
+    import json
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from .test_faults import runs
+
+    cache = tmp_path / "cache"  # a user's first sweep: nothing compiled yet
+    result = run("search", "digits", "--trials", 2, "--max-epochs", 2, "--pruner", "none", "--keras-backend",
+                 keras_backend, cwd=tmp_path, env={"XDG_CACHE_HOME": str(cache), "JAX_COMPILATION_CACHE_DIR": None})
     assert result.returncode == 0, result.stderr
+    assert any((cache / "sweeper" / "jax").glob("*")) == (keras_backend == "jax")  # JAX keeps what it compiled
     assert "Best trials by val_accuracy" in result.stdout and "models:/digits@champion" in result.stdout
     assert (tmp_path / "mlruns" / "mlflow.db").is_file() and (tmp_path / "mlruns" / "optuna").is_dir()
+    assert {r.data.tags["keras_backend"] for r in runs(tmp_path)} == {keras_backend}
+    exported = run("export", "digits", "--out", "best", "--format", "keras", "--format", "tflite", cwd=tmp_path,
+                   env={"KERAS_BACKEND": keras_backend})  # on JAX, a TensorFlow process writes the tflite file
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads((tmp_path / "best" / "model.json").read_text())["trained_on"] == keras_backend
+    np.save(tmp_path / "four.npy", load_digits().images[:4])
+    predicted = run("predict", "best", "four.npy", "--json", cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr
+    assert len(json.loads(predicted.stdout)) == 4
+
+
+def test_jax_compiles_without_a_cache_where_the_cache_cannot_be_made(tmp_path, monkeypatch):
+    from sweeper.runtime import setup
+
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))  # a file where the folder would go
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    setup._jax_compilation_cache()
+    assert "JAX_COMPILATION_CACHE_DIR" not in os.environ  # no cache, no warning from JAX about one
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home"))
+    setup._jax_compilation_cache()
+    assert os.environ["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "home" / "sweeper" / "jax")
+
+
+def test_the_keras_backend_cannot_change_once_keras_runs_in_the_process():
+    import keras
+
+    other = next(name for name in KERAS_BACKENDS if name != keras.backend.backend())
+    result = sweeper("search", "digits", "--keras-backend", other)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: Invalid value for '--keras-backend': Keras already runs on {keras.backend.backend()} in this "
+        f"process, and cannot change to {other}; set KERAS_BACKEND={other} before Python starts")
 
 
 def test_datasets_lists_each_dataset_and_where_it_is():

@@ -220,7 +220,7 @@ def test_a_killed_jobs_parent_takes_its_workers_with_it_and_the_study_resumes(tm
     workers = _worker_pids(tmp_path)
     assert len(workers) == 2
     maps = Path(f"/proc/{process.pid}/maps").read_text()
-    assert "tensorflow" not in maps and "libtensorflow" not in maps  # the parent of a --jobs sweep: no TensorFlow
+    assert "tensorflow" not in maps and "jaxlib" not in maps  # the parent of a --jobs sweep: no Keras backend
     process.kill()
     process.wait()
     deadline = time.monotonic() + 120

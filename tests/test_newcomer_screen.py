@@ -128,9 +128,9 @@ def test_the_summary_table_fits_80_columns():
 def test_tensorflow_retracing_warnings_stay_out_of_the_terminal():
     code = """
 from sweeper.runtime.setup import configure_process
-from sweeper.ml.quiet import import_tensorflow
+from sweeper.ml.quiet import import_keras
 configure_process()  # what the command line and its worker processes do first
-import_tensorflow()
+import_keras()
 import numpy as np, tensorflow as tf
 f = tf.function(lambda x: x * 2)
 for n in range(1, 12):  # a new shape each call: TensorFlow warns that it retraces

@@ -91,6 +91,7 @@ def test_an_engine_written_against_the_seam_gets_outcomes_and_the_failure_cap(tm
     monkeypatch.chdir(tmp_path)
     space = parse_space(load("objective: val_accuracy\nparams:\n  n_layers: 2\n  units: 64\n"
                              "  learning_rate: {type: categorical, choices: [0.01, 9.9]}\n  optimizer: sgd\n  batch_size: 8\n"
+                             "  l2: {type: categorical, choices: [0.0, 1.0e+30]}\n"
                              "  momentum: 0.9\n  activation: elu\n  kernel_initializer: he_normal\n"), path="s.yaml")
     plan = make_plan("digits", space=space.with_budget(max_epochs=2), subset=300, max_failures=2, pruner="none")
     recorder = SweepRecorder.open("digits")
@@ -98,8 +99,8 @@ def test_an_engine_written_against_the_seam_gets_outcomes_and_the_failure_cap(tm
                          space_text="")
     runner = TrialRunner(plan, plan.load_data(), recorder, SweepListener(), lambda k: [])
     base = {"n_layers": 2, "units_0": 64, "units_1": 64, "optimizer": "sgd"}
-    engine = ReplayEngine([{**base, "learning_rate": 0.01}, {**base, "learning_rate": 9.9},
-                           {**base, "learning_rate": 9.9}])
+    engine = ReplayEngine([{**base, "learning_rate": 0.01, "l2": 0.0}, {**base, "learning_rate": 9.9, "l2": 1e30},
+                           {**base, "learning_rate": 9.9, "l2": 1e30}])
     with pytest.raises(SweepError, match="2 trials in a row failed"):  # the cap stops the sweep, past the outcome
         engine.optimize(runner)
     assert [o.state for o in engine.outcomes] == ["complete", "failed"]

@@ -53,7 +53,7 @@ def search(data: Any, *, target: str | None = None, task: str | None = None, cla
     from sweeper.usecases.plan import make_plan
     from sweeper.usecases.sweep import run_sweep
 
-    configure_process(optuna=True)  # an entry point: Keras on TensorFlow, the libraries' logging quiet
+    configure_process(optuna=True)  # an entry point: Keras' backend, the libraries' logging quiet
     dataset, target = _dataset(data, target=target, task=task, class_names=class_names, validation=validation,
                                test=test, impute=impute)
     plan = make_plan(dataset, space=_space(space, build), study=study, trials=trials, max_epochs=max_epochs,

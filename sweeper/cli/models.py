@@ -47,13 +47,16 @@ def export(study, out, formats, trial_model, retrain, pick, seed, force, trackin
     """
     if trial_model and retrain:
         raise click.UsageError("--trial-model and --retrain choose different models; pass one of them")
-    from sweeper.ml.quiet import import_tensorflow
+    from sweeper.ml.quiet import import_keras
+    from sweeper.runtime.setup import prefer_keras_backend
     from sweeper.usecases.export import check_out, export_best
 
     check_out(Path(out), force)
     check_study(tracking_uri, study)
 
-    import_tensorflow()
+    if set(formats) != {"keras"}:
+        prefer_keras_backend("tensorflow")  # the others are written on TensorFlow (one process, not two)
+    import_keras()
     exported = export_best(study, out, formats=formats, retrain=retrain, trial_model=trial_model,
                            tracking_uri=tracking_uri, force=force, seed=seed,
                            smallest_within_margin=pick[1] if pick else None,
@@ -84,10 +87,10 @@ def predict(model, inputs, as_json, tracking_uri):
     """
     import json
 
-    from sweeper.ml.quiet import import_tensorflow
+    from sweeper.ml.quiet import import_keras
     from sweeper.usecases.predict import load_predictor, read_inputs
 
-    import_tensorflow()
+    import_keras()
     predictor = load_predictor(model, tracking_uri)
     rows = predictor.predict(*read_inputs(inputs, predictor))
     if as_json:

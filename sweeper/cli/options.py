@@ -104,6 +104,27 @@ def grace_option(command):
                                                 "long is failed by the others and retried once.")(command)
 
 
+def _chosen_backend(ctx, param, value):
+    if value is not None:
+        from sweeper.domain.errors import UsageError
+        from sweeper.runtime.setup import choose_keras_backend
+
+        try:
+            choose_keras_backend(value)
+        except UsageError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+    return value
+
+
+def keras_backend_option(command):
+    from sweeper.runtime.setup import KERAS_BACKENDS
+
+    return click.option("--keras-backend", type=click.Choice(KERAS_BACKENDS), expose_value=False,
+                        callback=_chosen_backend, is_eager=True,
+                        help="What Keras trains on (default: $KERAS_BACKEND, else tensorflow); models load on "
+                             "either.")(command)
+
+
 def output_options(command):
     command = click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")(command)
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(command)

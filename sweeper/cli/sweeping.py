@@ -13,6 +13,7 @@ from sweeper.cli.options import (
     StudyName,
     csv_options,
     grace_option,
+    keras_backend_option,
     space_options,
     storage_option,
     tracking_option,
@@ -42,6 +43,7 @@ from sweeper.present.console import banner
 @click.option("--pruner", metavar="NAME", help="optuna: median (default), hyperband, none; keras-tuner: none.")
 @storage_option
 @tracking_option
+@keras_backend_option
 @csv_options
 @click.option("--max-failures", type=click.IntRange(min=1), default=3, show_default=True,
               help="Stop after this many failed trials in a row.")
@@ -142,6 +144,7 @@ def sweep_with_progress(plan, err):
 @click.option("--seed", type=int, default=0, show_default=True)
 @storage_option
 @tracking_option
+@keras_backend_option
 @reports_errors
 def refine(study, top, margin, trials, name, out, space_file, force, seed, storage, tracking_uri):
     """Search again, narrowed around STUDY's best trials (coarse to fine).
@@ -244,6 +247,7 @@ def study_create(name, dataset, space_file, trials, max_epochs, patience, storag
 @click.option("--subset", type=click.IntRange(min=1), metavar="N", help="Use only N training examples.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @tracking_option
+@keras_backend_option
 @reports_errors
 def lr_find(dataset, space_file, write, optimizer, steps, start_lr, end_lr, out, study, subset, seed, tracking_uri):
     """Find a learning-rate range: train once with the rate growing exponentially per batch.
@@ -259,11 +263,11 @@ def lr_find(dataset, space_file, write, optimizer, steps, start_lr, end_lr, out,
       sweeper lr-find fashion --write my-space.yaml && sweeper search fashion --space my-space.yaml
     """
     from sweeper.domain.space import bundled_space_path, load_space
-    from sweeper.ml.quiet import import_tensorflow
+    from sweeper.ml.quiet import import_keras
     from sweeper.usecases.lr_find import lr_find as run_lr_find
 
     space = load_space(space_file or bundled_space_path(dataset))
-    import_tensorflow()
+    import_keras()
     found = run_lr_find(dataset, space, study=study or dataset, out=Path(out or f"lr-find-{dataset}.png"),
                         write=Path(write) if write else None, optimizer=optimizer, steps=steps, start_lr=start_lr,
                         end_lr=end_lr, subset=subset, seed=seed, tracking_uri=tracking_uri)
@@ -285,7 +289,7 @@ def cluster():
 @cluster.command("local")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Dask worker processes.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Threads per worker (TensorFlow's, in each trial).")
+              help="Threads per worker (Keras backend's, in each trial).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8786, show_default=True,
               help="The scheduler's port on 127.0.0.1 (0: any free one).")
 @reports_errors

@@ -80,6 +80,7 @@ class TrialRecord:
     cost: float | None = None  # the second objective of a two-objective study (e.g. param_count)
     metrics: dict = field(default_factory=dict)  # every final metric the run logged (objective, best_epoch, ...)
     has_model: bool = False  # its trained model is kept (it beat the study's best, or two objectives)
+    trained_on: str = "tensorflow"  # Keras' backend in its worker (runs from before the tag: TensorFlow)
 
     @property
     def best_epoch(self) -> int:

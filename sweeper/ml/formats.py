@@ -1,12 +1,18 @@
 """Model file formats: each one writes a Keras model, and loads what it wrote back for a prediction check.
 
 Keras 3 writes every format itself (`model.save`, `model.export(format=...)`); the formats differ in what
-must be installed to write and to read them back.
+must be installed to write and to read them back, and all but `.keras` are written by Keras on TensorFlow:
+a process whose Keras trains on another backend has a TensorFlow process write them (`python -m
+sweeper.ml.formats`), from the model saved as a `.keras` file, which loads on any backend.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,11 +36,20 @@ class Format:
     description: str
     modules: tuple[str, ...] = ()  # importable modules needed to write and to read back
     extra: str | None = None  # `pip install 'sweeper[extra]'` installs them
+    on_tensorflow = True  # Keras writes it only when it runs on TensorFlow
 
     def missing(self) -> list[str]:
         return [m for m in self.modules if not _importable(m)]
 
     def write(self, model, path: Path) -> None:
+        import keras
+
+        if self.on_tensorflow and keras.backend.backend() != "tensorflow":
+            _write_on_tensorflow(self, model, path)
+        else:
+            self._write(model, path)
+
+    def _write(self, model, path: Path) -> None:
         raise NotImplementedError
 
     def load(self, path: Path) -> Predict:
@@ -56,8 +71,9 @@ def save_keras(model, path) -> None:
 
 class KerasFormat(Format):
     name, filename, description = "keras", "model.keras", "Keras 3 native (keras.saving.load_model)"
+    on_tensorflow = False
 
-    def write(self, model, path):
+    def _write(self, model, path):
         save_keras(model, path)
 
     def load(self, path):
@@ -68,7 +84,7 @@ class KerasFormat(Format):
 class SavedModelFormat(Format):
     name, filename, description = "savedmodel", "savedmodel", "TensorFlow SavedModel (TF Serving, tf.saved_model.load)"
 
-    def write(self, model, path):
+    def _write(self, model, path):
         model.export(str(path), format="tf_saved_model", verbose=False)
 
     def load(self, path):
@@ -82,7 +98,7 @@ class OnnxFormat(Format):
     name, filename, description = "onnx", "model.onnx", "ONNX (onnxruntime and other ONNX runtimes)"
     modules, extra = ("tf2onnx", "onnx", "onnxruntime"), "onnx"
 
-    def write(self, model, path):
+    def _write(self, model, path):
         model.export(str(path), format="onnx", verbose=False)
 
     def load(self, path):
@@ -102,7 +118,7 @@ class TFLiteFormat(Format):
     name, filename, description = "tflite", "model.tflite", "LiteRT / TensorFlow Lite (mobile and edge)"
     modules, extra = ("ai_edge_litert",), "tflite"
 
-    def write(self, model, path):
+    def _write(self, model, path):
         model.export(str(path), format="litert", verbose=False)
 
     def load(self, path):
@@ -156,3 +172,24 @@ def write_and_check(fmt: Format, model, path: Path, x: np.ndarray) -> float:
         raise ExportError(f"the {fmt.name} file {path.name} does not reproduce the model: its outputs differ by up "
                           f"to {difference:.2e} on {len(x)} test inputs, more than the {TOLERANCE:.0e} allowed")
     return difference
+
+
+def _write_on_tensorflow(fmt: Format, model, path: Path) -> None:
+    """`fmt` written at `path` by a process whose Keras runs on TensorFlow, from `model` saved as `.keras`."""
+    with tempfile.TemporaryDirectory(prefix="sweeper-format-") as scratch:
+        saved = Path(scratch) / "model.keras"
+        save_keras(model, saved)
+        done = subprocess.run([sys.executable, "-m", "sweeper.ml.formats", fmt.name, str(saved), str(path)],
+                              env={**os.environ, "KERAS_BACKEND": "tensorflow"}, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise ExportError(lines[-1].removeprefix("Error: "))
+
+
+if __name__ == "__main__":  # python -m sweeper.ml.formats FORMAT MODEL.keras PATH (see _write_on_tensorflow)
+    try:
+        loaded = load_keras(sys.argv[2])
+        loaded(np.zeros((1, *loaded.input_shape[1:]), dtype="float32"))  # built, not yet called: LiteRT needs a call
+        FORMATS[sys.argv[1]].write(loaded, Path(sys.argv[3]))
+    except ExportError as exc:
+        sys.exit(f"Error: {exc}")

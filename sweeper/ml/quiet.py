@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import sys
 import tempfile
@@ -29,11 +30,16 @@ def quiet_stderr():
             os.close(saved)
 
 
-def import_tensorflow() -> None:
-    """Import TensorFlow without the start-up lines its C++ code writes to stderr."""
+def import_keras() -> None:
+    """Import Keras, its backend (`KERAS_BACKEND`) and TensorFlow without the start-up lines their C++ code writes
+    to stderr. TensorFlow too on JAX: Keras imports it whenever it is installed (to seed it, to save a model)."""
     from sweeper.runtime.setup import tensorflow_imported
 
-    if "tensorflow" not in sys.modules:
+    if "keras" not in sys.modules or "tensorflow" not in sys.modules:
         with quiet_stderr():
-            import tensorflow  # noqa: F401
-    tensorflow_imported()
+            import keras  # noqa: F401
+
+            if importlib.util.find_spec("tensorflow") is not None:
+                import tensorflow  # noqa: F401
+    if "tensorflow" in sys.modules:
+        tensorflow_imported()

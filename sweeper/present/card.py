@@ -15,7 +15,7 @@ from sweeper.domain.wording import baseline_line
 
 CARD_FILE, CARD_JSON = "MODEL_CARD.md", "model.json"
 CONFUSION_PNG, CURVES_PNG = "confusion_matrix.png", "learning_curves.png"
-_LIBRARIES = ("sweeper", "tensorflow-cpu", "tensorflow", "keras", "optuna", "keras-tuner", "mlflow", "numpy")
+_LIBRARIES = ("sweeper", "tensorflow-cpu", "tensorflow", "jax", "keras", "optuna", "keras-tuner", "mlflow", "numpy")
 
 
 def library_versions() -> dict[str, str]:

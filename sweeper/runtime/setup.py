@@ -1,23 +1,31 @@
-"""How an entry point sets up its process: Keras on TensorFlow, and the libraries' own logging, progress bars and
-warnings kept out of the user's terminal. Library code never calls this; the command line does, and so do the worker
-processes it starts."""
+"""How an entry point sets up its process: Keras on its training backend (TensorFlow unless chosen), and the
+libraries' own logging, progress bars and warnings kept out of the user's terminal. Library code never calls this; the
+command line does, and so do the worker processes it starts."""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
-_configured = False  # whether this process's entry point asked for the libraries to be quiet
+#: The Keras backends sweeper trains on, the default first (README, "Keras backends": JAX's epochs are faster on
+#: the large models, its compiles make short trials slower, and Keras imports TensorFlow beside it).
+KERAS_BACKENDS = ("tensorflow", "jax")
+DEFAULT_KERAS_BACKEND = KERAS_BACKENDS[0]
 
+_configured = False  # whether this process's entry point asked for the libraries to be quiet
+_backend_chosen = "KERAS_BACKEND" in os.environ  # by the user, not by configure_process
 
 def configure_process(*, optuna: bool = False) -> None:
-    """Keras trains on TensorFlow; TensorFlow's C++ code, MLflow, Alembic and TensorFlow's Python logger say errors
-    only, MLflow draws no progress bar and prints no run URL; `optuna`: Optuna too (it sets its own level when
-    imported, so this imports it: call it where Optuna is used). Call it before TensorFlow is imported."""
+    """Keras trains on `KERAS_BACKEND`, else TensorFlow (on JAX, compiled programs are cached); TensorFlow's C++
+    code, MLflow, Alembic and TensorFlow's Python logger say errors only, MLflow draws no progress bar and prints
+    no run URL; `optuna`: Optuna too (it sets its own level when imported, so this imports it: call it where
+    Optuna is used). Call it before Keras is imported."""
     global _configured
     _configured = True
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("KERAS_BACKEND", DEFAULT_KERAS_BACKEND)
+    _jax_compilation_cache()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # MLflow sets its loggers' level from it on import
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -29,6 +37,8 @@ def configure_process(*, optuna: bool = False) -> None:
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     # tqdm (through a library) asks for ipywidgets in a notebook; its plain bars are never shown here anyway.
     warnings.filterwarnings("ignore", message="IProgress not found")
+    # JAX warns on any fork; sweeper forks only to exec at once (subprocess), its workers are spawned
+    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
     # sweeper runs the heartbeat thread around each trial itself (ask and tell keep the budget exact).
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     if optuna:
@@ -36,6 +46,55 @@ def configure_process(*, optuna: bool = False) -> None:
 
         optuna_library.logging.set_verbosity(optuna_library.logging.ERROR)
         warnings.filterwarnings("ignore", category=optuna_library.exceptions.ExperimentalWarning)
+
+
+def _jax_compilation_cache() -> None:
+    """JAX keeps what it compiles under the user's cache (read when JAX is imported): a model of the same shape
+    (a resumed or repeated sweep, the same configuration, its refit's evaluation) skips XLA's compile, about
+    0.2 s per function here, several per trial. Every program is kept, however short its compile; where the
+    cache cannot be made, nothing is kept."""
+    from sweeper.domain.places import user_cache
+
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        cache = user_cache() / "jax"
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError:  # not writable here: JAX compiles every time, as without a cache
+            return
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = str(cache)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
+def keras_backend() -> str:
+    """What Keras runs on (or will, once imported) in this process."""
+    if "keras" in sys.modules:
+        import keras
+
+        return keras.backend.backend()
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def choose_keras_backend(name: str) -> None:
+    """Keras on `name` in this process and the worker processes it starts (`--keras-backend`); before Keras is
+    imported, as Keras reads it once."""
+    global _backend_chosen
+    if "keras" in sys.modules:
+        import keras
+
+        if keras.backend.backend() != name:
+            from sweeper.domain.errors import UsageError
+
+            raise UsageError(f"Keras already runs on {keras.backend.backend()} in this process, and cannot change "
+                             f"to {name}; set KERAS_BACKEND={name} before Python starts")
+    os.environ["KERAS_BACKEND"] = name
+    _backend_chosen = True
+
+
+def prefer_keras_backend(name: str) -> None:
+    """Keras on `name` in this process (export: the formats other than `.keras` are written on TensorFlow), unless
+    the user's `KERAS_BACKEND` chose another or Keras is already imported."""
+    if not _backend_chosen and "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = name
 
 
 def tensorflow_imported() -> None:

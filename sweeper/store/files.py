@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.domain.errors import StoreError, TrackingError, disk_full
-from sweeper.domain.places import MLFLOW_ARTIFACTS, MLFLOW_DB
+from sweeper.domain.places import MLFLOW_ARTIFACTS, MLFLOW_DB, user_cache
 from sweeper.domain.urls import mask, scrub
 from sweeper.runtime.interrupts import deferred
 from sweeper.runtime.workers import file_lock
@@ -158,7 +158,7 @@ def _empty_store() -> Path | None:
     migrations cost seconds on every first run otherwise); None when that folder cannot be written."""
     import mlflow
 
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sweeper"
+    cache = user_cache()
     empty = cache / f"mlflow-{mlflow.__version__}.db"
     try:
         if _readable_store(empty):

@@ -95,7 +95,8 @@ class Store:
                            metrics.get("objective") if state == "complete" else None, seconds,
                            self._epochs(run, study.metric), {k: parse_param(v) for k, v in run.data.params.items()},
                            info.run_id, tags.get(PARENT_TAG, ""), metrics.get(study.cost_metric) if study.cost_metric
-                           else None, dict(metrics), tags.get("has_model") == "true")
+                           else None, dict(metrics), tags.get("has_model") == "true",
+                           tags.get("keras_backend", "tensorflow"))
 
     def _epochs(self, run, metric: str) -> int | None:
         """Epochs trained: logged at the end of a complete trial, else the last epoch it reported."""

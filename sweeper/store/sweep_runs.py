@@ -16,6 +16,7 @@ from sweeper.domain.errors import TrackingError, UsageError
 from sweeper.domain.records import SearchRecord, StudyRecord, TrialOutcome
 from sweeper.domain.space import signature_changes
 from sweeper.runtime.interrupts import deferred
+from sweeper.runtime.setup import keras_backend
 from sweeper.runtime.workers import is_dead, this_worker
 from sweeper.store import files
 from sweeper.store.artifacts import log_keras
@@ -169,7 +170,8 @@ class SweepRecorder:
             self.experiment_id = self.experiment_id or self._create_experiment()
             for key, value in experiment_tags.items():
                 _retry_once(self.client.set_experiment_tag, self.experiment_id, key, str(value))
-        self.base_tags = {"backend": study.backend, "dataset": study.dataset, **lineage, "worker": this_worker()}
+        self.base_tags = {"backend": study.backend, "dataset": study.dataset, **lineage, "worker": this_worker(),
+                          "keras_backend": keras_backend()}
         current = running_sweep(self.client, self.client.get_experiment(self.experiment_id))
         if current is not None:
             self.parent_id, self.joined = current, True
@@ -189,7 +191,8 @@ class SweepRecorder:
         """Record trials under a search run that another process started (a `--jobs` worker)."""
         self.parent_id = parent_id
         self.experiment_id = self.client.get_run(parent_id).info.experiment_id
-        self.base_tags = {"backend": study.backend, "dataset": study.dataset, "worker": this_worker()}
+        self.base_tags = {"backend": study.backend, "dataset": study.dataset, "worker": this_worker(),
+                          "keras_backend": keras_backend()}
 
     def log_probe(self, kind: str, *, params: dict, metrics: dict, series: dict[str, list[float]],
                   artifact: Path) -> str:

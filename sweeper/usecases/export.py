@@ -195,6 +195,7 @@ def _card(store: Store, record: StudyRecord, best: TrialRecord, chosen: Chosen, 
         "trial_number": best.number,
         "best_epoch": best.best_epoch,
         "search": settings,
+        "trained_on": best.trained_on,  # Keras' backend
         "mlflow_run_id": best.run_id,
         "mlflow_model_run_id": chosen.run_id,
         "mlflow_search_run_id": search_run_id,

@@ -28,10 +28,10 @@ def finish_joined(plan: SweepPlan, parent_id: str, listener: SweepListener) -> S
 
 
 def load_data(plan: SweepPlan) -> Dataset:
-    """The sweep's data (loaded once per process), with TensorFlow imported quietly for what comes next."""
-    from sweeper.ml.quiet import import_tensorflow
+    """The sweep's data (loaded once per process), with Keras and its backend imported quietly for what comes next."""
+    from sweeper.ml.quiet import import_keras
 
-    import_tensorflow()
+    import_keras()
     return plan.load_data()
 
 

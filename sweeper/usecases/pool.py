@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -39,7 +40,7 @@ def run_workers(plan: SweepPlan, parent_id: str, listener: SweepListener) -> Non
     """Run `plan.jobs` workers (recycled) until the study's budget or the time is spent."""
     import multiprocessing
 
-    context = multiprocessing.get_context("spawn")  # a fresh TensorFlow per worker
+    context = multiprocessing.get_context("spawn")  # a fresh Keras backend per worker
     messages = context.Queue()
     clock = context.Value("d", 0.0)  # when the first worker was ready to train: --timeout counts from there
     longest = context.Value("d", 0.0)  # the longest complete trial of the workers that ended: a replacement's budget
@@ -115,7 +116,7 @@ class _ForwardingListener:
 
 
 def _worker_main(plan, parent_id, index, threads, clocks, failures_in_a_row, messages, parent_pid) -> None:
-    """One worker process: its own TensorFlow threads, data, engine and trial runs; it ends with its parent."""
+    """One worker process: its own Keras backend threads, data, engine and trial runs; it ends with its parent."""
     if plan.quiet_workers:  # a process of its own: it quiets the libraries as its parent did
         from sweeper.runtime.setup import configure_process
 
@@ -143,16 +144,17 @@ def _work(plan, parent_id, index, threads, clocks, failures_in_a_row, messages) 
 def work_loop(plan: SweepPlan, parent_id: str, index: int, listener: SweepListener, *, threads: int,
               timeout: Callable[[], float | None], failures_in_a_row: int = 0,
               max_runs: int | None = None, longest=None) -> tuple[int, bool, int]:
-    """One worker of a sweep, in the process (or Dask task) it runs in: TensorFlow on `threads` threads, the data
+    """One worker of a sweep, in the process (or Dask task) it runs in: Keras on `threads` threads, the data
     loaded, trials run on the study under the sweep run `parent_id` until its budget, the time (`timeout()`, asked
     once the worker is ready to train) or `max_runs` is spent; `longest` (a shared value) carries the longest
     complete trial from one worker process to its replacement, whose budget would otherwise start blind and run
     trials up to the deadline. Returns (trials run, budget left, failures in a row)."""
-    from sweeper.ml.quiet import import_tensorflow
+    from sweeper.ml.quiet import import_keras
     from sweeper.usecases.runner import TrialRunner
 
-    import_tensorflow()
     _threads(threads)
+    import_keras()
+    _tensorflow_threads(threads)
     space = plan.space
     dataset = plan.load_data()
     listener.data_loaded(dataset.describe_splits())
@@ -175,7 +177,18 @@ def work_loop(plan: SweepPlan, parent_id: str, index: int, listener: SweepListen
 
 
 def _threads(threads: int) -> None:
+    """JAX's CPU thread pool, set once per process before JAX is imported (XLA reads its flags then)."""
+    if os.environ.get("KERAS_BACKEND") == "jax" and "jax" not in sys.modules and threads < (os.cpu_count() or 1):
+        flags = f"--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads={threads}"
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
+
+
+def _tensorflow_threads(threads: int) -> None:
     """TensorFlow's thread pools, set once per process (before it runs anything; later calls keep the first)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return
     import tensorflow as tf
 
     try:

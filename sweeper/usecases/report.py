@@ -58,9 +58,9 @@ def _best_model_figures(store: Store, record: StudyRecord) -> list:
     dataset = load_recorded(record)
     if not dataset.class_names:
         return []  # a regression study: no classes to confuse
-    from sweeper.ml.quiet import import_tensorflow
+    from sweeper.ml.quiet import import_keras
 
-    import_tensorflow()
+    import_keras()
     best = store.best_trial(record)
     matrix = cards.confusion_matrix(store.load_trial_model(best), dataset)
     return [figs.Figure("confusion_matrix", f"Confusion matrix of the best model (trial {best.number})",
