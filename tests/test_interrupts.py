@@ -65,3 +65,23 @@ def test_the_previous_handlers_come_back():
         assert signal.getsignal(signal.SIGTERM) is not before
     assert signal.getsignal(signal.SIGTERM) is before and requested() is None
     check()  # no interrupt outside: a checkpoint does nothing
+
+
+def test_an_error_raised_while_handling_an_interrupt_exits_as_the_interrupt():
+    """SQLAlchemy invalidates a connection that Ctrl-C reaches mid-statement, and its rollback on the way out raises
+    PendingRollbackError in the interrupt's place (a flake of the store-creation test): exit 130, no `Error:`."""
+    import click
+    from click.testing import CliRunner
+
+    from sweeper.cli.speak import reports_errors
+
+    @click.command()
+    @reports_errors
+    def migrate():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("Can't reconnect until invalid transaction is rolled back") from None
+
+    result = CliRunner().invoke(migrate, [])
+    assert (result.exit_code, result.output.strip()) == (130, "Interrupted.")

@@ -40,17 +40,25 @@ def reports_errors(command):
                 raise
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt as exc:
-            from sweeper.domain.errors import Terminated
-
-            click.echo("Interrupted.", err=True)
-            sys.exit(143 if isinstance(exc, Terminated) else 130)
+            _interrupted(exc)
         except Exception as exc:
+            from sweeper.runtime.interrupts import behind
+
+            if behind(exc) is not None and not debug:
+                _interrupted(behind(exc))
             if debug:
                 raise
             raise click.ClickException(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the "
                                        f"traceback)") from None
 
     return wrapper
+
+
+def _interrupted(exc: KeyboardInterrupt):
+    from sweeper.domain.errors import Terminated
+
+    click.echo("Interrupted.", err=True)
+    sys.exit(143 if isinstance(exc, Terminated) else 130)
 
 
 class _WarningLines(logging.Handler):

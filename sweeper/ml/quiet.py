@@ -12,7 +12,8 @@ import warnings
 
 @contextlib.contextmanager
 def quiet_stderr():
-    """Point file descriptor 2 away for the block; what was written comes back only if the block fails."""
+    """Point file descriptor 2 away for the block; what was written comes back only if the block fails (not
+    when it is interrupted)."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as captured, warnings.catch_warnings():
@@ -20,6 +21,8 @@ def quiet_stderr():
         os.dup2(captured.fileno(), 2)
         try:
             yield
+        except KeyboardInterrupt:  # the user stopped it: the libraries' start-up lines would only be noise
+            raise
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)

@@ -96,3 +96,16 @@ def deferred():
         if not _depth and _pending is not None:
             exc, _pending = _pending, None
             raise exc
+
+
+def behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The interrupt that `exc` was raised while handling, if any: SQLAlchemy invalidates a connection that an
+    interrupt reaches mid-statement, and the rollback on the way out then raises PendingRollbackError in its
+    place (seen when Ctrl-C lands inside MLflow's migrations). Such an error is the interrupt, not a failure."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
