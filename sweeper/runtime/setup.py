@@ -17,6 +17,7 @@ DEFAULT_KERAS_BACKEND = KERAS_BACKENDS[0]
 _configured = False  # whether this process's entry point asked for the libraries to be quiet
 _backend_chosen = "KERAS_BACKEND" in os.environ  # by the user, not by configure_process
 
+
 def configure_process(*, optuna: bool = False) -> None:
     """Keras trains on `KERAS_BACKEND`, else TensorFlow (on JAX, compiled programs are cached); TensorFlow's C++
     code, MLflow, Alembic and TensorFlow's Python logger say errors only, MLflow draws no progress bar and prints
@@ -25,7 +26,8 @@ def configure_process(*, optuna: bool = False) -> None:
     global _configured
     _configured = True
     os.environ.setdefault("KERAS_BACKEND", DEFAULT_KERAS_BACKEND)
-    _jax_compilation_cache()
+    if os.environ["KERAS_BACKEND"] == "jax":
+        _jax_compilation_cache()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # MLflow sets its loggers' level from it on import
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
