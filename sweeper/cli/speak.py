@@ -44,8 +44,9 @@ def reports_errors(command):
         except Exception as exc:
             from sweeper.runtime.interrupts import behind
 
-            if behind(exc) is not None and not debug:
-                _interrupted(behind(exc))
+            interrupt = behind(exc)
+            if interrupt is not None and not debug:
+                _interrupted(interrupt)
             if debug:
                 raise
             raise click.ClickException(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the "

@@ -73,7 +73,7 @@ def keras_backend() -> str:
         import keras
 
         return keras.backend.backend()
-    return os.environ.get("KERAS_BACKEND", "tensorflow")
+    return os.environ.get("KERAS_BACKEND", DEFAULT_KERAS_BACKEND)
 
 
 def choose_keras_backend(name: str) -> None:

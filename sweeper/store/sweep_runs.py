@@ -88,6 +88,12 @@ class TrialRun:
             time.sleep(0.2)
 
 
+def _base_tags(study: StudyRecord) -> dict:
+    """The tags every run this process writes for the study carries."""
+    return {"backend": study.backend, "dataset": study.dataset, "worker": this_worker(),
+            "keras_backend": keras_backend()}
+
+
 def _end_trial(client, run_id: str, state: str, note: str = "") -> None:
     client.set_tag(run_id, "state", state)
     if note:
@@ -170,8 +176,7 @@ class SweepRecorder:
             self.experiment_id = self.experiment_id or self._create_experiment()
             for key, value in experiment_tags.items():
                 _retry_once(self.client.set_experiment_tag, self.experiment_id, key, str(value))
-        self.base_tags = {"backend": study.backend, "dataset": study.dataset, **lineage, "worker": this_worker(),
-                          "keras_backend": keras_backend()}
+        self.base_tags = {**_base_tags(study), **lineage}
         current = running_sweep(self.client, self.client.get_experiment(self.experiment_id))
         if current is not None:
             self.parent_id, self.joined = current, True
@@ -191,8 +196,7 @@ class SweepRecorder:
         """Record trials under a search run that another process started (a `--jobs` worker)."""
         self.parent_id = parent_id
         self.experiment_id = self.client.get_run(parent_id).info.experiment_id
-        self.base_tags = {"backend": study.backend, "dataset": study.dataset, "worker": this_worker(),
-                          "keras_backend": keras_backend()}
+        self.base_tags = _base_tags(study)
 
     def log_probe(self, kind: str, *, params: dict, metrics: dict, series: dict[str, list[float]],
                   artifact: Path) -> str:
