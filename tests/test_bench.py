@@ -1,24 +1,27 @@
-"""The benchmark suite's scripts still run: one tiny quality round (sweeper, the hand recipe and the search
-anchors, each on a small share of the data and
-for a few seconds: one trial each)."""
+"""The benchmark suite's scripts still run: one tiny quality round per tool (sweeper, the hand recipe and the search
+anchors, each on a small share of the data and for a few seconds: one trial each), a test of its own per tool so
+that the suite's workers share them."""
 
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-def test_quality_bench_runs_sweeper_and_the_anchors(tmp_path):
-    tools = ["sweeper", "recipe", "optuna", "keras-tuner-hyperband"]
+@pytest.mark.parametrize("tool", ["sweeper", "recipe", "optuna", "keras-tuner-hyperband"])
+def test_quality_bench_runs_sweeper_and_the_anchors(tmp_path, tool):
     done = subprocess.run([sys.executable, str(BENCH / "quality.py"), "--seeds", "0", "--timeout", "4",
-                           "--max-epochs", "1", "--subset", "2000", "--targets", "0.3", "--tools", *tools],
+                           "--max-epochs", "1", "--subset", "2000", "--targets", "0.3", "--tools", tool],
                           capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {m.group(1): m for m in re.finditer(r"^seed 0 (\S+) +test (0\.\d{4}) .*?\((\d+) trials.*$", done.stdout, re.M)}
-    assert set(rows) == set(tools)
-    for row in rows.values():
-        assert 0.3 < float(row.group(2)) < 1 and int(row.group(3)) >= 1, done.stdout
-    assert "not training" in rows["sweeper"].group(0) and "val never" not in done.stdout
-    assert re.search(r"^sweeper +test mean 0\.\d{4} ", done.stdout, re.M)  # the summary
+    assert set(rows) == {tool}
+    assert 0.3 < float(rows[tool].group(2)) < 1 and int(rows[tool].group(3)) >= 1, done.stdout
+    assert "val never" not in done.stdout
+    assert re.search(rf"^{tool} +test mean 0\.\d{{4}} ", done.stdout, re.M)  # the summary
+    if tool == "sweeper":
+        assert "not training" in rows[tool].group(0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import hashlib
 import logging
 import time
@@ -359,7 +358,6 @@ class OptunaEngine(Engine):
                 self._end_stopped(trial, outcome_of(exc))
                 raise
             self._tell(trial, outcome)
-        gc.collect()
 
     def _tell(self, trial, outcome: TrialOutcome) -> None:
         """The trial's outcome in Optuna's words (skip_if_finished: another worker may have failed the trial

@@ -23,6 +23,7 @@ from sweeper.domain.errors import SweeperError, SweepError, Terminated
 from sweeper.domain.events import SweepListener
 from sweeper.engines import make_engine
 from sweeper.runtime import interrupts
+from sweeper.runtime.heap import long_lived_objects_frozen
 from sweeper.store import SweepRecorder
 from sweeper.usecases.plan import SweepPlan
 
@@ -166,7 +167,8 @@ def work_loop(plan: SweepPlan, parent_id: str, index: int, listener: SweepListen
                              out_of_time=budget.out_of_time)
         runner.failures_in_a_row = failures_in_a_row
         try:
-            ran = engine.optimize(runner, trials=space.trials, budget=budget, max_runs=max_runs)
+            with long_lived_objects_frozen():
+                ran = engine.optimize(runner, trials=space.trials, budget=budget, max_runs=max_runs)
         finally:
             failures_in_a_row = runner.failures_in_a_row
             if longest is not None:

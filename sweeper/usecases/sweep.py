@@ -16,6 +16,7 @@ from sweeper.domain.space import SearchSpace, dump_space
 from sweeper.domain.urls import mask
 from sweeper.domain.wording import plural
 from sweeper.engines import engine_class, make_engine
+from sweeper.runtime.heap import long_lived_objects_frozen
 from sweeper.store import SweepRecorder, describe_store
 from sweeper.usecases.final import best_or_none, count_metrics, finish, load_data, result_of
 from sweeper.usecases.plan import SweepPlan
@@ -75,7 +76,8 @@ def _run_sweep(plan: SweepPlan, listener: SweepListener, started: float) -> Swee
                 budget = TimeBudget(plan.timeout, started=started)  # opening the store and the data count too
                 runner = TrialRunner(plan, dataset, recorder, listener, engine.top_values, engine.take_reaped,
                                      out_of_time=budget.out_of_time)
-                engine.optimize(runner, trials=plan.space.trials, budget=budget)
+                with long_lived_objects_frozen():
+                    engine.optimize(runner, trials=plan.space.trials, budget=budget)
         if not _last_to_finish(recorder, engine):
             result = result_of(plan, recorder, engine.counts(), best_or_none(recorder))
             result.finished_elsewhere = True

@@ -1,0 +1,35 @@
+"""The garbage collector during the trials: what lived before them is left out of its walks, garbage is not."""
+
+import gc
+import weakref
+
+from sweeper.runtime.heap import long_lived_objects_frozen
+
+
+class _Node:
+    def __init__(self):
+        self.me = self  # a reference cycle: only the collector frees it
+
+
+def test_what_lived_before_the_trials_is_frozen_for_them_and_handed_back_after():
+    before = _Node()
+    with long_lived_objects_frozen():
+        assert gc.get_freeze_count() > 0
+        during = _Node()
+        gone = weakref.ref(during)
+        del during
+        gc.collect()
+        assert gone() is None  # a trial's garbage is still collected
+    assert gc.get_freeze_count() == 0
+    left = weakref.ref(before)
+    del before
+    gc.collect()
+    assert left() is None  # and what was frozen is collected again once the trials end
+
+
+def test_garbage_of_before_the_trials_is_freed_not_frozen():
+    old = _Node()
+    gone = weakref.ref(old)
+    del old
+    with long_lived_objects_frozen():
+        assert gone() is None
