@@ -23,7 +23,7 @@ def two_objective_space(tmp_path, second="{metric: param_count, direction: minim
 def two_objective_study(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("two-objectives")
     space = two_objective_space(workdir)
-    result = sweeper("search", "digits", "--space", space, "--study", "small", "--trials", 8, "--max-epochs", 3, "--subset", 300,
+    result = sweeper("search", "digits", "--space", space, "--study", "small", "--trials", 8, "--max-epochs", 3,
                      cwd=workdir)
     assert result.exit_code == 0, result.output
     return workdir, result
