@@ -76,7 +76,7 @@ def test_installed_command_trains_on_each_backend_and_its_model_exports_and_pred
     from .test_faults import runs
 
     cache = tmp_path / "cache"  # a user's first sweep: nothing compiled yet
-    result = run("search", "digits", "--trials", 2, "--max-epochs", 2, "--pruner", "none", "--keras-backend",
+    result = run("search", "digits", "--trials", 2, "--max-epochs", 2, "--subset", 300, "--pruner", "none", "--keras-backend",
                  keras_backend, cwd=tmp_path, env={"XDG_CACHE_HOME": str(cache), "JAX_COMPILATION_CACHE_DIR": None})
     assert result.returncode == 0, result.stderr
     assert any((cache / "sweeper" / "jax").glob("*")) == (keras_backend == "jax")  # JAX keeps what it compiled
