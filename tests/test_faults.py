@@ -19,9 +19,9 @@ SWEEPER = str(Path(sys.executable).parent / "sweeper")
 SLOW = ["search", "digits", "--max-epochs", 40, "--patience", 40, "--pruner", "none", "--seed", 5]
 
 
-def start(workdir, *args):
+def start(workdir, *args, env=None):
     return subprocess.Popen([SWEEPER, *map(str, args)], cwd=workdir, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "SWEEPER_OFFLINE": "1"})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "SWEEPER_OFFLINE": "1", **(env or {})})
 
 
 def run(workdir, *args):
@@ -249,29 +249,35 @@ def test_a_jobs_timeout_counts_from_when_the_workers_are_ready(tmp_path):
     assert first_trial - launched > 2  # the start-up alone took longer than the budget
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_an_interrupt_during_the_final_model_ends_the_sweep_run_and_the_same_command_finishes(tmp_path, sig, code):
+@pytest.mark.parametrize("sig,code,trials,recycle_after", [(signal.SIGTERM, 143, 1, "20"), (signal.SIGINT, 130, 2, "1")],
+                         ids=["in-process", "the-last-pool-worker"])
+def test_an_interrupt_during_the_final_model_ends_the_sweep_run_and_the_same_command_finishes(tmp_path, sig, code,
+                                                                                            trials, recycle_after):
+    """In the sweep's process, or in the last of its worker processes (a long sweep's), which makes it."""
     import queue
     import threading
 
-    process = start(tmp_path, "search", "digits", "--trials", 1, "--max-epochs", 40, "--patience", 40,
-                    "--pruner", "none")
+    process = start(tmp_path, "search", "digits", "--trials", trials, "--max-epochs", 40, "--patience", 40,
+                    "--pruner", "none", env={"SWEEPER_RECYCLE_AFTER": recycle_after})
     lines = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()
     while True:
         line = lines.get(timeout=300)
-        if "retraining trial 0's configuration" in line:
+        if line.startswith("retraining trial "):
             break
+    if trials > 1:  # the final model is the last worker's: this process imported no Keras backend at all
+        maps = Path(f"/proc/{process.pid}/maps").read_text()
+        assert "tensorflow" not in maps and "jaxlib" not in maps
     process.send_signal(sig)
     out = process.stdout.read()
     process.wait(timeout=120)
     time.sleep(0.5)  # the reader thread's last lines
     err = "".join(lines.get() for _ in range(lines.qsize()))
     assert process.returncode == code, err
-    assert "Study digits: 1 complete" in out and "while making the final model: every trial is kept" in err
+    assert f"Study digits: {trials} complete" in out and "while making the final model: every trial is kept" in err
     assert_nothing_running(tmp_path)
     assert [r.info.status for r in runs(tmp_path) if r.data.tags["run_kind"] == "search"] == ["KILLED"]
-    resumed = here(tmp_path, "search", "digits", "--trials", 1, "--max-epochs", 40, "--patience", 40, "--pruner",
+    resumed = here(tmp_path, "search", "digits", "--trials", trials, "--max-epochs", 40, "--patience", 40, "--pruner",
                   "none")
     assert resumed.returncode == 0, resumed.stderr
     assert "Registered in MLflow as models:/digits@champion (version 1)" in resumed.stdout

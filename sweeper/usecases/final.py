@@ -1,6 +1,6 @@
 """The end of a sweep: the best trial's configuration retrained on training + validation data, evaluated on the test
 split, logged and registered, and the sweep run ended with what it found. Run by the last worker to finish (this
-process, or a Dask worker)."""
+process, the last process of a one-worker pool, or a Dask worker)."""
 
 from __future__ import annotations
 

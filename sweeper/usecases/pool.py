@@ -4,6 +4,11 @@ TensorFlow keeps about 6 MiB per trained model that `clear_session` does not fre
 so a worker that ran `RECYCLE_AFTER` trials exits and a fresh process takes its place: a long sweep's
 memory stays flat. Every worker forwards its events to the caller's listener (`SweepListener.worker(i)` when
 there are several), which decides how they are shown: the pool draws nothing itself.
+
+A pool of one worker (a long sweep) has its last worker, its budget spent, wait: it makes the sweep's final model
+with the Keras and the data it has loaded (`WorkerPool.finish`) or is let go (`WorkerPool.close`), so that the
+caller never imports a Keras backend nor loads the data. With `--jobs N` the workers train on a share of the cores
+each, and the caller makes the final model on all of them.
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from sweeper.domain.budget import TimeBudget
 from sweeper.domain.errors import SweeperError, SweepError, Terminated
-from sweeper.domain.events import SweepListener
+from sweeper.domain.events import SweepListener, SweepResult
 from sweeper.engines import make_engine
 from sweeper.runtime import interrupts
 from sweeper.runtime.heap import long_lived_objects_frozen
@@ -29,7 +35,8 @@ from sweeper.usecases.plan import SweepPlan
 
 #: trials a worker process runs before a fresh one replaces it (SWEEPER_RECYCLE_AFTER overrides)
 RECYCLE_AFTER = int(os.environ.get("SWEEPER_RECYCLE_AFTER", "20"))
-_DONE, _RECYCLE = "done", "recycle"
+_DONE, _RECYCLE, _INTERRUPTED = "done", "recycle", "interrupted"
+_FINISH, _EXIT = "finish", "exit"  # what a worker that is done is told
 
 
 #: how long workers have, once interrupted, to record their trials before they are killed (their trials are
@@ -37,54 +44,121 @@ _DONE, _RECYCLE = "done", "recycle"
 STOP_GRACE_SECONDS = 20
 
 
-def run_workers(plan: SweepPlan, parent_id: str, listener: SweepListener) -> None:
-    """Run `plan.jobs` workers (recycled) until the study's budget or the time is spent."""
-    import multiprocessing
+class WorkerPool:
+    """`plan.jobs` worker processes (recycled) on the study under the sweep run `parent_id`, their events shown by
+    `listener`. `run()` until the study's budget or the time is spent; then `finish()` has the last worker make the
+    final model where it can (`can_finish`); `close()` (or leaving the `with` block) lets it go."""
 
-    context = multiprocessing.get_context("spawn")  # a fresh Keras backend per worker
-    messages = context.Queue()
-    clock = context.Value("d", 0.0)  # when the first worker was ready to train: --timeout counts from there
-    longest = context.Value("d", 0.0)  # the longest complete trial of the workers that ended: a replacement's budget
-    threads = max(1, (os.cpu_count() or 1) // plan.jobs)
-    failures_in_a_row = {index: 0 for index in range(plan.jobs)}
+    def __init__(self, plan: SweepPlan, parent_id: str, listener: SweepListener):
+        self.plan, self.parent_id, self.listener = plan, parent_id, listener
+        self.context = multiprocessing.get_context("spawn")  # a fresh Keras backend per worker
+        self.messages = self.context.Queue()
+        self.clock = self.context.Value("d", 0.0)  # when the first worker was ready to train: --timeout counts from
+        self.longest = self.context.Value("d", 0.0)  # the longest complete trial of the workers that ended
+        self.threads = max(1, (os.cpu_count() or 1) // plan.jobs)
+        self.failures_in_a_row = {index: 0 for index in range(plan.jobs)}
+        self.listeners = {index: listener.worker(index) if plan.jobs > 1 else listener for index in range(plan.jobs)}
+        self.workers: dict[int, tuple[multiprocessing.Process, Any]] = {}  # index -> (process, its orders)
+        self.waiting: tuple[multiprocessing.Process, Any] | None = None  # the last worker, done, told nothing yet
 
-    def spawn(index):
-        process = context.Process(target=_worker_main, name=f"sweeper-worker-{index}",
-                                  args=(plan, parent_id, index, threads, (clock, longest), failures_in_a_row[index],
-                                        messages, os.getpid()))
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _spawn(self, index: int) -> None:
+        orders = self.context.SimpleQueue()
+        process = self.context.Process(
+            target=_worker_main, name=f"sweeper-worker-{index}",
+            args=(self.plan, self.parent_id, index, self.threads, (self.clock, self.longest),
+                  self.failures_in_a_row[index], self.messages, orders, os.getpid()))
         process.start()
-        return process
+        self.workers[index] = process, orders
 
-    workers = {index: spawn(index) for index in range(plan.jobs)}
-    listeners = {index: listener.worker(index) if plan.jobs > 1 else listener for index in range(plan.jobs)}
-    errors = []
-    try:
-        while workers:
+    def run(self) -> None:
+        """Run the workers until the study's budget or the time is spent (the last one then waits, see `finish`)."""
+        for index in range(self.plan.jobs):
+            self._spawn(index)
+        errors = []
+        try:
+            while self.workers:
+                try:
+                    kind, index, *payload = self.messages.get(timeout=0.5)
+                except queue.Empty:
+                    errors += _vanished(self.workers)
+                    continue
+                if kind == "event":
+                    name, args = payload
+                    getattr(self.listeners[index], name)(*args)
+                    continue
+                status, self.failures_in_a_row[index] = payload
+                process, orders = self.workers.pop(index)
+                if status == _DONE and not self.workers and not errors and self.plan.jobs == 1:
+                    self.waiting = process, orders
+                    continue
+                if status == _DONE:
+                    orders.put(_EXIT)
+                process.join()
+                if status == _RECYCLE:
+                    self._spawn(index)
+                elif status not in (_DONE, _INTERRUPTED):
+                    errors.append((index, status))
+        except KeyboardInterrupt as exc:
+            stop([process for process, _ in self.workers.values()],
+                 signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+            raise
+        if errors:
+            raise SweepError("; ".join(f"worker {index}: {message}" for index, message in sorted(errors)))
+
+    @property
+    def can_finish(self) -> bool:
+        """Whether a worker waits, with Keras and the data loaded, to make the final model."""
+        return self.waiting is not None and self.waiting[0].is_alive()
+
+    def finish(self) -> SweepResult:
+        """The sweep's final model made by the waiting worker, its events shown here; its error raised here."""
+        process, orders = self.waiting
+        orders.put(_FINISH)
+        try:
+            kind, payload = self._final_message(process)
+        except KeyboardInterrupt as exc:
+            stop([process], signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+            self.waiting = None
+            raise
+        process.join()
+        self.waiting = None
+        if kind == "error":
+            raise payload
+        return payload
+
+    def _final_message(self, process: multiprocessing.Process) -> tuple[str, Any]:
+        """The waiting worker's result or error, its events shown on the way."""
+        while True:
             try:
-                kind, index, *payload = messages.get(timeout=0.5)
+                kind, _, *payload = self.messages.get(timeout=0.5)
             except queue.Empty:
-                errors += _vanished(workers)
-                continue
-            if kind == "event":
-                name, args = payload
-                getattr(listeners[index], name)(*args)
-                continue
-            status, failures_in_a_row[index] = payload
-            workers.pop(index).join()
-            if status == _RECYCLE:
-                workers[index] = spawn(index)
-            elif status != _DONE:
-                errors.append((index, status))
-    except KeyboardInterrupt as exc:
-        stop(workers.values(), signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
-        raise
-    if errors:
-        raise SweepError("; ".join(f"worker {index}: {message}" for index, message in sorted(errors)))
+                if process.is_alive():
+                    continue
+                raise SweepError(f"the worker making the final model exited with code {process.exitcode}") from None
+            if kind != "event":
+                return kind, payload[0]
+            name, args = payload
+            getattr(self.listener, name)(*args)
+
+    def close(self) -> None:
+        """Let a waiting worker go."""
+        if self.waiting is not None:
+            process, orders = self.waiting
+            self.waiting = None
+            if process.is_alive():
+                orders.put(_EXIT)
+            process.join()
 
 
 def _vanished(workers: dict) -> list:
     """Workers that died without a word (killed, out of memory)."""
-    gone = [(index, process) for index, process in workers.items() if not process.is_alive()]
+    gone = [(index, process) for index, (process, _) in workers.items() if not process.is_alive()]
     for index, _ in gone:
         del workers[index]
     return [(index, f"exited with code {process.exitcode}") for index, process in gone]
@@ -116,8 +190,9 @@ class _ForwardingListener:
         return lambda *args: self.messages.put(("event", self.index, name, args))
 
 
-def _worker_main(plan, parent_id, index, threads, clocks, failures_in_a_row, messages, parent_pid) -> None:
-    """One worker process: its own Keras backend threads, data, engine and trial runs; it ends with its parent."""
+def _worker_main(plan, parent_id, index, threads, clocks, failures_in_a_row, messages, orders, parent_pid) -> None:
+    """One worker process: its own Keras backend threads, data, engine and trial runs; it ends with its parent.
+    Done with the budget, it waits to be told whether to make the final model."""
     if plan.quiet_workers:  # a process of its own: it quiets the libraries as its parent did
         from sweeper.runtime.setup import configure_process
 
@@ -128,10 +203,38 @@ def _worker_main(plan, parent_id, index, threads, clocks, failures_in_a_row, mes
         try:
             status, failures = _work(plan, parent_id, index, threads, clocks, failures_in_a_row, messages)
         except KeyboardInterrupt:
-            pass  # its trial is recorded as interrupted; the parent process reports the interruption
+            status = _INTERRUPTED  # its trial is recorded as interrupted; the parent process reports the interruption
         except SweeperError as exc:
             status = str(exc)
         messages.put(("exit", index, status, failures))
+        if status == _DONE:
+            with contextlib.suppress(KeyboardInterrupt):  # the parent ends the sweep run
+                _when_told(plan, parent_id, orders, messages)
+
+
+def _when_told(plan, parent_id, orders, messages) -> None:
+    """Make the sweep's final model if told to (in this process Keras and the data are loaded already)."""
+    if orders.get() != _FINISH:
+        return
+    from sweeper.usecases.final import finish_joined
+
+    try:
+        result = finish_joined(plan, parent_id, _ForwardingListener(messages, None))
+    except Exception as exc:
+        messages.put(("error", None, _picklable(exc)))
+    else:
+        messages.put(("result", None, result))
+
+
+def _picklable(exc: Exception) -> Exception:
+    """`exc` as it can cross to the parent process (its type and words, when it cannot be pickled)."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return SweepError(f"{type(exc).__name__}: {exc}")
 
 
 def _work(plan, parent_id, index, threads, clocks, failures_in_a_row, messages) -> tuple[str, int]:

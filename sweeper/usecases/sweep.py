@@ -48,7 +48,7 @@ def _run_sweep(plan: SweepPlan, listener: SweepListener, started: float) -> Swee
     recorder = SweepRecorder.open(plan.study, plan.tracking_uri)
     _check_against_study(recorder, plan)
     recorder.reap_dead_runs()
-    with _open_engine(plan, recorder) as engine:
+    with _open_engine(plan, recorder) as engine, contextlib.ExitStack() as pools:
         done = _storedresult_of(plan, recorder, engine)
         if done is not None:
             return done
@@ -61,15 +61,17 @@ def _run_sweep(plan: SweepPlan, listener: SweepListener, started: float) -> Swee
             listener.sweep_joined(recorder.parent_id)
         if reaped:
             listener.trials_reaped(reaped)
+        pool = None
         with _search_ended_on_error(plan, recorder, engine):
             if plan.cluster:
                 from sweeper.usecases.cluster import run_on_cluster
 
                 run_on_cluster(plan, recorder.parent_id, listener)  # the workers are Dask tasks
             elif _in_worker_processes(plan, engine):
-                from sweeper.usecases.pool import run_workers
+                from sweeper.usecases.pool import WorkerPool
 
-                run_workers(plan, recorder.parent_id, listener)  # this process loads no data nor TensorFlow
+                pool = pools.enter_context(WorkerPool(plan, recorder.parent_id, listener))
+                pool.run()  # this process loads no data nor TensorFlow
             else:
                 dataset = load_data(plan)
                 listener.data_loaded(dataset.describe_splits())
@@ -87,6 +89,8 @@ def _run_sweep(plan: SweepPlan, listener: SweepListener, started: float) -> Swee
                 from sweeper.usecases.cluster import finish_on_cluster
 
                 return finish_on_cluster(plan, recorder.parent_id, listener)
+            if pool is not None and pool.can_finish:  # by the pool's last worker, whose data and Keras are loaded
+                return pool.finish()
             return finish(plan, load_data(plan), engine, recorder, listener)
 
 
