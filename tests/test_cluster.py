@@ -170,7 +170,7 @@ def test_ctrl_c_on_the_submitting_process_leaves_nothing_running_and_the_sweep_r
     assert [t.number for t in trials(pg_database, "stop") if t.state.name == "RUNNING"] == []
     assert [r.info.run_id for r in runs(mlflow_server, "stop") if r.info.status == "RUNNING"] == []
     assert any(r.data.tags.get("state") == "interrupted" for r in runs(mlflow_server, "stop"))
-    resumed = subprocess.run([*command, "--max-epochs", 2], cwd=tmp_path, capture_output=True, text=True,
+    resumed = subprocess.run([*command, "--max-epochs", "2"], cwd=tmp_path, capture_output=True, text=True,
                              env=env)  # the resume's trials need not be long
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert Counter(t.state.name for t in trials(pg_database, "stop"))["COMPLETE"] == 4
