@@ -54,7 +54,12 @@ class TrialRunner:
         except Exception:
             if outcome.state != "interrupted":  # a full disk may refuse this write: the next sweep reaps the run
                 raise
-        return self._ended(number, outcome, error)
+        try:
+            return self._ended(number, outcome, error)
+        finally:
+            # the exception's traceback holds every frame of the training (the model, Keras' copies of the data)
+            # in a cycle through this frame: broken here, they are freed now rather than by a full collection
+            del error
 
     def _ended(self, number: int, outcome: TrialOutcome, error: BaseException | None) -> TrialOutcome:
         """Tell the listener; raise what stops the sweep (an interrupt, a full disk, the failure cap)."""
