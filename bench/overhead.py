@@ -50,7 +50,16 @@ def breakdown(workdir: Path, started: float, ended: float, study: str = "fashion
         "between trials": sum(max(0.0, spans[i + 1][0] - spans[i][1]) for i in range(len(spans) - 1)),
         "finish (refit excluded)": ended - spans[-1][1] - refit,
         "trials": len(trials),
+        "outside fit, by trial": [_outside_fit(r) for r in trials],
     }
+
+
+def _outside_fit(run) -> tuple[int, str, bool, float]:
+    """A trial run's number, state, whether it kept its model, and its span outside fit."""
+    span = (run.info.end_time - run.info.start_time) / 1000
+    tags = run.data.tags
+    return (int(tags["trial_number"]), tags.get("state", "?"), tags.get("has_model") == "true",
+            span - run.data.metrics.get("train_seconds", 0.0))
 
 
 def print_breakdown(parts: dict) -> None:
@@ -61,6 +70,9 @@ def print_breakdown(parts: dict) -> None:
         print(f"  {phase:<26} {parts[phase]:7.1f} s = {parts[phase] / wall:6.2%} of wall time")
     other = wall - parts["training"]
     print(f"  {'not training, in all':<26} {other:7.1f} s = {other / wall:6.2%} of wall time")
+    print("  outside fit, trial by trial: " + ", ".join(
+        f"{number} {state}{' +model' if kept else ''} {seconds:.2f} s"
+        for number, state, kept, seconds in parts["outside fit, by trial"]))
 
 
 def main():
