@@ -112,23 +112,35 @@ def test_an_engine_written_against_the_seam_gets_outcomes_and_the_failure_cap(tm
     assert runs[1].data.tags["state_reason"].startswith("TrialFailed: loss became")
 
 
+#: one small configuration of the digits space, for the tests that replay it through the real trial runner
+ONE_LAYER = {"n_layers": 1, "units_0": 32, "learning_rate": 0.01, "batch_size": 32, "optimizer": "adam",
+             "dropout": 0.0, "activation": "relu", "kernel_initializer": "he_normal"}
+
+
+def _runner_on_digits(**budget):
+    """The real trial runner on 300 digits images under an open sweep run in the current folder's store (no
+    pruner: the test's own `should_prune` decides). Returns (runner, recorder)."""
+    from sweeper.domain.events import SweepListener
+    from sweeper.store import SweepRecorder
+    from sweeper.usecases.plan import make_plan
+    from sweeper.usecases.runner import TrialRunner
+
+    plan = make_plan("digits", subset=300, pruner="none", **budget)
+    recorder = SweepRecorder.open("digits")
+    recorder.open_search(plan.study_record(), space_signature=plan.space.signature(), settings=plan.settings(),
+                         space_text="")
+    return TrialRunner(plan, plan.load_data(), recorder, SweepListener(), lambda k: []), recorder
+
+
 def test_a_trial_taken_away_after_its_last_epoch_ends_abandoned_not_complete(tmp_path, monkeypatch):
     """Another worker may fail a paused worker's trial after its last epoch's check: the trial function asks the
     engine once more when training has ended (value None), and the trial ends abandoned, its run KILLED."""
     import mlflow
 
     from sweeper.domain.errors import TrialAbandoned
-    from sweeper.domain.events import SweepListener
-    from sweeper.store import SweepRecorder
-    from sweeper.usecases.plan import make_plan
-    from sweeper.usecases.runner import TrialRunner
 
     monkeypatch.chdir(tmp_path)
-    plan = make_plan("digits", subset=300, max_epochs=2, pruner="none")
-    recorder = SweepRecorder.open("digits")
-    recorder.open_search(plan.study_record(), space_signature=plan.space.signature(), settings=plan.settings(),
-                         space_text="")
-    runner = TrialRunner(plan, plan.load_data(), recorder, SweepListener(), lambda k: [])
+    runner, recorder = _runner_on_digits(max_epochs=2)
     asked = []
 
     def taken_away_at_the_end(epoch, value):
@@ -137,9 +149,7 @@ def test_a_trial_taken_away_after_its_last_epoch_ends_abandoned_not_complete(tmp
             raise TrialAbandoned("failed by another worker")
         return False
 
-    configuration = {"n_layers": 1, "units_0": 32, "learning_rate": 0.01, "batch_size": 32, "optimizer": "adam",
-                     "dropout": 0.0, "activation": "relu", "kernel_initializer": "he_normal"}
-    engine = ReplayEngine([configuration])
+    engine = ReplayEngine([ONE_LAYER])
     engine.optimize(runner, taken_away_at_the_end)
     assert [o.state for o in engine.outcomes] == ["abandoned"] and asked[-1] is None and len(asked) == 3
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
@@ -150,20 +160,9 @@ def test_a_trial_taken_away_after_its_last_epoch_ends_abandoned_not_complete(tmp
 @pytest.mark.parametrize("prune_at,state", [(1, "pruned"), (2, "complete")])
 def test_a_trial_is_never_pruned_after_its_last_epoch(tmp_path, monkeypatch, prune_at, state):
     """Pruning after the last epoch saves no training and loses a finished trial (and its model)."""
-    from sweeper.domain.events import SweepListener
-    from sweeper.store import SweepRecorder
-    from sweeper.usecases.plan import make_plan
-    from sweeper.usecases.runner import TrialRunner
-
     monkeypatch.chdir(tmp_path)
-    plan = make_plan("digits", subset=300, max_epochs=2, patience=2, pruner="none")
-    recorder = SweepRecorder.open("digits")
-    recorder.open_search(plan.study_record(), space_signature=plan.space.signature(), settings=plan.settings(),
-                         space_text="")
-    runner = TrialRunner(plan, plan.load_data(), recorder, SweepListener(), lambda k: [])
-    configuration = {"n_layers": 1, "units_0": 32, "learning_rate": 0.01, "batch_size": 32, "optimizer": "adam",
-                     "dropout": 0.0, "activation": "relu", "kernel_initializer": "he_normal"}
-    engine = ReplayEngine([configuration])
+    runner, _ = _runner_on_digits(max_epochs=2, patience=2)
+    engine = ReplayEngine([ONE_LAYER])
     engine.optimize(runner, lambda epoch, value: epoch == prune_at and value is not None)
     assert [o.state for o in engine.outcomes] == [state]
 
@@ -175,23 +174,12 @@ def test_a_pruned_trial_leaves_its_frames_to_reference_counting_not_to_the_colle
     trial function."""
     import gc
 
-    from sweeper.domain.events import SweepListener
-    from sweeper.store import SweepRecorder
-    from sweeper.usecases.plan import make_plan
-    from sweeper.usecases.runner import TrialRunner
-
     monkeypatch.chdir(tmp_path)
-    plan = make_plan("digits", subset=300, max_epochs=3, patience=3, pruner="none")
-    recorder = SweepRecorder.open("digits")
-    recorder.open_search(plan.study_record(), space_signature=plan.space.signature(), settings=plan.settings(),
-                         space_text="")
-    runner = TrialRunner(plan, plan.load_data(), recorder, SweepListener(), lambda k: [])
-    configuration = {"n_layers": 1, "units_0": 32, "learning_rate": 0.01, "batch_size": 32, "optimizer": "adam",
-                     "dropout": 0.0, "activation": "relu", "kernel_initializer": "he_normal"}
+    runner, _ = _runner_on_digits(max_epochs=3, patience=3)
     gc.collect()
     gc.disable()
     try:
-        engine = ReplayEngine([configuration])
+        engine = ReplayEngine([ONE_LAYER])
         engine.optimize(runner, lambda epoch, value: epoch == 1 and value is not None)
         assert [o.state for o in engine.outcomes] == ["pruned"]
         alive = [o for o in gc.get_objects() if isinstance(o, TrialPruned) and "after epoch 1 " in str(o)]
