@@ -284,3 +284,24 @@ def test_an_interrupt_during_the_final_model_ends_the_sweep_run_and_the_same_com
     searches = sorted((r for r in runs(tmp_path) if r.data.tags["run_kind"] == "search"),
                       key=lambda r: r.info.start_time)
     assert [r.info.status for r in searches] == ["KILLED", "FINISHED"]
+
+
+def test_an_error_of_the_pool_worker_making_the_final_model_reaches_the_parent_as_it_was_or_in_words():
+    """The last pool worker's final-model error crosses to the parent: a full disk as the OSError it is (the parent
+    names the store, as for its own errors); an error that cannot be pickled as its type and words."""
+    import errno
+    import threading
+
+    from sweeper.domain.errors import SweepError
+    from sweeper.usecases.pool import _picklable
+
+    full = OSError(errno.ENOSPC, "No space left on device", "mlruns/x")
+    assert _picklable(full) is full
+
+    class Holding(Exception):
+        def __init__(self):
+            super().__init__("holds a lock")
+            self.lock = threading.Lock()  # locks cannot be pickled
+
+    said = _picklable(Holding())
+    assert isinstance(said, SweepError) and str(said) == "Holding: holds a lock"
