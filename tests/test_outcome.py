@@ -186,3 +186,30 @@ def test_a_pruned_trial_leaves_its_frames_to_reference_counting_not_to_the_colle
         assert alive == []
     finally:
         gc.enable()
+
+
+def test_an_interrupt_while_the_trials_run_is_created_is_recorded_on_that_run(tmp_path, monkeypatch):
+    """A signal that lands while the trial's MLflow run is being created is held until the run exists (a store
+    write is never cut short) and then raised: the trial's run must record it, not stay RUNNING or end failed."""
+    import os
+    import signal
+
+    import mlflow
+
+    from sweeper.runtime import interrupts
+
+    monkeypatch.chdir(tmp_path)
+    runner, recorder = _runner_on_digits(max_epochs=2)
+    log_params = recorder._log_params
+
+    def terminated_meanwhile(run_id, params):
+        os.kill(os.getpid(), signal.SIGTERM)
+        log_params(run_id, params)
+
+    monkeypatch.setattr(recorder, "_log_params", terminated_meanwhile)
+    with interrupts.installed(), pytest.raises(Terminated):
+        ReplayEngine([ONE_LAYER]).optimize(runner)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    [run] = client.search_runs([recorder.experiment_id], "tags.run_kind = 'trial'")
+    assert (run.data.tags["state"], run.info.status) == ("interrupted", "KILLED")
+    assert run.data.params["units_0"] == "32"  # the write the signal landed in was finished first

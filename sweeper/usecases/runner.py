@@ -12,6 +12,7 @@ from sweeper.domain.records import TrialOutcome, outcome_of
 from sweeper.domain.space import Suggester
 from sweeper.engines import ShouldPrune, TrialPlan
 from sweeper.ml.data import Dataset
+from sweeper.runtime import interrupts
 from sweeper.store import SweepRecorder, TrialRun, describe_store
 from sweeper.usecases.plan import SweepPlan
 
@@ -32,25 +33,29 @@ class TrialRunner:
 
     def __call__(self, suggester: Suggester, number: int, should_prune: ShouldPrune,
                  plan: TrialPlan = TrialPlan()) -> TrialOutcome:
-        self.recorder.reap_dead_runs()
-        self.recorder.end_trial_runs(self.take_reaped(), REAPED_NOTE)
         try:
+            self.recorder.reap_dead_runs()
+            self.recorder.end_trial_runs(self.take_reaped(), REAPED_NOTE)
             params = self.space.sample(suggester)
+            self.listener.trial_started(number, params)
         except (TrialAbandoned, KeyboardInterrupt) as exc:  # taken away, or stopped, before it had a run
             return self._ended(number, outcome_of(exc), exc)
-        self.listener.trial_started(number, params)
         tags = {"continues_trial": plan.continues, "initial_epoch": plan.initial_epoch} \
             if plan.continues is not None else {}
-        run = self.recorder.start_trial(number, params, tags)
-        error, value, cost = None, None, None
+        run, error, value, cost = None, None, None, None
         try:
+            with interrupts.deferred():  # a signal while the run is created is raised once `run` holds it
+                run = self.recorder.start_trial(number, params, tags)
             value, cost, seconds = self._train(number, params, should_prune, plan, run)
             should_prune(plan.max_epochs or self.space.max_epochs, None)  # taken away after its last epoch?
         except BaseException as exc:  # every end of a trial is turned into its outcome below
+            if run is None and not isinstance(exc, KeyboardInterrupt):
+                raise  # the store refused to create the run: the engine ends the trial as for any store error
             error, seconds = exc, None
         outcome = outcome_of(error, value=value, cost=cost, seconds=seconds, store=describe_store(self.recorder.uri))
         try:
-            run.end(outcome)
+            if run is not None:  # None: a signal came before the run was asked for
+                run.end(outcome)
         except Exception:
             if outcome.state != "interrupted":  # a full disk may refuse this write: the next sweep reaps the run
                 raise
