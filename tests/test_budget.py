@@ -1,8 +1,8 @@
 """The time budget (--timeout): the final model is inside it, so a trial starts only while the time left covers
-the longest complete trial and the final model after it, and a running trial stops training when only the final
-model's time is left. A fake clock: no waiting, no timing."""
+the final model and half the longest complete trial before it, and a running trial stops training when only the
+final model's time is left. A fake clock: no waiting, no timing."""
 
-from sweeper.domain.budget import FINAL_MODEL_TRIALS, TimeBudget
+from sweeper.domain.budget import FINAL_MODEL_TRIALS, LEAST_TRIAL_SHARE, TimeBudget
 from sweeper.domain.records import TrialOutcome
 
 
@@ -39,8 +39,10 @@ def test_the_first_trial_starts_and_later_ones_leave_room_for_a_trial_and_the_fi
     budget.timed(_trial(clock, 100))()
     budget.timed(_trial(clock, 100))()  # 300 s left: still room
     assert budget.may_start_trial()
-    clock.now += 80  # 220 s left: less than 100 * (1 + 1.25)
-    assert 220 < 100 * (1 + FINAL_MODEL_TRIALS) and not budget.may_start_trial()
+    clock.now += 120  # 180 s left: half a trial (50) and the final model (125) fit
+    assert budget.may_start_trial()
+    clock.now += 10  # 170 s left: less than 100 * (0.5 + 1.25)
+    assert 170 < 100 * (LEAST_TRIAL_SHARE + FINAL_MODEL_TRIALS) and not budget.may_start_trial()
 
 
 def test_only_complete_trials_count_and_the_longest_one_sets_the_room_kept():
@@ -53,7 +55,7 @@ def test_only_complete_trials_count_and_the_longest_one_sets_the_room_kept():
     budget.timed(_trial(clock, 200))()
     budget.timed(_trial(clock, 100))()
     assert budget.longest_trial() == 200  # a trial that is not pruned may run as long as the longest did
-    clock.now = budget.deadline - 440  # room for a 100 s trial and its final model, not for a 200 s one's
+    clock.now = budget.deadline - 340  # room for half a 100 s trial and its final model, not for a 200 s one's
     assert not budget.may_start_trial()
     clock.now = budget.deadline
     assert budget.time_left() == 0 and not budget.may_start_trial()
@@ -111,6 +113,6 @@ def test_the_live_display_shows_what_is_left_of_the_budget():
 
 def test_a_replacement_worker_starts_with_the_longest_trial_its_predecessors_ran():
     clock = Clock()
-    blind, told = TimeBudget(100, clock), TimeBudget(100, clock, longest_known=50)
-    assert blind.may_start_trial() and not told.may_start_trial()  # 50 x 2.25 = 112.5 s needed, 100 left
+    blind, told = TimeBudget(80, clock), TimeBudget(80, clock, longest_known=50)
+    assert blind.may_start_trial() and not told.may_start_trial()  # 50 x 1.75 = 87.5 s needed, 80 left
     assert told.longest_trial() == 50 and told.out_of_time() is False  # no trial running
