@@ -61,6 +61,7 @@ bench: setup
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/refine.py
 	$(BIN)/python bench/lr_range.py
+	$(BIN)/python bench/ceiling.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
