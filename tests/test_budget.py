@@ -26,7 +26,7 @@ def test_no_limit_always_has_room():
     assert budget.may_start_trial() and budget.time_left() is None
 
 
-def test_the_first_trial_starts_and_later_ones_leave_room_for_a_trial_and_the_final_model():
+def test_the_first_trial_starts_and_later_ones_leave_room_for_half_a_trial_and_the_final_model():
     clock = Clock()
     budget = TimeBudget(900, clock)
     assert budget.may_start_trial()  # nothing measured yet
