@@ -225,7 +225,8 @@ def _start_mlflow_server(postgres, tmp_path_factory, home):
         server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
                                    "--artifacts-destination", (home / "artifacts").as_uri(), "--host", "127.0.0.1",
                                    "--port", str(port), "--workers", "2"], stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+                                  start_new_session=True,  # without the job runners of MLflow's GenAI features
+                                  env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     stop_at_the_end(tmp_path_factory, [sys.executable, "-c", f"import os; os.killpg({server.pid}, 15)"])
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180

@@ -8,6 +8,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from sweeper.runtime.setup import KERAS_BACKENDS
@@ -139,6 +140,8 @@ def test_ui_serves_the_store_on_localhost(fashion_study):
             except OSError:
                 time.sleep(0.5)
         assert body is not None and '"name": "fashion"' in body.replace('":"', '": "')
+        started = [" ".join(p.cmdline()) for p in psutil.Process(server.pid).children(recursive=True)]
+        assert not [c for c in started if "huey" in c], started  # no runner of MLflow's GenAI jobs
     finally:
         os.killpg(server.pid, 15)
         out, err = server.communicate(timeout=30)

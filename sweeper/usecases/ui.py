@@ -54,6 +54,12 @@ def server_command(uri: str, port: int) -> list[str]:
     return command
 
 
+def server_env() -> dict[str, str]:
+    """The MLflow server's environment: its own log, whole; no job runner processes (they run MLflow's GenAI
+    jobs, which a sweep never submits) unless the user asks for them."""
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, "MLFLOW_LOGGING_LEVEL": "INFO"}
+
+
 def serve(tracking_uri: str | None, port: int, study: str | None, open_browser: bool,
           say: Callable[[str], None]) -> int:
     """Run the MLflow UI until Ctrl-C; returns its exit status."""
@@ -69,7 +75,7 @@ def serve(tracking_uri: str | None, port: int, study: str | None, open_browser: 
         say(f"Study {study}: {url}")
     with open(log, "wb") as written:  # MLflow's start-up lines, warnings and request log are not for the terminal
         server = subprocess.Popen(server_command(uri, port), stdout=written, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "MLFLOW_LOGGING_LEVEL": "INFO"})  # its own log, whole
+                                  env=server_env())
     if open_browser:
         threading.Thread(target=_open_when_up, args=(base, url), daemon=True).start()
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM must not leave the server orphaned
