@@ -219,14 +219,15 @@ def _start_mlflow_server(postgres, tmp_path_factory, home):
     import time
     import urllib.request
 
+    from sweeper.usecases.ui import WITHOUT_JOB_RUNNERS
+
     store = _create_database(postgres, "mlflow_server")
     port = free_port()
     with open(home / "server.log", "w") as log:
         server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
                                    "--artifacts-destination", (home / "artifacts").as_uri(), "--host", "127.0.0.1",
                                    "--port", str(port), "--workers", "2"], stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True,  # without the job runners of MLflow's GenAI features
-                                  env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+                                  start_new_session=True, env={**os.environ, **WITHOUT_JOB_RUNNERS})
     stop_at_the_end(tmp_path_factory, [sys.executable, "-c", f"import os; os.killpg({server.pid}, 15)"])
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180

@@ -54,10 +54,13 @@ def server_command(uri: str, port: int) -> list[str]:
     return command
 
 
+#: an MLflow server without its job runner processes (they run MLflow's GenAI jobs, which a sweep never submits)
+WITHOUT_JOB_RUNNERS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def server_env() -> dict[str, str]:
-    """The MLflow server's environment: its own log, whole; no job runner processes (they run MLflow's GenAI
-    jobs, which a sweep never submits) unless the user asks for them."""
-    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, "MLFLOW_LOGGING_LEVEL": "INFO"}
+    """The MLflow server's environment: its own log, whole; no job runners unless the user asks for them."""
+    return {**WITHOUT_JOB_RUNNERS, **os.environ, "MLFLOW_LOGGING_LEVEL": "INFO"}
 
 
 def serve(tracking_uri: str | None, port: int, study: str | None, open_browser: bool,
