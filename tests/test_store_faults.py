@@ -449,3 +449,25 @@ def test_a_model_whose_logging_a_kill_cut_short_is_marked_failed_when_its_sweep_
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     assert client.get_run(parent.info.run_id).info.status == "KILLED"
     assert client.get_logged_model(pending.model_id).status == LoggedModelStatus.FAILED
+
+
+def test_a_store_named_by_its_sqlite_file_keeps_its_artifacts_beside_it_not_where_the_command_runs(tmp_path,
+                                                                                                  monkeypatch):
+    """MLflow's default would put them under ./mlruns of whichever folder the study's first command ran in."""
+    from sweeper.domain.records import StudyRecord
+    from sweeper.store import SweepRecorder
+    from sweeper.usecases.ui import server_command
+
+    elsewhere, here_ = tmp_path / "stores", tmp_path / "work"
+    elsewhere.mkdir()
+    here_.mkdir()
+    monkeypatch.chdir(here_)
+    uri = f"sqlite:///{elsewhere}/team.db"
+    recorder = SweepRecorder.open("placed", uri)
+    recorder.open_search(StudyRecord("placed", "", "optuna", "digits", "val_accuracy", "maximize"),
+                         space_signature={}, settings={}, space_text="params: {}\n")
+    [logged] = (elsewhere / "artifacts").rglob("search_space.yaml")
+    assert logged.read_text() == "params: {}\n"
+    assert list(here_.iterdir()) == []  # nothing written where the command ran
+    command = server_command(uri, 5000)
+    assert command[command.index("--default-artifact-root") + 1] == (elsewhere / "artifacts").as_uri()

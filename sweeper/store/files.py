@@ -27,8 +27,11 @@ def default_tracking_uri() -> str:
 
 
 def default_artifact_location(uri: str) -> str | None:
-    """Where the embedded store keeps artifacts (./mlruns/artifacts); None: the store's own choice."""
-    return MLFLOW_ARTIFACTS.resolve().as_uri() if uri == default_tracking_uri() else None
+    """Where an SQLite store keeps its artifacts: the folder `artifacts` beside its database file (the embedded
+    store's ./mlruns/artifacts), never MLflow's default, ./mlruns under whichever folder the first command ran in;
+    None for a server or another database: the store's own choice."""
+    database = sqlite_path(uri)
+    return (database.resolve().parent / MLFLOW_ARTIFACTS.name).as_uri() if database is not None else None
 
 
 def open_client(tracking_uri: str | None, *, create: bool = True) -> Any:

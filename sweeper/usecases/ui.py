@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sweeper.domain.errors import SweeperError
-from sweeper.domain.places import MLFLOW_ARTIFACTS, STORE_ROOT
+from sweeper.domain.places import STORE_ROOT
 from sweeper.domain.urls import mask
-from sweeper.store import default_tracking_uri, describe_store
+from sweeper.store import default_artifact_location, default_tracking_uri, describe_store
 
 HOST = "127.0.0.1"
 
@@ -50,7 +50,9 @@ def server_command(uri: str, port: int) -> list[str]:
                "--port", str(port), "--workers", "1"]
     if uri == default_tracking_uri():
         STORE_ROOT.mkdir(exist_ok=True)
-        command += ["--default-artifact-root", MLFLOW_ARTIFACTS.resolve().as_uri()]
+    artifacts = default_artifact_location(uri)
+    if artifacts is not None:
+        command += ["--default-artifact-root", artifacts]
     return command
 
 
