@@ -120,7 +120,7 @@ def test_sampled_values_lie_inside_the_space(engine_study):
             assert _inside(spec, value), (name, value)
 
 
-FIXED = {"l2", "batch_norm", "weight_decay", "label_smoothing", "lr_schedule"}  # in SPACE or by default
+FIXED = {"l2", "batch_norm", "weight_decay", "label_smoothing", "lr_schedule", "ema", "standardize"}  # in SPACE or by default
 
 
 def _expected_names(params):

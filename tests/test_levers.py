@@ -1,5 +1,5 @@
 """The space's training levers (batch normalisation, weight decay, label smoothing, the learning-rate schedule, no
-hidden layer at all), each trained for real on scikit-learn's digits: what each one changes in the model."""
+hidden layer at all, weight averaging, input standardisation), each trained for real on scikit-learn's digits: what each one changes in the model."""
 
 import math
 
@@ -11,7 +11,7 @@ from sweeper.domain.space import Objective
 from sweeper.ml.data import load_dataset
 from sweeper.ml.formats import load_keras
 from sweeper.ml.losses import SmoothedSparseCrossentropy
-from sweeper.ml.model import build_model
+from sweeper.ml.model import LEAST_SCALE, build_model
 from sweeper.ml.train import evaluate, for_users, train_trial
 
 BASE = {"n_layers": 2, "units_0": 32, "units_1": 16, "learning_rate": 1e-2, "batch_size": 64, "optimizer": "adam",
@@ -82,6 +82,33 @@ def test_constant_schedule_keeps_the_rate_where_plateau_would_drop_it(digits):
     constant = train_trial({**noisy, "lr_schedule": "constant"}, digits, ACCURACY, max_epochs=6, patience=6)
     assert set(constant.history.get("learning_rate", [2.0])) == {2.0}
     assert min(plateau) < 2.0
+
+
+def test_weight_averaging_scores_and_keeps_the_averaged_weights(digits):
+    # Averaged with momentum 0.999 over the ~17 steps of one epoch, the weights barely leave their initial values:
+    # a model near chance, where the raw weights of the same training already classify most digits.
+    raw = train_trial(BASE, digits, ACCURACY, max_epochs=3, patience=3, stop_when=lambda: True)
+    averaged = train_trial({**BASE, "ema": 0.999}, digits, ACCURACY, max_epochs=3, patience=3, stop_when=lambda: True)
+    assert averaged.model.optimizer.use_ema and averaged.model.optimizer.ema_momentum == 0.999
+    assert raw.objective > 0.6 and averaged.objective < 0.4  # the objective is the average's
+    kept = averaged.model.evaluate(digits.x_val, digits.y_val, verbose=0, return_dict=True)["accuracy"]
+    assert kept == pytest.approx(averaged.objective)  # and the model holds the weights it was scored on
+
+
+def test_standardize_scales_each_feature_by_the_training_split_inside_the_model(digits, tmp_path):
+    model = build_model({**BASE, "standardize": True}, digits)
+    assert [type(layer).__name__ for layer in model.layers][:2] == ["Flatten", "Rescaling"]
+    x = digits.x_train.reshape(len(digits.x_train), -1)
+    scaled = np.asarray(model.get_layer("standardize")(x))
+    varying = x.std(axis=0) > 0.05 * x.std(axis=0).max()
+    assert np.abs(scaled.mean(axis=0)).max() < 1e-3 and np.allclose(scaled.std(axis=0)[varying], 1, atol=1e-3)
+    constant = x.std(axis=0) == 0  # e.g. the digits' always-blank corner pixels: not divided by zero
+    assert constant.any() and np.isfinite(scaled).all()
+    faint_stroke = np.asarray(model.get_layer("standardize")(x[:1] + 0.1))[0][constant]
+    assert np.allclose(faint_stroke, 0.1 / (LEAST_SCALE * x.std(axis=0).max()), rtol=1e-4)  # scaled, not blown up
+    model.save(tmp_path / "model.keras")
+    reloaded = load_keras(tmp_path / "model.keras")
+    assert np.allclose(reloaded.predict(digits.x_test, verbose=0), model.predict(digits.x_test, verbose=0))
 
 
 def test_a_gelu_model_is_refused_by_the_onnx_format_with_a_clear_error(digits, tmp_path):

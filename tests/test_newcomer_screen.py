@@ -200,7 +200,7 @@ params:
         f"Error: {bad}:5: params.units.hihg: unknown key; expected one of type, low, high, step, log",
         f"Error: {bad}:7: params.optimiser: unknown key; expected one of n_layers, units, learning_rate, batch_size, "
         f"optimizer, momentum, nesterov, dropout, activation, kernel_initializer, l2, batch_norm, weight_decay, "
-        f"label_smoothing, lr_schedule"]
+        f"label_smoothing, lr_schedule, ema, standardize"]
 
 
 # -- 15. the smaller surprises -------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 
 from sweeper.domain import yaml_lines
 from sweeper.domain.errors import SearchSpaceError, UsageError
-from sweeper.domain.space import Fixed, FloatRange, IntRange, load_space, parse_space
+from sweeper.domain.space import Fixed, FloatRange, IntRange, load_space, parse_space, signature_changes
 
 from .conftest import SPACES
 
@@ -172,6 +172,10 @@ BAD = [
      "params.label_smoothing: must be a number >= 0 and < 1, but got 1.0 (number)"),
     ("unknown lr_schedule", GOOD + "  lr_schedule: {type: categorical, choices: [cosine, onecycle]}\n", 10,
      "params.lr_schedule.choices: must be one of plateau, cosine, constant, but got 'onecycle' (text)"),
+    ("ema of 1", GOOD + "  ema: {type: float, low: 0.99, high: 1.0}\n", 10,
+     "params.ema.high: must be a number >= 0 and < 1 (0: no weight averaging), but got 1.0 (number)"),
+    ("standardize not a flag", GOOD + "  standardize: yes please\n", 10,
+     "params.standardize: must be true or false, but got 'yes please' (text)"),
     ("negative n_layers", GOOD.replace("low: 1, high: 3", "low: -1, high: 3"), 4,
      "params.n_layers.low: must be an integer from 0 to 64 (0: a linear model), but got -1 (integer)"),
     ("start sgd-only values", GOOD + "start:\n  - {optimizer: adam, momentum: 0.5}\n", 11,
@@ -186,6 +190,14 @@ def test_bad_files_name_file_line_key_and_what_must_hold(tmp_path, text, line, m
     error = str(info.value)
     assert error.startswith(f"{tmp_path / 'space.yaml'}:{line}: ")
     assert message in error
+
+
+def test_a_study_recorded_before_a_parameter_existed_resumes_when_the_space_keeps_its_default(tmp_path):
+    space = load(tmp_path, GOOD)
+    before = {name: words for name, words in space.signature().items() if name not in ("ema", "standardize")}
+    assert signature_changes(before, space.signature()) == []
+    averaged = load(tmp_path, GOOD + "  ema: 0.99\n")
+    assert signature_changes(before, averaged.signature()) == ["ema: was fixed 0.0, now fixed 0.99"]
 
 
 def test_start_configurations_use_engine_names_and_leave_out_fixed_values(tmp_path):

@@ -150,6 +150,8 @@ _RULES = {
     "weight_decay": _Rule(float, lambda v: 0 <= v < 1, "a number >= 0 and < 1", 0.0),
     "label_smoothing": _Rule(float, lambda v: 0 <= v < 1, "a number >= 0 and < 1", 0.0),
     "lr_schedule": _Rule(str, *_one_of(LR_SCHEDULES), "plateau"),
+    "ema": _Rule(float, lambda v: 0 <= v < 1, "a number >= 0 and < 1 (0: no weight averaging)", 0.0),
+    "standardize": _Rule(bool, lambda v: True, "true or false", False),
 }
 _TOP_KEYS = ("description", "objective", "trials", "max_epochs", "patience", "ensemble", "model", "params", "start")
 #: the most trials a final model may average (each member costs its predict time again)
@@ -214,7 +216,7 @@ class SearchSpace:
             drawn[name] = _suggest_if(suggester, drawn["optimizer"] == "sgd", p[name], name,
                                       "optimizer", p["optimizer"], ["sgd"])
         for name in ("dropout", "activation", "kernel_initializer", "l2", "batch_norm", "weight_decay",
-                     "label_smoothing", "lr_schedule"):
+                     "label_smoothing", "lr_schedule", "ema", "standardize"):
             drawn[name] = p[name].suggest(suggester, name)
         for name in self.builder_params:
             drawn[name] = p[name].suggest(suggester, name)
@@ -269,8 +271,16 @@ class SearchSpace:
 
 def signature_changes(before: dict, now: dict) -> list[str]:
     """What differs between two `SearchSpace.signature()`s, in words, e.g. ["units: was int 16..256, now ..."]."""
-    return [f"{name}: was {before.get(name, 'absent')}, now {now.get(name, 'absent')}"
-            for name in sorted(set(before) | set(now)) if before.get(name) != now.get(name)]
+    was = [(name, before.get(name, _default_words(name)), now.get(name, _default_words(name)))
+           for name in sorted(set(before) | set(now))]
+    return [f"{name}: was {old}, now {new}" for name, old, new in was if old != new]
+
+
+def _default_words(name: str) -> str:
+    """How a signature words a parameter left out: its fixed default (a study recorded before the parameter
+    existed trained with that default), else absent."""
+    rule = _RULES.get(name)
+    return "absent" if rule is None or rule.default is _REQUIRED else _describe(Fixed(rule.default))
 
 
 _INACTIVE = object()

@@ -39,13 +39,16 @@ def build_model(params: dict, dataset: Dataset, *, builder: str | None = None, *
 
 
 def _mlp(params: dict, dataset: Dataset):
-    """An MLP from one sampled configuration: hidden Dense layers (each optionally batch-normalised before its
-    activation), dropout, task-shaped output; no hidden layer at all is a linear model."""
+    """An MLP from one sampled configuration: inputs optionally standardised, hidden Dense layers (each
+    optionally batch-normalised before its activation), dropout, task-shaped output; no hidden layer at all is a
+    linear model."""
     import keras
 
     regularizer = keras.regularizers.L2(params["l2"]) if params.get("l2") else None
     normalised = params.get("batch_norm", False)
     layers = [keras.Input(shape=dataset.input_shape), keras.layers.Flatten()]
+    if params.get("standardize"):
+        layers.append(_standardizer(dataset))
     for i in range(params["n_layers"]):
         layers.append(keras.layers.Dense(params[f"units_{i}"], activation=None if normalised else params["activation"],
                                          use_bias=not normalised, kernel_initializer=params["kernel_initializer"],
@@ -60,6 +63,25 @@ def _mlp(params: dict, dataset: Dataset):
     else:
         layers.append(keras.layers.Dense(1, name="output"))
     return keras.Sequential(layers, name="sweeper_mlp")
+
+
+#: a feature varying less than this share of the most varying one is scaled as if it varied that much: the
+#: near-constant pixels at an image's border would otherwise turn a faint stroke there into a huge input
+LEAST_SCALE = 0.01
+
+
+def _standardizer(dataset: Dataset):
+    """A Keras Rescaling layer that standardises each (flattened) feature with its mean and standard deviation over
+    the training split, so that the saved model standardises its inputs itself (held as arrays in the layer's
+    config, they become constants of every exported format; Normalization's own tensors do not convert to ONNX)."""
+    import keras
+    import numpy as np
+
+    x = dataset.x_train.reshape(len(dataset.x_train), -1)
+    mean, std = x.mean(axis=0, dtype=np.float64), x.std(axis=0, dtype=np.float64)
+    std = np.maximum(std, LEAST_SCALE * std.max()) if std.max() > 0 else np.ones_like(std)
+    return keras.layers.Rescaling(scale=(1 / std).astype("float32"), offset=(-mean / std).astype("float32"),
+                                  name="standardize")
 
 
 def loss_and_metrics(task: str, label_smoothing: float = 0.0):
@@ -126,11 +148,14 @@ def resolve_builder(builder: str) -> Callable:
 
 def make_optimizer(params: dict):
     """The configuration's optimizer at its learning rate, with decoupled weight decay when asked (AdamW's
-    own, every other Keras optimizer's `weight_decay`)."""
+    own, every other Keras optimizer's `weight_decay`) and an exponential moving average of the weights when
+    `ema` is a momentum (Keras' `use_ema`; training evaluates and keeps the averaged weights)."""
     import keras
 
     name, lr = params["optimizer"], params["learning_rate"]
     decay = {"weight_decay": params.get("weight_decay") or (0.0 if name == "adamw" else None)}
+    if params.get("ema"):
+        decay |= {"use_ema": True, "ema_momentum": params["ema"]}
     if name == "sgd":
         return keras.optimizers.SGD(lr, momentum=params.get("momentum", 0.0), nesterov=params.get("nesterov", False),
                                     **decay)

@@ -56,7 +56,7 @@ def train_trial(params: dict, dataset: Dataset, objective: Objective, *, max_epo
         model.load_weights(weights_in)
     stopper = keras.callbacks.EarlyStopping(monitor=objective.metric, mode=objective.direction[:3],
                                             patience=patience, restore_best_weights=True)
-    callbacks = [_stop_on_nan(), _checkpoint(), stopper]
+    callbacks = [_stop_on_nan(), _checkpoint(), *_averaged_weights(model), stopper]
     schedule = _schedule(params, objective, patience=patience, max_epochs=max_epochs)
     if schedule is not None:  # before the hooks, so that they see (and log) the learning rate
         callbacks.append(schedule)
@@ -80,6 +80,15 @@ def train_trial(params: dict, dataset: Dataset, objective: Objective, *, max_epo
         os.replace(partial, weights_out)
     return TrialResult(metrics[objective.metric], metrics, history, len(history["loss"]), initial_epoch + best + 1,
                        seconds, model)
+
+
+def _averaged_weights(model) -> list:
+    """With weight averaging (`ema`), Keras' swap of the averaged weights into the model at each epoch's end and
+    for validation, before the early stopper: the objective, the best epoch and the weights kept are the
+    averaged ones (the optimizer's own end of `fit` sets the last average, then the stopper restores the best)."""
+    import keras
+
+    return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if getattr(model.optimizer, "use_ema", False) else []
 
 
 def _schedule(params: dict, objective: Objective, *, patience: int, max_epochs: int):
