@@ -2,7 +2,7 @@
 the final model and half the longest complete trial before it, and a running trial stops training when only the
 final model's time is left. A fake clock: no waiting, no timing."""
 
-from sweeper.domain.budget import FINAL_MODEL_TRIALS, LEAST_TRIAL_SHARE, TimeBudget
+from sweeper.domain.budget import FINAL_MODEL_TRIALS, FINISH_SECONDS, LEAST_TRIAL_SHARE, TimeBudget, refit_epochs
 from sweeper.domain.records import TrialOutcome
 
 
@@ -116,3 +116,19 @@ def test_a_replacement_worker_starts_with_the_longest_trial_its_predecessors_ran
     blind, told = TimeBudget(80, clock), TimeBudget(80, clock, longest_known=50)
     assert blind.may_start_trial() and not told.may_start_trial()  # 50 x 1.75 = 87.5 s needed, 80 left
     assert told.longest_trial() == 50 and told.out_of_time() is False  # no trial running
+
+
+def test_the_final_model_trains_for_the_best_trials_epochs_unless_its_cosine_ended_while_it_improved():
+    assert refit_epochs(12, 20, cosine=False, seconds_per_epoch=5, time_left=None) == 12  # plateau: its best epochs
+    assert refit_epochs(20, 20, cosine=False, seconds_per_epoch=5, time_left=None) == 20
+    assert refit_epochs(15, 20, cosine=True, seconds_per_epoch=5, time_left=None) == 15  # it stopped improving
+    assert refit_epochs(19, 20, cosine=True, seconds_per_epoch=5, time_left=None) == 30  # still improving: 1.5x
+    assert refit_epochs(2, 2, cosine=True, seconds_per_epoch=5, time_left=None) == 3
+
+
+def test_a_longer_final_model_takes_only_the_time_left():
+    room = FINISH_SECONDS + 25 * 5  # 25 epochs of 5 s fit before the finish's own seconds
+    assert refit_epochs(20, 20, cosine=True, seconds_per_epoch=5, time_left=room) == 25
+    assert refit_epochs(20, 20, cosine=True, seconds_per_epoch=5, time_left=room + 1000) == 30
+    assert refit_epochs(20, 20, cosine=True, seconds_per_epoch=5, time_left=10) == 20  # never fewer than the trial's
+    assert refit_epochs(20, 20, cosine=True, seconds_per_epoch=5, time_left=0) == 20

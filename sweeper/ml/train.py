@@ -98,12 +98,16 @@ def _schedule(params: dict, objective: Objective, *, patience: int, max_epochs: 
     kind = params.get("lr_schedule", "plateau")
     if kind == "cosine":  # epoch by epoch, so that the refit can replay the rates the trial logged
         start = params["learning_rate"]
-        return keras.callbacks.LearningRateScheduler(
-            lambda epoch, rate: start * 0.5 * (1 + math.cos(math.pi * epoch / max_epochs)))
+        return keras.callbacks.LearningRateScheduler(lambda epoch, rate: cosine_rate(start, epoch + 1, max_epochs))
     if kind == "plateau" and patience >= PLATEAU_MIN_PATIENCE:
         return keras.callbacks.ReduceLROnPlateau(monitor=objective.metric, mode=objective.direction[:3],
                                                  factor=PLATEAU_FACTOR, patience=1)
     return None
+
+
+def cosine_rate(start: float, epoch: int, epochs: int) -> float:
+    """The learning rate of (1-based) `epoch` of a cosine decay from `start` towards 0 over `epochs`."""
+    return start * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))
 
 
 def refit(trial_model, dataset: Dataset, *, epochs: int, batch_size: int, learning_rates: dict[int, float],

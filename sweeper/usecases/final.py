@@ -5,6 +5,7 @@ process, the last process of a one-worker pool, or a Dask worker)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,14 +18,18 @@ from sweeper.store import SweepRecorder
 from sweeper.usecases.plan import SweepPlan
 from sweeper.usecases.studies import TOP, baseline_metrics, read_ensemble
 
+#: the seconds left of the sweep's --timeout (None: no limit), asked when the final model starts training
+TimeLeft = Callable[[], "float | None"]
 
-def finish_joined(plan: SweepPlan, parent_id: str, listener: SweepListener) -> SweepResult:
+
+def finish_joined(plan: SweepPlan, parent_id: str, listener: SweepListener,
+                  time_left: TimeLeft | None = None) -> SweepResult:
     """Make the final model of the sweep run `parent_id` from another process than the one that opened it (a
-    Dask worker): its store, engine and data are opened here."""
+    pool's worker, a Dask worker): its store, engine and data are opened here."""
     recorder = SweepRecorder.open(plan.study, plan.tracking_uri)
     recorder.join_search(parent_id, plan.study_record())
     with make_engine(plan.backend, plan.engine_options()) as engine:
-        return finish(plan, load_data(plan), engine, recorder, listener)
+        return finish(plan, load_data(plan), engine, recorder, listener, time_left)
 
 
 def load_data(plan: SweepPlan) -> Dataset:
@@ -36,7 +41,9 @@ def load_data(plan: SweepPlan) -> Dataset:
 
 
 def finish(plan: SweepPlan, dataset: Dataset, engine: Engine, recorder: SweepRecorder,
-           listener: SweepListener) -> SweepResult:
+           listener: SweepListener, time_left: TimeLeft | None = None) -> SweepResult:
+    """The final model made, evaluated, logged and registered, and the sweep run ended (`time_left`: what is left
+    of the sweep's --timeout; unknown, a timed sweep's final model trains no longer than its best trial did)."""
     from sweeper.ml.baseline import fit_baseline
     from sweeper.ml.train import evaluate, for_users
 
@@ -47,7 +54,7 @@ def finish(plan: SweepPlan, dataset: Dataset, engine: Engine, recorder: SweepRec
         listener.final_step(f"evaluating trial {best.number}'s model on the test split")
         model = trial_model = recorder.store.load_trial_model(best)
         test = evaluate(model, dataset)
-        final = _refit_best(plan, dataset, recorder, best, model, listener)
+        final = _refit_best(plan, dataset, recorder, best, model, listener, time_left)
         if final is not None:
             listener.final_step("evaluating the final model on the test split")
             model, trial_test, test = for_users(final.model), test, evaluate(final.model, dataset)
@@ -94,19 +101,40 @@ class _Refit:
 
 
 def _refit_best(plan: SweepPlan, dataset, recorder: SweepRecorder, best: TrialRecord, trial_model,
-                listener: SweepListener) -> _Refit | None:
-    """The best configuration retrained on train + val for its trial's best epoch count (None: --no-refit)."""
+                listener: SweepListener, time_left: TimeLeft | None) -> _Refit | None:
+    """The best configuration retrained on train + val (None: --no-refit) for its trial's best epoch count and
+    learning rates, or longer, its cosine stretched, when the trial still improved as its schedule ended."""
     from sweeper.ml.train import refit
 
-    epochs = best.best_epoch
-    if not plan.refit or epochs < 1:
+    if not plan.refit or best.best_epoch < 1:
         return None
+    epochs = _refit_epochs(plan, dataset, best, time_left)
     listener.refit_started(best.number, epochs)
     started = time.perf_counter()
     model = refit(trial_model, dataset, epochs=epochs, batch_size=int(best.params.get("batch_size", 32)),
-                  learning_rates=recorder.store.learning_rates(best), seed=plan.seed,
+                  learning_rates=_refit_rates(recorder, best, epochs), seed=plan.seed,
                   epoch_hooks=[listener.refit_epoch_ended])
     return _Refit(model, epochs, time.perf_counter() - started)
+
+
+def _refit_epochs(plan: SweepPlan, dataset: Dataset, best: TrialRecord, time_left: TimeLeft | None) -> int:
+    from sweeper.domain.budget import refit_epochs
+
+    per_epoch = best.metrics.get("train_seconds", 0.0) / max(1, best.epochs or 1)
+    more_data = (len(dataset.x_train) + len(dataset.x_val)) / len(dataset.x_train)  # at most: a subset's is less
+    left = time_left() if time_left is not None else (0.0 if plan.timeout else None)
+    return refit_epochs(best.best_epoch, plan.space.max_epochs,
+                        cosine=best.params.get("lr_schedule") == "cosine", seconds_per_epoch=per_epoch * more_data,
+                        time_left=left)
+
+
+def _refit_rates(recorder: SweepRecorder, best: TrialRecord, epochs: int) -> dict[int, float]:
+    """The trial's logged rate per epoch, or, for a longer retraining, its cosine stretched over `epochs`."""
+    from sweeper.ml.train import cosine_rate
+
+    if epochs <= best.best_epoch:
+        return recorder.store.learning_rates(best)
+    return {epoch: cosine_rate(float(best.params["learning_rate"]), epoch, epochs) for epoch in range(1, epochs + 1)}
 
 
 def _ensemble_candidates(plan: SweepPlan, recorder: SweepRecorder, best: TrialRecord) -> list[tuple[TrialRecord, Any]]:

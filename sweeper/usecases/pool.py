@@ -116,6 +116,10 @@ class WorkerPool:
         """Whether a worker waits, with Keras and the data loaded, to make the final model."""
         return self.waiting is not None and self.waiting[0].is_alive()
 
+    def time_left(self) -> float | None:
+        """What is left of the sweep's --timeout, counted from when the first worker was ready to train."""
+        return _time_left(self.plan.timeout, self.clock)
+
     def finish(self) -> SweepResult:
         """The sweep's final model made by the waiting worker, its events shown here; its error raised here."""
         process, orders = self.waiting
@@ -209,17 +213,17 @@ def _worker_main(plan, parent_id, index, threads, clocks, failures_in_a_row, mes
         messages.put(("exit", index, status, failures))
         if status == _DONE:
             with contextlib.suppress(KeyboardInterrupt):  # the parent ends the sweep run
-                _when_told(plan, parent_id, orders, messages)
+                _when_told(plan, parent_id, orders, messages, time_left=lambda: _time_left(plan.timeout, clocks[0]))
 
 
-def _when_told(plan, parent_id, orders, messages) -> None:
+def _when_told(plan, parent_id, orders, messages, time_left) -> None:
     """Make the sweep's final model if told to (in this process Keras and the data are loaded already)."""
     if orders.get() != _FINISH:
         return
     from sweeper.usecases.final import finish_joined
 
     try:
-        result = finish_joined(plan, parent_id, _ForwardingListener(messages, None))
+        result = finish_joined(plan, parent_id, _ForwardingListener(messages, None), time_left)
     except Exception as exc:
         messages.put(("error", None, _picklable(exc)))
     else:

@@ -61,7 +61,7 @@ def _run_sweep(plan: SweepPlan, listener: SweepListener, started: float) -> Swee
             listener.sweep_joined(recorder.parent_id)
         if reaped:
             listener.trials_reaped(reaped)
-        pool = None
+        pool = budget = None
         with _search_ended_on_error(plan, recorder, engine):
             if plan.cluster:
                 from sweeper.usecases.cluster import run_on_cluster
@@ -91,7 +91,8 @@ def _run_sweep(plan: SweepPlan, listener: SweepListener, started: float) -> Swee
                 return finish_on_cluster(plan, recorder.parent_id, listener)
             if pool is not None and pool.can_finish:  # by the pool's last worker, whose data and Keras are loaded
                 return pool.finish()
-            return finish(plan, load_data(plan), engine, recorder, listener)
+            time_left = budget.time_left if budget else pool.time_left if pool else None
+            return finish(plan, load_data(plan), engine, recorder, listener, time_left)
 
 
 @contextlib.contextmanager
