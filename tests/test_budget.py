@@ -124,6 +124,7 @@ def test_the_final_model_trains_for_the_best_trials_epochs_unless_its_cosine_end
     assert refit_epochs(15, 20, cosine=True, seconds_per_epoch=5, time_left=None) == 15  # it stopped improving
     assert refit_epochs(19, 20, cosine=True, seconds_per_epoch=5, time_left=None) == 30  # still improving: 1.5x
     assert refit_epochs(2, 2, cosine=True, seconds_per_epoch=5, time_left=None) == 3
+    assert refit_epochs(20, 0, cosine=True, seconds_per_epoch=5, time_left=None) == 20  # its schedule's length unknown
 
 
 def test_a_longer_final_model_takes_only_the_time_left():

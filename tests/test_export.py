@@ -13,7 +13,7 @@ from PIL import Image
 from sweeper.ml.data import load_dataset
 from sweeper.ml.formats import FORMATS, TOLERANCE
 
-from .conftest import sweeper
+from .conftest import sweeper, write_space
 
 ALL_FORMATS = ["--format", "keras", "--format", "savedmodel", "--format", "onnx", "--format", "tflite"]
 
@@ -197,6 +197,27 @@ def test_retrain_trains_once_then_reuses_the_retrained_model(tmp_path):
     assert again.exit_code == 0 and "Retraining" not in again.output
     second = json.loads((tmp_path / "b" / "model.json").read_text())
     assert second["mlflow_model_run_id"] == retrain.info.run_id and second["test_metrics"] == card["test_metrics"]
+
+
+COSINE_SPACE = ("objective: val_accuracy\nmax_epochs: 2\nparams:\n  n_layers: 1\n  units: 16\n"
+                "  learning_rate: 0.01\n  lr_schedule: cosine\n")
+
+
+def test_a_trial_still_improving_as_its_cosine_ended_is_retrained_longer_by_the_sweep_and_by_export(tmp_path):
+    import mlflow
+
+    space = write_space(tmp_path / "cosine.yaml", COSINE_SPACE)  # 2 epochs: the best epoch is one of the last two
+    swept = sweeper("search", "digits", "--space", space, "--trials", 1, "--study", "refit", cwd=tmp_path)
+    assert swept.exit_code == 0, swept.output
+    assert "on training + validation data for 3 epochs" in swept.output  # 1.5x the schedule's 2, cosine stretched
+    kept = sweeper("search", "digits", "--space", space, "--trials", 1, "--study", "own", "--no-refit", cwd=tmp_path)
+    assert kept.exit_code == 0, kept.output
+    later = sweeper("export", "own", "--retrain", "--out", tmp_path / "own", cwd=tmp_path)
+    assert later.exit_code == 0, later.output
+    assert "Retraining trial 0's configuration on training + validation data for 3 epochs" in later.output
+    store = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    [retrain] = store.search_runs([store.get_experiment_by_name("own").experiment_id], "tags.run_kind = 'retrain'")
+    assert retrain.data.metrics["refit_epochs"] == 3
 
 
 def test_a_format_whose_converter_is_missing_names_the_extra(fashion_study, tmp_path, monkeypatch):

@@ -34,9 +34,10 @@ FINISH_SECONDS = 30
 
 def refit_epochs(best_epoch: int, max_epochs: int, *, cosine: bool, seconds_per_epoch: float,
                  time_left: float | None) -> int:
-    """The final model's epochs: the best trial's best epoch count, or, for a cosine schedule still improving at
-    its end, up to LONGER_REFIT times its epochs, as many as the time left allows (never fewer than the trial's)."""
-    if not cosine or best_epoch < max_epochs - 1:
+    """The final model's epochs: the best trial's best epoch count, or, for a cosine schedule (over `max_epochs`;
+    0: not known) still improving at its end, up to LONGER_REFIT times its epochs, as many as the time left allows
+    (never fewer than the trial's)."""
+    if not cosine or not max_epochs or best_epoch < max_epochs - 1:
         return best_epoch
     longer = math.ceil(LONGER_REFIT * max_epochs)
     if time_left is not None and seconds_per_epoch > 0:

@@ -123,6 +123,7 @@ def check_out(out: Path, force: bool) -> None:
 def _choose_model(store: Store, record: StudyRecord, best: TrialRecord, dataset: Dataset, retrain: bool, own: bool,
                   seed: int, say, recorded: bool = True) -> Chosen:
     from sweeper.ml.train import refit
+    from sweeper.usecases.final import refit_schedule
 
     trial_model = store.load_trial_model(best)
     own_model = Chosen(trial_model, f"trial {best.number}'s own model", best.run_id)
@@ -136,16 +137,16 @@ def _choose_model(store: Store, record: StudyRecord, best: TrialRecord, dataset:
         say(f"Trial {best.number} was not retrained on training + validation data (--no-refit or --pick): "
             f"exporting its own model; --retrain makes the retrained one.")
         return own_model
-    epochs = best.best_epoch
-    if epochs < 1:
+    if best.best_epoch < 1:
         raise ExportError(f"trial {best.number} recorded no best epoch, so its training cannot be repeated; "
                           f"export it without --retrain")
+    epochs, rates = refit_schedule(store, best, dataset, time_left=None)
     say(f"Retraining trial {best.number}'s configuration on training + validation data for "
         f"{plural(epochs, 'epoch')}...")
 
     def retrained():
         return refit(trial_model, dataset, epochs=epochs, batch_size=int(best.params.get("batch_size", 32)),
-                     learning_rates=store.learning_rates(best), seed=seed)
+                     learning_rates=rates, seed=seed)
 
     if not recorded:
         return Chosen(retrained(), _retrained(best, epochs), best.run_id, retrained_now=True)

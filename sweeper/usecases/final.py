@@ -108,33 +108,32 @@ def _refit_best(plan: SweepPlan, dataset, recorder: SweepRecorder, best: TrialRe
 
     if not plan.refit or best.best_epoch < 1:
         return None
-    epochs = _refit_epochs(plan, dataset, best, time_left)
+    left = time_left() if time_left is not None else (0.0 if plan.timeout else None)
+    epochs, rates = refit_schedule(recorder.store, best, dataset, left)
     listener.refit_started(best.number, epochs)
     started = time.perf_counter()
     model = refit(trial_model, dataset, epochs=epochs, batch_size=int(best.params.get("batch_size", 32)),
-                  learning_rates=_refit_rates(recorder, best, epochs), seed=plan.seed,
-                  epoch_hooks=[listener.refit_epoch_ended])
+                  learning_rates=rates, seed=plan.seed, epoch_hooks=[listener.refit_epoch_ended])
     return _Refit(model, epochs, time.perf_counter() - started)
 
 
-def _refit_epochs(plan: SweepPlan, dataset: Dataset, best: TrialRecord, time_left: TimeLeft | None) -> int:
+def refit_schedule(store, best: TrialRecord, dataset: Dataset, time_left: float | None) -> tuple[int, dict]:
+    """How the best configuration is retrained on train + val (the sweep's final model, `export --retrain`): its
+    epochs and learning rate per (1-based) epoch. The trial's best epoch count and its logged rates; or, when its
+    cosine schedule ended while it still improved, more epochs (as many as `time_left` allows; None: no limit),
+    the cosine stretched over them."""
     from sweeper.domain.budget import refit_epochs
+    from sweeper.ml.train import cosine_rate
 
     per_epoch = best.metrics.get("train_seconds", 0.0) / max(1, best.epochs or 1)
     more_data = (len(dataset.x_train) + len(dataset.x_val)) / len(dataset.x_train)  # at most: a subset's is less
-    left = time_left() if time_left is not None else (0.0 if plan.timeout else None)
-    return refit_epochs(best.best_epoch, plan.space.max_epochs,
-                        cosine=best.params.get("lr_schedule") == "cosine", seconds_per_epoch=per_epoch * more_data,
-                        time_left=left)
-
-
-def _refit_rates(recorder: SweepRecorder, best: TrialRecord, epochs: int) -> dict[int, float]:
-    """The trial's logged rate per epoch, or, for a longer retraining, its cosine stretched over `epochs`."""
-    from sweeper.ml.train import cosine_rate
-
+    epochs = refit_epochs(best.best_epoch, int(best.metrics.get("epoch_cap", 0)),
+                          cosine=best.params.get("lr_schedule") == "cosine", seconds_per_epoch=per_epoch * more_data,
+                          time_left=time_left)
     if epochs <= best.best_epoch:
-        return recorder.store.learning_rates(best)
-    return {epoch: cosine_rate(float(best.params["learning_rate"]), epoch, epochs) for epoch in range(1, epochs + 1)}
+        return best.best_epoch, store.learning_rates(best)
+    start = float(best.params["learning_rate"])
+    return epochs, {epoch: cosine_rate(start, epoch, epochs) for epoch in range(1, epochs + 1)}
 
 
 def _ensemble_candidates(plan: SweepPlan, recorder: SweepRecorder, best: TrialRecord) -> list[tuple[TrialRecord, Any]]:

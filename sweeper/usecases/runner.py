@@ -118,7 +118,7 @@ class TrialRunner:
                            epochs=result.epochs, seconds=result.seconds)
             costs = model_costs(result.model, self.dataset,
                                 latency=space.cost is not None and space.cost.metric == "latency_ms")
-            run.log_metrics(costs)
+            run.log_metrics({**costs, "epoch_cap": max_epochs})  # the cap: a cosine schedule's length
             if self._keeps_model(result.objective):
                 run.log_model(result.model)
         finally:
