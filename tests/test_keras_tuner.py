@@ -22,7 +22,8 @@ def test_the_adapter_declares_conditional_parameters_to_keras_tuner():
     # Keras Tuner's defaults: lowest value, first choice; so one layer and adam
     assert params == {"n_layers": 1, "units_0": 16, "learning_rate": 1e-4, "batch_size": 16, "optimizer": "adam",
                       "dropout": 0.0, "activation": "relu", "kernel_initializer": "he_normal", "l2": 0.0,
-                      "batch_norm": False, "weight_decay": 0.0, "label_smoothing": 0.0, "lr_schedule": "plateau"}
+                      "batch_norm": False, "weight_decay": 0.0, "label_smoothing": 0.0, "lr_schedule": "plateau",
+                      "ema": 0.0, "standardize": False}
     conditions = {h.name: [(c.name, list(c.values)) for c in h.conditions] for h in hp.space}
     assert conditions["units_0"] == [("n_layers", [1, 2, 3])] and conditions["units_2"] == [("n_layers", [3])]
     assert conditions["momentum"] == conditions["nesterov"] == [("optimizer", ["sgd"])]
