@@ -249,6 +249,18 @@ def test_a_jobs_timeout_counts_from_when_the_workers_are_ready(tmp_path):
     assert first_trial - launched > 2  # the start-up alone took longer than the budget
 
 
+@pytest.mark.parametrize("trials", [3, 30], ids=["in-process", "one-worker-process"])
+def test_a_single_worker_timeout_counts_the_start_up_as_one_process_does(tmp_path, trials):
+    """Without --jobs a sweep's budget is its wall time from the start, start-up included, whether its trials run in
+    the command's process or (more than 20 trials) in a worker process: a budget that the start-up alone outlasts
+    (Keras' import takes longer than 2 s) leaves no time for a trial, and the sweep says so."""
+    result = run(tmp_path, "search", "digits", "--trials", trials, "--timeout", "2s", "--max-epochs", 1,
+                 "--pruner", "none")
+    assert result.returncode == 0, result.stderr
+    assert "Study digits: 0 complete, 0 pruned, 0 failed trials." in result.stdout
+    assert study_trials(tmp_path) == []
+
+
 @pytest.mark.parametrize("sig,code,trials,recycle_after", [(signal.SIGTERM, 143, 1, "20"), (signal.SIGINT, 130, 2, "1")],
                          ids=["in-process", "the-last-pool-worker"])
 def test_an_interrupt_during_the_final_model_ends_the_sweep_run_and_the_same_command_finishes(tmp_path, sig, code,

@@ -49,11 +49,13 @@ class WorkerPool:
     `listener`. `run()` until the study's budget or the time is spent; then `finish()` has the last worker make the
     final model where it can (`can_finish`); `close()` (or leaving the `with` block) lets it go."""
 
-    def __init__(self, plan: SweepPlan, parent_id: str, listener: SweepListener):
+    def __init__(self, plan: SweepPlan, parent_id: str, listener: SweepListener, started: float = 0.0):
         self.plan, self.parent_id, self.listener = plan, parent_id, listener
         self.context = multiprocessing.get_context("spawn")  # a fresh Keras backend per worker
         self.messages = self.context.Queue()
-        self.clock = self.context.Value("d", 0.0)  # when the first worker was ready to train: --timeout counts from
+        # --timeout counts from: the sweep's start (`started`, time.time()) for one worker, as in one process (a
+        # 15-minute sweep takes 15 minutes, its start-up included); with several, when the first is ready to train
+        self.clock = self.context.Value("d", started if plan.jobs == 1 else 0.0)
         self.longest = self.context.Value("d", 0.0)  # the longest complete trial of the workers that ended
         self.threads = max(1, (os.cpu_count() or 1) // plan.jobs)
         self.failures_in_a_row = {index: 0 for index in range(plan.jobs)}
@@ -308,7 +310,8 @@ def _tensorflow_threads(threads: int) -> None:
 
 
 def _time_left(timeout: float | None, clock) -> float | None:
-    """The sweep's --timeout counts from when its first worker was ready to train (start-up excluded)."""
+    """What is left of the sweep's --timeout, counted from the shared clock: the sweep's start (one worker), or
+    when the first worker was ready to train (several: their start-up excluded)."""
     if timeout is None:
         return None
     with clock.get_lock():

@@ -70,7 +70,8 @@ def _run_sweep(plan: SweepPlan, listener: SweepListener, started: float) -> Swee
             elif _in_worker_processes(plan, engine):
                 from sweeper.usecases.pool import WorkerPool
 
-                pool = pools.enter_context(WorkerPool(plan, recorder.parent_id, listener))
+                began = time.time() - (time.monotonic() - started)  # the pool's workers share a wall clock
+                pool = pools.enter_context(WorkerPool(plan, recorder.parent_id, listener, started=began))
                 pool.run()  # this process loads no data nor TensorFlow
             else:
                 dataset = load_data(plan)
