@@ -32,8 +32,10 @@ TOOLS = ("sweeper", "recipe", "optuna", "keras-tuner", "keras-tuner-hyperband")
 def run_sweeper(args, seed, workdir) -> dict:
     started = time.time()
     with open(Path(workdir) / "sweeper.log", "w") as log:
+        cap = ["--trials", str(args.trials)] if args.trials else []
         done = subprocess.run([str(BIN / "sweeper"), "search", "fashion", "--timeout", f"{args.timeout:g}s",
-                               "--seed", str(seed), *_smaller(args)], cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+                               "--seed", str(seed), *_smaller(args), *cap], cwd=workdir, stdout=log,
+                              stderr=subprocess.STDOUT)
     shutil.copy(Path(workdir) / "sweeper.log", f"sweeper-seed{seed}.log")  # kept: the sweep's own account of its time
     if done.returncode:
         sys.exit(f"sweeper failed:\n{(Path(workdir) / 'sweeper.log').read_text()[-3000:]}")
@@ -116,6 +118,8 @@ def main():
     parser.add_argument("--tools", nargs="+", default=list(TOOLS), choices=TOOLS)
     parser.add_argument("--max-epochs", type=int, help="a quick look only: every tool's epoch cap")
     parser.add_argument("--subset", type=int, help="a quick look only: every tool's training images")
+    parser.add_argument("--trials", type=int, help="a quick look only: sweeper's trial cap (its --timeout counts "
+                                                   "its start-up, which a budget of seconds would not cover)")
     args = parser.parse_args()
     results = {tool: [] for tool in args.tools}
     for seed in args.seeds:
