@@ -34,15 +34,15 @@ def test_the_first_trial_starts_and_later_ones_leave_room_for_half_a_trial_and_t
     assert budget.longest_trial() == 100 and budget.time_left() == 800
     budget.timed(_trial(clock, 100))()
     budget.timed(_trial(clock, 100))()
-    budget.timed(_trial(clock, 100))()  # 500 s left: a trial (100) and the final model (125) fit
+    budget.timed(_trial(clock, 100))()  # 500 s left: a trial (100) and the final model (125 + 30) fit
     assert budget.may_start_trial()
     budget.timed(_trial(clock, 100))()
     budget.timed(_trial(clock, 100))()  # 300 s left: still room
     assert budget.may_start_trial()
-    clock.now += 120  # 180 s left: half a trial (50) and the final model (125) fit
+    clock.now += 90  # 210 s left: half a trial (50) and the final model (125 + 30) fit
     assert budget.may_start_trial()
-    clock.now += 10  # 170 s left: less than 100 * (0.5 + 1.25)
-    assert 170 < 100 * (LEAST_TRIAL_SHARE + FINAL_MODEL_TRIALS) and not budget.may_start_trial()
+    clock.now += 10  # 200 s left: less than 100 * (0.5 + 1.25) + 30
+    assert 200 < 100 * (LEAST_TRIAL_SHARE + FINAL_MODEL_TRIALS) + FINISH_SECONDS and not budget.may_start_trial()
 
 
 def test_only_complete_trials_count_and_the_longest_one_sets_the_room_kept():
@@ -55,13 +55,13 @@ def test_only_complete_trials_count_and_the_longest_one_sets_the_room_kept():
     budget.timed(_trial(clock, 200))()
     budget.timed(_trial(clock, 100))()
     assert budget.longest_trial() == 200  # a trial that is not pruned may run as long as the longest did
-    clock.now = budget.deadline - 340  # room for half a 100 s trial and its final model, not for a 200 s one's
+    clock.now = budget.deadline - 340  # room for half a 100 s trial and its final model (205), not a 200 s one's (380)
     assert not budget.may_start_trial()
     clock.now = budget.deadline
     assert budget.time_left() == 0 and not budget.may_start_trial()
 
 
-def test_a_running_trial_stops_training_once_the_time_left_covers_only_the_final_model():
+def test_a_running_trial_stops_training_before_an_epoch_that_would_eat_into_the_final_models_time():
     clock = Clock()
     budget = TimeBudget(900, clock)
     assert not budget.out_of_time()  # no trial running
@@ -74,13 +74,34 @@ def test_a_running_trial_stops_training_once_the_time_left_covers_only_the_final
         return TrialOutcome("complete")
 
     budget.timed(first_trial)()
-    # after 400 s, 500 left >= 1.25 x 400; after 450 s, 450 left < 1.25 x 450: the trial stops there
-    assert seen[7] == (500, False) and seen[8] == (450, True)
+    # after 300 s, another 50 s epoch leaves 550 >= 1.25 x 350 + 30; after 350 s it would leave 500 < 1.25 x 400 + 30
+    assert seen[5] == (600, False) and seen[6] == (550, True)
     assert not budget.out_of_time()  # between trials, may_start_trial decides
 
     clock.now = budget.deadline - 300  # a shorter trial next, sized on the longest one (500 s)
     budget.timed(lambda *a: seen.append(budget.out_of_time()) or TrialOutcome("complete"))()
-    assert seen[-1] is True  # 300 left < 1.25 x 500
+    assert seen[-1] is True  # 300 left < 1.25 x 500 + 30
+
+
+def test_a_long_epoch_stops_a_trial_sooner_than_short_ones():
+    def first_stop(epoch_seconds):
+        clock = Clock()
+        budget = TimeBudget(900, clock)
+        stopped = []
+
+        def trial(*args):
+            while not stopped:
+                clock.now += epoch_seconds
+                if budget.out_of_time():
+                    stopped.append(budget.time_left())
+            return TrialOutcome("complete")
+
+        budget.timed(trial)()
+        return stopped[0]
+
+    # 10 s epochs: after 380 s, another would leave 510 < 1.25 x 390 + 30; 100 s epochs: after 300 s, another
+    # would leave 500 < 1.25 x 400 + 30 (and after 200 s, 600 >= 405)
+    assert (first_stop(10), first_stop(100)) == (520, 600)
 
 
 def test_no_limit_never_stops_a_trial():
@@ -114,7 +135,7 @@ def test_the_live_display_shows_what_is_left_of_the_budget():
 def test_a_replacement_worker_starts_with_the_longest_trial_its_predecessors_ran():
     clock = Clock()
     blind, told = TimeBudget(80, clock), TimeBudget(80, clock, longest_known=50)
-    assert blind.may_start_trial() and not told.may_start_trial()  # 50 x 1.75 = 87.5 s needed, 80 left
+    assert blind.may_start_trial() and not told.may_start_trial()  # 50 x 1.75 + 30 = 117.5 s needed, 80 left
     assert told.longest_trial() == 50 and told.out_of_time() is False  # no trial running
 
 

@@ -1,7 +1,8 @@
 """A sweep's wall-clock budget (`--timeout`), the final model included: a trial starts only while the time left
 covers the final model (retrained on training + validation data for about the best trial's epochs, then evaluated
 and registered) and, before it, half the longest complete trial so far; a running trial that outlasts that stops
-training (keeping its best epoch) once the time left covers only the final model."""
+training (keeping its best epoch) at the end of the last epoch after which the time left still covers the final
+model once another epoch has run."""
 
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ FINAL_MODEL_TRIALS = 1.25
 #: with a whole longest trial required, a 15-minute sweep of Fashion-MNIST left 3 of its minutes unused.
 LEAST_TRIAL_SHARE = 0.5
 
+#: seconds kept after the final model's training, under a time budget: its test evaluation, the averaging with
+#: other trials, the registration and the baseline (6-11 s measured in 15-minute sweeps). Without them in the
+#: reserve, a 15-minute sweep of Fashion-MNIST ended 23 s late (its widest trial retrained in 1.10x the trial's time,
+#: then 10 s of finish; bench/RESULTS.md).
+FINISH_SECONDS = 30
+
 
 #: a best trial whose cosine schedule ended while it still improved (its best epoch one of the schedule's last two)
 #: has its final model trained for up to this many times the schedule's epochs, the cosine stretched over them: the
@@ -27,9 +34,6 @@ LEAST_TRIAL_SHARE = 0.5
 #: each seed +0.0020 to +0.0028; bench/RESULTS.md)
 LONGER_REFIT = 1.5
 
-#: seconds kept after the final model's training, under a time budget: its test evaluation, the averaging with
-#: other trials, the registration and the baseline (6-11 s measured in 15-minute sweeps)
-FINISH_SECONDS = 30
 
 
 def refit_epochs(best_epoch: int, max_epochs: int, *, cosine: bool, seconds_per_epoch: float,
@@ -56,6 +60,7 @@ class TimeBudget:
         # complete trials' wall times; `longest_known`: of the trials an earlier worker process of the sweep ran
         self.trial_seconds: list[float] = [longest_known] if longest_known else []
         self.running_since: float | None = None  # when the trial running now started
+        self.epoch_ended: float | None = None  # when the running trial's last epoch ended (or it started)
 
     def time_left(self) -> float | None:
         return None if self.deadline is None else max(0.0, self.deadline - self.clock())
@@ -65,29 +70,42 @@ class TimeBudget:
         when it is not pruned."""
         return max(self.trial_seconds, default=0.0)
 
+    @staticmethod
+    def final_model_seconds(trial_seconds: float) -> float:
+        """The time kept for the final model of a sweep whose longest trial took `trial_seconds`."""
+        return trial_seconds * FINAL_MODEL_TRIALS + FINISH_SECONDS
+
     def may_start_trial(self) -> bool:
-        left = self.time_left()
-        return left is None or left > self.longest_trial() * (LEAST_TRIAL_SHARE + FINAL_MODEL_TRIALS)
+        left, longest = self.time_left(), self.longest_trial()
+        if left is None:
+            return True
+        if not longest:  # nothing measured yet: the first trial sizes the rest
+            return left > 0
+        return left > longest * LEAST_TRIAL_SHARE + self.final_model_seconds(longest)
 
     def out_of_time(self) -> bool:
-        """Whether the running trial must stop training now: the time left covers only the final model, sized on
-        the longest trial so far, this one included (a first trial of a short budget, a wider model than any
+        """Called at each epoch's end: whether the running trial must stop training now, because after one more
+        epoch (as long as the last one) the time left would no longer cover the final model, sized on the longest
+        trial so far, this one and that epoch included (a first trial of a short budget, a wider model than any
         before: either would otherwise push the final model past the deadline)."""
         left = self.time_left()
         if left is None or self.running_since is None:
             return False
-        running = self.clock() - self.running_since
-        return left < max(self.longest_trial(), running) * FINAL_MODEL_TRIALS
+        now = self.clock()
+        epoch, self.epoch_ended = now - (self.epoch_ended or self.running_since), now
+        running = now - self.running_since
+        return left - epoch < self.final_model_seconds(max(self.longest_trial(), running + epoch))
 
     def timed(self, run_trial):
         """`run_trial`, its complete trials' wall times recorded."""
 
         def timed_trial(*args, **kwargs):
             started = self.running_since = self.clock()
+            self.epoch_ended = None
             try:
                 outcome = run_trial(*args, **kwargs)
             finally:
-                self.running_since = None
+                self.running_since = self.epoch_ended = None
             if outcome.state == "complete":
                 self.trial_seconds.append(self.clock() - started)
             return outcome
