@@ -50,7 +50,7 @@ TEST_WORKERS ?= 3
 test: setup test-tools
 	$(BIN)/ruff check sweeper tests bench
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal --durations 20
 
 # The benchmark suite (about 2 hours on 2 cores); figures go to bench/RESULTS.md by hand, with the command.
 bench: setup
