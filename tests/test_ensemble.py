@@ -11,6 +11,7 @@ from sweeper.ml.data import load_dataset
 from sweeper.ml.formats import FORMATS
 
 from .conftest import SPACES, sweeper, write_space
+from .test_export import COSINE_SPACE
 from .test_multi_objective import two_objective_space
 
 ENSEMBLE = ["search", "digits", "--trials", 5, "--max-epochs", 2, "--pruner", "none", "--ensemble", 4]
@@ -173,3 +174,17 @@ def test_a_two_objective_space_file_with_an_ensemble_names_its_line(tmp_path):
     assert result.exit_code == 1 and result.output.strip() == (
         f"Error: {path}:{line}: ensemble: averages the best trials of one objective, but this space has two (its "
         f"final model is one trial of the Pareto front)")
+
+
+def test_a_best_trial_retrained_longer_than_it_ran_is_not_averaged(tmp_path):
+    space = write_space(tmp_path / "cosine.yaml", COSINE_SPACE)  # 2 epochs: the best epoch is one of the last two
+    result = sweeper("search", "digits", "--space", space, "--trials", 2, "--ensemble", 2, cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    [parent] = _runs(tmp_path, "search")
+    best = parent.data.tags["best_trial_number"]
+    summary = " ".join(result.output.split())
+    assert "on training + validation data for 3 epochs" in summary  # 1.5x the schedule's 2, cosine stretched
+    assert (f"Final model: trial {best} retrained alone (a retraining longer than its trial is not averaged with "
+            f"other trials: the validation split that would choose them judged the trials' own models only).") in summary
+    assert parent.data.tags["ensemble_skipped"] == "longer_refit" and "ensemble_of" not in parent.data.tags
+    assert "single_test_accuracy" not in parent.data.metrics

@@ -62,3 +62,4 @@ class SweepResult:
     ensemble_of: list[int] = field(default_factory=list)  # the final model averages these trials (best first)
     single_test_metrics: dict = field(default_factory=dict)  # then: the best trial's final model alone
     ensemble_candidates: list[int] = field(default_factory=list)  # the trials it might have averaged with the best
+    ensemble_skipped: bool = False  # an average was asked for, but the best was retrained longer than its trial

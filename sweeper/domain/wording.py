@@ -4,8 +4,12 @@ write them, a final model against its baseline."""
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from sweeper.domain.errors import UsageError
+
+if TYPE_CHECKING:
+    from sweeper.domain.events import SweepResult
 
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
@@ -40,6 +44,20 @@ def baseline_line(name: str | None, baseline: dict, final: dict) -> str:
     ahead = final[metric] - baseline[metric] if metric == "test_accuracy" else baseline[metric] - final[metric]
     verdict = f"the final model is {abs(ahead):.4f} {'ahead' if ahead > 0 else 'behind'}" if ahead else "a tie"
     return f"{line}; {verdict}."
+
+
+def final_model_line(result: SweepResult) -> str | None:
+    """Which model is final when an average was asked for, and what it bought (None: a single model was asked for,
+    or no trial had a model to average with)."""
+    if result.ensemble_skipped:
+        return (f"Final model: trial {result.best.number} retrained alone (a retraining longer than its trial is not "
+                f"averaged with other trials: the validation split that would choose them judged the trials' own "
+                f"models only).")
+    if not result.ensemble_candidates:
+        return None
+    return ensemble_line(result.ensemble_of, result.ensemble_candidates, bool(result.refit_epochs),
+                         result.test_metrics, result.single_test_metrics or result.test_metrics,
+                         result.objective_metric)
 
 
 def ensemble_line(members: list[int], candidates: list[int], refit: bool, ensemble: dict, single: dict,

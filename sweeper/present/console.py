@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sweeper.domain.events import SweepListener, SweepResult
-from sweeper.domain.wording import baseline_line, ensemble_line, plural
+from sweeper.domain.wording import baseline_line, final_model_line, plural
 
 _SHOWN_PARAMS = ("n_layers", "learning_rate", "batch_size", "optimizer", "dropout", "activation")
 _PARAM_HEADERS = ("lr", "batch", "optimizer", "dropout", "activation")  # of _SHOWN_PARAMS[1:]
@@ -205,9 +205,8 @@ def summary(result: SweepResult, command: str = "sweeper") -> Group:
                  f"(the trial's own model: {trial_tests})")
     parts.append(f"Best model: trial {result.best.number}, {result.objective_metric} {result.best.value:.4f}; "
                  f"{tests}")
-    if result.ensemble_candidates:
-        parts.append(ensemble_line(result.ensemble_of, result.ensemble_candidates, bool(result.refit_epochs),
-                                   result.test_metrics, single, result.objective_metric))
+    if final_line := final_model_line(result):
+        parts.append(final_line)
     if result.baseline_metrics:
         parts.append(baseline_line(result.baseline, result.baseline_metrics, result.test_metrics))
     if result.finished_elsewhere:

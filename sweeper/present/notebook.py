@@ -7,7 +7,7 @@ import html
 import time
 
 from sweeper.domain.events import SweepListener, SweepResult
-from sweeper.domain.wording import baseline_line, ensemble_line, plural
+from sweeper.domain.wording import baseline_line, final_model_line, plural
 
 _STYLE = "font-family:monospace;font-size:12px"
 _COLORS = {"complete": "#2a7", "pruned": "#b80", "failed": "#c33", "interrupted": "#a3a"}
@@ -118,10 +118,8 @@ def summary_html(result: SweepResult) -> str:
                  f"{model}; on the test split: {tests}"
                  + (f"; registered as models:/{html.escape(result.study)}@champion." if result.model_version else
                     ".") + "</p>")
-    if result.ensemble_candidates:
-        line = ensemble_line(result.ensemble_of, result.ensemble_candidates, bool(result.refit_epochs),
-                             result.test_metrics, single, result.objective_metric)
-        parts.append(f"<p>{html.escape(line)}</p>")
+    if final_line := final_model_line(result):
+        parts.append(f"<p>{html.escape(final_line)}</p>")
     if result.baseline_metrics:
         parts.append(f"<p>{html.escape(baseline_line(result.baseline, result.baseline_metrics, result.test_metrics))}"
                      f"</p>")
