@@ -143,14 +143,14 @@ def test_the_final_model_trains_for_the_best_trials_epochs_unless_its_cosine_end
     assert refit_epochs(12, 20, cosine=False, seconds_per_epoch=5, time_left=None) == 12  # plateau: its best epochs
     assert refit_epochs(20, 20, cosine=False, seconds_per_epoch=5, time_left=None) == 20
     assert refit_epochs(15, 20, cosine=True, seconds_per_epoch=5, time_left=None) == 15  # it stopped improving
-    assert refit_epochs(19, 20, cosine=True, seconds_per_epoch=5, time_left=None) == 30  # still improving: 1.5x
-    assert refit_epochs(2, 2, cosine=True, seconds_per_epoch=5, time_left=None) == 3
+    assert refit_epochs(19, 20, cosine=True, seconds_per_epoch=5, time_left=None) == 40  # still improving: 2x
+    assert refit_epochs(2, 2, cosine=True, seconds_per_epoch=5, time_left=None) == 4
     assert refit_epochs(20, 0, cosine=True, seconds_per_epoch=5, time_left=None) == 20  # its schedule's length unknown
 
 
 def test_a_longer_final_model_takes_only_the_time_left():
     room = FINISH_SECONDS + 25 * 5  # 25 epochs of 5 s fit before the finish's own seconds
     assert refit_epochs(20, 20, cosine=True, seconds_per_epoch=5, time_left=room) == 25
-    assert refit_epochs(20, 20, cosine=True, seconds_per_epoch=5, time_left=room + 1000) == 30
+    assert refit_epochs(20, 20, cosine=True, seconds_per_epoch=5, time_left=room + 1000) == 40
     assert refit_epochs(20, 20, cosine=True, seconds_per_epoch=5, time_left=10) == 20  # never fewer than the trial's
     assert refit_epochs(20, 20, cosine=True, seconds_per_epoch=5, time_left=0) == 20

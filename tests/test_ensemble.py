@@ -183,7 +183,7 @@ def test_a_best_trial_retrained_longer_than_it_ran_is_not_averaged(tmp_path):
     [parent] = _runs(tmp_path, "search")
     best = parent.data.tags["best_trial_number"]
     summary = " ".join(result.output.split())
-    assert "on training + validation data for 3 epochs" in summary  # 1.5x the schedule's 2, cosine stretched
+    assert "on training + validation data for 4 epochs" in summary  # 2x the schedule's 2, cosine stretched
     assert (f"Final model: trial {best} retrained alone (a retraining longer than its trial is not averaged with "
             f"other trials: the validation split that would choose them judged the trials' own models only).") in summary
     assert parent.data.tags["ensemble_skipped"] == "longer_refit" and "ensemble_of" not in parent.data.tags

@@ -209,15 +209,15 @@ def test_a_trial_still_improving_as_its_cosine_ended_is_retrained_longer_by_the_
     space = write_space(tmp_path / "cosine.yaml", COSINE_SPACE)  # 2 epochs: the best epoch is one of the last two
     swept = sweeper("search", "digits", "--space", space, "--trials", 1, "--study", "refit", cwd=tmp_path)
     assert swept.exit_code == 0, swept.output
-    assert "on training + validation data for 3 epochs" in swept.output  # 1.5x the schedule's 2, cosine stretched
+    assert "on training + validation data for 4 epochs" in swept.output  # 2x the schedule's 2, cosine stretched
     kept = sweeper("search", "digits", "--space", space, "--trials", 1, "--study", "own", "--no-refit", cwd=tmp_path)
     assert kept.exit_code == 0, kept.output
     later = sweeper("export", "own", "--retrain", "--out", tmp_path / "own", cwd=tmp_path)
     assert later.exit_code == 0, later.output
-    assert "Retraining trial 0's configuration on training + validation data for 3 epochs" in later.output
+    assert "Retraining trial 0's configuration on training + validation data for 4 epochs" in later.output
     store = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     [retrain] = store.search_runs([store.get_experiment_by_name("own").experiment_id], "tags.run_kind = 'retrain'")
-    assert retrain.data.metrics["refit_epochs"] == 3
+    assert retrain.data.metrics["refit_epochs"] == 4
 
 
 def test_a_format_whose_converter_is_missing_names_the_extra(fashion_study, tmp_path, monkeypatch):
