@@ -1,16 +1,18 @@
 """Overhead: the share of a sweep's wall time that is not model training, and `sweeper --help` latency.
 
-Run: .venv/bin/python bench/overhead.py [--trials 12] [--max-epochs 15]
+Run: .venv/bin/python bench/overhead.py [--trials 12] [--max-epochs 15] [--logging-only [--tracking-uri URI]]
 Times `sweeper --help` (and an argument error) as a user's shell does, then runs one default
 `sweeper search fashion --trials N` in a fresh folder, timed from process start to exit, and splits
 its wall time with the sweep's own MLflow records: training is the time inside Keras' fit (each
 trial's `train_seconds`, the final refit's `refit_seconds`); the rest is start-up (process start to
 the first trial), per-trial bookkeeping (a trial run's span outside fit: building the model,
 tracking, pruning, saving the best model), the gaps between trials (sampler, storage), and the
-finish (after the last trial: test evaluation, model logging and registry; the refit excluded).
+finish (after the last trial: test evaluation, model logging and registry; the refit excluded). First, the
+training thread's time in per-epoch logging, synchronous against asynchronous, on a store of its own.
 """
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -75,11 +77,61 @@ def print_breakdown(parts: dict) -> None:
         for number, state, kept, seconds in parts["outside fit, by trial"]))
 
 
+def epoch_logging(epochs: int = 100, rounds: int = 3, tracking_uri: str | None = None) -> None:
+    """The training thread's time in per-epoch MLflow logging: a synchronous `log_batch` (sweeper until
+    2026-12-04) against `TrialRun.log_epoch` (MLflow's asynchronous logging), on a fresh SQLite store (or the
+    tracking server at `tracking_uri`), the epochs stood in for by the same numpy work; `rounds` of each, in
+    alternating order, medians printed."""
+    import numpy as np
+    from mlflow.entities import Metric
+
+    from sweeper.domain.records import StudyRecord, TrialOutcome
+    from sweeper.store import SweepRecorder
+
+    logs = {"loss": 0.3, "accuracy": 0.9, "val_loss": 0.3, "val_accuracy": 0.9, "learning_rate": 1e-3}
+    matrix = np.random.default_rng(0).random((500, 500))
+
+    def synchronous(run, epoch):
+        now = int(time.time() * 1000)
+        run.client.log_batch(run.run_id, metrics=[Metric(k, v, now, epoch) for k, v in logs.items()])
+
+    ways = {"synchronous": synchronous, "asynchronous": lambda run, epoch: run.log_epoch(epoch, logs)}
+    seconds = {name: [] for name in ways}
+    with tempfile.TemporaryDirectory(prefix="bench-logging-") as root:
+        recorder = SweepRecorder.open(f"logging-{os.getpid()}", tracking_uri or f"sqlite:///{root}/mlflow.db")
+        study = StudyRecord(recorder.study, "", "optuna", "fashion", "val_accuracy", "maximize", task="classification")
+        recorder.open_search(study, space_signature={}, settings={}, space_text="")
+        for number in range(2 * rounds):
+            name = list(ways)[(number + number // 2) % 2]  # sync, async, async, sync, sync, async, ...
+            run, in_logging, started = recorder.start_trial(number, {}), 0.0, time.perf_counter()
+            for epoch in range(1, epochs + 1):
+                for _ in range(20):  # an epoch's stand-in (about 50 ms here)
+                    matrix @ matrix
+                before = time.perf_counter()
+                ways[name](run, epoch)
+                in_logging += time.perf_counter() - before
+            run.end(TrialOutcome("complete", 0.9))
+            seconds[name].append((in_logging, time.perf_counter() - started))
+    (sync_log, sync_all), (async_log, async_all) = (
+        (statistics.median(s for s, _ in seconds[name]), statistics.median(w for _, w in seconds[name]))
+        for name in ways)
+    print(f"per-epoch logging to {tracking_uri or 'a SQLite store'}, {epochs} epochs, medians of {rounds}: on the "
+          f"training thread "
+          f"{1000 * sync_log / epochs:.1f} ms per epoch synchronous, {1000 * async_log / epochs:.1f} ms "
+          f"asynchronous ({sync_log / max(async_log, 1e-9):.0f}x less); whole loop {sync_all:.2f} s against "
+          f"{async_all:.2f} s ({async_all / sync_all:.3f}x)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--max-epochs", type=int, default=15)
+    parser.add_argument("--logging-only", action="store_true", help="only the per-epoch logging comparison")
+    parser.add_argument("--tracking-uri", help="the logging comparison against this tracking server instead")
     args = parser.parse_args()
+    epoch_logging(tracking_uri=args.tracking_uri)
+    if args.logging_only:
+        return
     sweeper = str(BIN / "sweeper")
     help_s = command_seconds([sweeper, "--help"])
     error_s = command_seconds([sweeper, "search", "fashion", "--trials", "0"])

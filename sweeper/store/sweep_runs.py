@@ -46,21 +46,43 @@ class TrialRun:
 
     def __init__(self, client: Any, run_id: str):
         self.client, self.run_id = client, run_id
+        self._in_flight = None  # the last epoch's metrics, queued for MLflow's logging thread
 
     def log_epoch(self, epoch: int, logs: dict) -> None:
+        """The epoch's metrics, queued for MLflow's asynchronous logging (the next epoch trains while they are
+        written) once the previous epoch's have landed: a write that failed (a full disk) is raised here, one
+        epoch late at most, and at most one epoch's metrics are ever in flight."""
         from mlflow.entities import Metric
 
+        self.flush()
         now = int(time.time() * 1000)
-        with deferred():  # a Ctrl-C in mid-write would leave the SQLite store locked for the trial's last words
-            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in logs.items()])
+        with deferred():  # queued and remembered together
+            self._in_flight = self.client.log_batch(
+                self.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in logs.items()], synchronous=False)
 
-    def log_result(self, metrics: dict, *, objective: float, best_epoch: int, epochs: int, seconds: float) -> None:
-        """The trial's model's metrics (its best epoch) as `final_*`, and what it cost."""
+    def flush(self) -> None:
+        """Wait until the queued epoch metrics are written; raise what their writing raised (once). A signal
+        meanwhile is raised after it, so that an interrupted trial keeps every epoch it reported."""
+        if self._in_flight is None:
+            return
+        with deferred():
+            try:
+                self._in_flight.wait()
+            except Exception:
+                self._in_flight = None
+                raise
+            self._in_flight = None
+
+    def log_result(self, metrics: dict, *, objective: float, best_epoch: int, epochs: int, seconds: float,
+                   **others: float) -> None:
+        """The trial's model's metrics (its best epoch) as `final_*`, what it cost, and `others`, in one write
+        after the epochs' own."""
         final = {f"final_{k}": v for k, v in metrics.items()}
-        final.update(objective=objective, best_epoch=best_epoch, epochs=epochs, train_seconds=seconds)
+        final.update(objective=objective, best_epoch=best_epoch, epochs=epochs, train_seconds=seconds, **others)
         self.log_metrics(final)
 
     def log_metrics(self, metrics: dict) -> None:
+        self.flush()
         with deferred():
             log_metrics(self.client, self.run_id, metrics)
 
@@ -71,6 +93,7 @@ class TrialRun:
 
     def end(self, outcome: TrialOutcome) -> None:
         """End the run with the status `outcome` deserves (layout.STATUS); a pruned trial keeps its time in fit."""
+        self.flush()  # the epochs' metrics land before the run's status: a reader of an ended run sees them all
         if outcome.state == "abandoned":
             self._wait_for_the_taker()
         with deferred():

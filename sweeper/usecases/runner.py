@@ -114,11 +114,11 @@ class TrialRunner:
                 weights_in=plan.weights_in, weights_out=plan.weights_out, builder=space.model,
                 epoch_hooks=[run.log_epoch, lambda e, logs: self.listener.epoch_ended(number, e, logs), prune_hook],
                 stop_when=self.out_of_time)
-            run.log_result(result.metrics, objective=result.objective, best_epoch=result.best_epoch,
-                           epochs=result.epochs, seconds=result.seconds)
             costs = model_costs(result.model, self.dataset,
                                 latency=space.cost is not None and space.cost.metric == "latency_ms")
-            run.log_metrics({**costs, "epoch_cap": max_epochs})  # the cap: a cosine schedule's length
+            run.log_result(result.metrics, objective=result.objective, best_epoch=result.best_epoch,
+                           epochs=result.epochs, seconds=result.seconds,
+                           epoch_cap=max_epochs, **costs)  # the cap: a cosine schedule's length
             if self._keeps_model(result.objective):
                 run.log_model(result.model)
         finally:
