@@ -115,11 +115,10 @@ def epoch_logging(epochs: int = 100, rounds: int = 3, tracking_uri: str | None =
     (sync_log, sync_all), (async_log, async_all) = (
         (statistics.median(s for s, _ in seconds[name]), statistics.median(w for _, w in seconds[name]))
         for name in ways)
-    print(f"per-epoch logging to {tracking_uri or 'a SQLite store'}, {epochs} epochs, medians of {rounds}: on the "
-          f"training thread "
-          f"{1000 * sync_log / epochs:.1f} ms per epoch synchronous, {1000 * async_log / epochs:.1f} ms "
-          f"asynchronous ({sync_log / max(async_log, 1e-9):.0f}x less); whole loop {sync_all:.2f} s against "
-          f"{async_all:.2f} s ({async_all / sync_all:.3f}x)")
+    print(f"per-epoch logging to {tracking_uri or 'a SQLite store'}, {epochs} epochs, medians of {rounds}: "
+          f"on the training thread {1000 * sync_log / epochs:.1f} ms per epoch synchronous, "
+          f"{1000 * async_log / epochs:.1f} ms asynchronous ({sync_log / max(async_log, 1e-9):.0f}x less); "
+          f"whole loop {sync_all:.2f} s against {async_all:.2f} s ({async_all / sync_all:.3f}x)")
 
 
 def main():

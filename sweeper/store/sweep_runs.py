@@ -68,10 +68,8 @@ class TrialRun:
         with deferred():
             try:
                 self._in_flight.wait()
-            except Exception:
+            finally:  # a signal cannot land in here: what wait raised is the write's own error
                 self._in_flight = None
-                raise
-            self._in_flight = None
 
     def log_result(self, metrics: dict, *, objective: float, best_epoch: int, epochs: int, seconds: float,
                    **others: float) -> None:
