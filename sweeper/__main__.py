@@ -1,3 +1,3 @@
-from sweeper.cli import main
+from sweeper.cli import run
 
-main(prog_name="sweeper")
+run()

@@ -28,3 +28,14 @@ def main(debug):
 for _command in (search, study, refine, lr_find, validate, datasets, doctor, trials, studies, report, ui, export,
                  predict, cluster):
     main.add_command(_command)
+
+
+def run() -> None:
+    """The `sweeper` console script: `main`, the process then ended without the interpreter's teardown (a command
+    that trained or loaded a model exits seconds sooner). Tests call `main` itself, in-process."""
+    from sweeper.runtime.setup import end_process
+
+    try:
+        main(prog_name="sweeper")
+    except SystemExit as exc:
+        end_process(exc.code)

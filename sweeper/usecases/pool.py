@@ -30,6 +30,7 @@ from sweeper.domain.events import SweepListener, SweepResult
 from sweeper.engines import make_engine
 from sweeper.runtime import interrupts
 from sweeper.runtime.heap import long_lived_objects_frozen
+from sweeper.runtime.setup import configure_process, end_process
 from sweeper.store import SweepRecorder
 from sweeper.usecases.plan import SweepPlan
 
@@ -200,8 +201,6 @@ def _worker_main(plan, parent_id, index, threads, clocks, failures_in_a_row, mes
     """One worker process: its own Keras backend threads, data, engine and trial runs; it ends with its parent.
     Done with the budget, it waits to be told whether to make the final model."""
     if plan.quiet_workers:  # a process of its own: it quiets the libraries as its parent did
-        from sweeper.runtime.setup import configure_process
-
         configure_process(optuna=True)
     with interrupts.installed():
         _die_with_parent(parent_pid)
@@ -216,6 +215,9 @@ def _worker_main(plan, parent_id, index, threads, clocks, failures_in_a_row, mes
         if status == _DONE:
             with contextlib.suppress(KeyboardInterrupt):  # the parent ends the sweep run
                 _when_told(plan, parent_id, orders, messages, time_left=lambda: _time_left(plan.timeout, clocks[0]))
+    messages.close()
+    messages.join_thread()  # every word sent before the process ends
+    end_process(0)  # the parent waits for this process: not for TensorFlow's teardown too
 
 
 def _when_told(plan, parent_id, orders, messages, time_left) -> None:
