@@ -11,7 +11,7 @@ import numpy as np
 
 from sweeper.domain.space import Objective
 from sweeper.ml.data import Dataset
-from sweeper.ml.model import loss_and_metrics
+from sweeper.ml.model import PREDICT_BATCH, loss_and_metrics
 
 
 def average(members: Sequence[Any], dataset: Dataset, names: Sequence[str]) -> Any:
@@ -46,7 +46,7 @@ def _renamed(member: Any, name: str) -> Any:
 
 
 def validation_predictions(model: Any, dataset: Dataset) -> np.ndarray:
-    return np.asarray(model.predict(dataset.x_val, verbose=0, batch_size=1024), dtype=np.float64)
+    return np.asarray(model.predict(dataset.x_val, verbose=0, batch_size=PREDICT_BATCH), dtype=np.float64)
 
 
 def choose_members(predicted: Sequence[np.ndarray], dataset: Dataset, objective: Objective) -> list[int]:

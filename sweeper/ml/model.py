@@ -10,6 +10,10 @@ from typing import Any
 from sweeper.domain.errors import SweeperError
 from sweeper.ml.data import Dataset
 
+#: examples per step when a trained model predicts or is evaluated: Keras' default of 32 makes evaluating the
+#: test split cost 0.7-1.3 s where 1,024 costs 0.35-0.4 s (bench/RESULTS.md)
+PREDICT_BATCH = 1024
+
 #: builders given in memory (a notebook's function), by the name their space records: this process only
 _LOCAL_BUILDERS: dict[str, Callable] = {}
 

@@ -12,7 +12,7 @@ from typing import Any
 from sweeper.domain.errors import TrialFailed, TrialPruned
 from sweeper.domain.space import Objective
 from sweeper.ml.data import Dataset
-from sweeper.ml.model import build_model
+from sweeper.ml.model import PREDICT_BATCH, build_model
 from sweeper.runtime import interrupts
 
 #: Keras compile options that make an epoch cheap on CPU: 64 steps per call into TensorFlow instead of one
@@ -147,10 +147,10 @@ def evaluate(model, dataset: Dataset) -> dict[str, float]:
 
     from sweeper.ml.losses import plain
 
-    scores = model.evaluate(dataset.x_test, dataset.y_test, verbose=0, return_dict=True)
+    scores = model.evaluate(dataset.x_test, dataset.y_test, verbose=0, return_dict=True, batch_size=PREDICT_BATCH)
     config = model.get_compile_config() or {}
     if plain(config) is not config:
-        predicted = model.predict(dataset.x_test, verbose=0, batch_size=1024)
+        predicted = model.predict(dataset.x_test, verbose=0, batch_size=PREDICT_BATCH)
         scores["loss"] = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(dataset.y_test, predicted))
     return {f"test_{k}": float(v) for k, v in scores.items()}
 
