@@ -188,9 +188,12 @@ def _write_on_tensorflow(fmt: Format, model, path: Path) -> None:
 
 
 if __name__ == "__main__":  # python -m sweeper.ml.formats FORMAT MODEL.keras PATH (see _write_on_tensorflow)
+    from sweeper.runtime.setup import end_process
+
     try:
         loaded = load_keras(sys.argv[2])
         loaded(np.zeros((1, *loaded.input_shape[1:]), dtype="float32"))  # built, not yet called: LiteRT needs a call
         FORMATS[sys.argv[1]].write(loaded, Path(sys.argv[3]))
     except ExportError as exc:
-        sys.exit(f"Error: {exc}")
+        end_process(f"Error: {exc}")
+    end_process(0)  # a process that loaded TensorFlow: its teardown would add seconds to every export on JAX

@@ -114,6 +114,8 @@ def end_process(code: int | str | None = 0) -> None:
     import atexit
     import threading
 
+    if sys.getprofile() is not None or sys.gettrace() is not None:  # a profiler, coverage: they write at the exit
+        sys.exit(code)
     # what the interpreter does first at exit: stop idle thread pools (MLflow's), then wait for the other threads
     threading._shutdown()  # the standard library has no public way to do this, nor to run the atexit handlers
     if isinstance(code, str):  # as sys.exit("message"): the message on stderr, status 1
