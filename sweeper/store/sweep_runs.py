@@ -46,30 +46,16 @@ class TrialRun:
 
     def __init__(self, client: Any, run_id: str):
         self.client, self.run_id = client, run_id
-        self._in_flight = None  # the last epoch's metrics, queued for MLflow's logging thread
 
     def log_epoch(self, epoch: int, logs: dict) -> None:
-        """The epoch's metrics, queued for MLflow's asynchronous logging (the next epoch trains while they are
-        written) once the previous epoch's have landed: a write that failed (a full disk) is raised here, one
-        epoch late at most, and at most one epoch's metrics are ever in flight."""
+        """The epoch's metrics, written before the next epoch trains. Synchronously: MLflow's asynchronous logging
+        spared the training thread 8 ms per epoch but cost each trial about 0.7 s at its end, when ending the run
+        stops MLflow's logging thread, which polls its queue once a second (bench/RESULTS.md, fifteenth session)."""
         from mlflow.entities import Metric
 
-        self.flush()
         now = int(time.time() * 1000)
-        with deferred():  # queued and remembered together
-            self._in_flight = self.client.log_batch(
-                self.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in logs.items()], synchronous=False)
-
-    def flush(self) -> None:
-        """Wait until the queued epoch metrics are written; raise what their writing raised (once). A signal
-        meanwhile is raised after it, so that an interrupted trial keeps every epoch it reported."""
-        if self._in_flight is None:
-            return
-        with deferred():
-            try:
-                self._in_flight.wait()
-            finally:  # a signal cannot land in here: what wait raised is the write's own error
-                self._in_flight = None
+        with deferred():  # a Ctrl-C in mid-write would leave the SQLite store locked for the trial's last words
+            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in logs.items()])
 
     def log_result(self, metrics: dict, *, objective: float, best_epoch: int, epochs: int, seconds: float,
                    **others: float) -> None:
@@ -80,7 +66,6 @@ class TrialRun:
         self.log_metrics(final)
 
     def log_metrics(self, metrics: dict) -> None:
-        self.flush()
         with deferred():
             log_metrics(self.client, self.run_id, metrics)
 
@@ -91,7 +76,6 @@ class TrialRun:
 
     def end(self, outcome: TrialOutcome) -> None:
         """End the run with the status `outcome` deserves (layout.STATUS); a pruned trial keeps its time in fit."""
-        self.flush()  # the epochs' metrics land before the run's status: a reader of an ended run sees them all
         if outcome.state == "abandoned":
             self._wait_for_the_taker()
         with deferred():
