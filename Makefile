@@ -44,7 +44,7 @@ search: setup
 
 # Three pytest workers on two cores: the suite's processes wait on each other (signals, servers, a second
 # process, a worker's TensorFlow import) for much of their time, so a third keeps both cores busier (the same
-# tests: 19.5 min on three workers against 24.3 on two, the same day; 17.0-19.2 min now; README, "Measured").
+# tests: 19.5 min on three workers against 24.3 on two, the same day; 14.5-19.2 min lately; README, "Measured").
 TEST_WORKERS ?= 3
 
 test: setup test-tools
