@@ -28,15 +28,14 @@ def waiting_for_the_write():
         frame = frame.f_back
     return {"log_epoch", "log_batch"} <= names
 
-def let_the_write_land(interrupt):
+def interrupt_then_let_the_write_land():
     deadline = time.monotonic() + 60
     while not waiting_for_the_write():
         if time.monotonic() > deadline:
             print("never waited for the epoch's write", flush=True)
             os._exit(3)
         time.sleep(0.005)
-    if interrupt:
-        os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), signal.SIGINT)
     blocker.execute("COMMIT")
 
 def logs(epoch):
@@ -49,7 +48,7 @@ with interrupts.installed():
     try:
         if where == "during the write":  # epoch 5's metrics wait for the lock; the interrupt lands meanwhile
             blocker.execute("BEGIN EXCLUSIVE")
-            threading.Thread(target=let_the_write_land, args=(True,)).start()
+            threading.Thread(target=interrupt_then_let_the_write_land).start()
             run.log_epoch(5, logs(5))
         else:  # between two writes: in the middle of epoch 6's training
             run.log_epoch(5, logs(5))
