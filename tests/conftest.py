@@ -204,6 +204,17 @@ def _create_database(postgres, name):
     return f"postgresql+psycopg://{user}:{quote(password, safe='')}@{host}:{port}/{name}"
 
 
+def load_pg_study(url, study):
+    """The study in PostgreSQL at `url`, read on connections closed after each query. Tests poll studies; a
+    pooled connection would stay open until its engine is garbage-collected, and a slow run's polls used up
+    the throwaway cluster's 200 connections."""
+    import optuna
+    from sqlalchemy.pool import NullPool
+
+    return optuna.load_study(study_name=study, storage=optuna.storages.RDBStorage(
+        url, engine_kwargs={"poolclass": NullPool}))
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(postgres, tmp_path_factory):
     """An MLflow tracking server on 127.0.0.1 backed by the throwaway PostgreSQL, started once for every pytest

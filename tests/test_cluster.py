@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import free_port
+from .conftest import free_port, load_pg_study
 
 BIN = Path(sys.executable).parent
 SWEEPER = str(BIN / "sweeper")
@@ -93,9 +93,7 @@ def runs(server, study):
 
 
 def trials(storage, study):
-    import optuna
-
-    return optuna.load_study(study_name=study, storage=storage).trials
+    return load_pg_study(storage, study).trials
 
 
 def test_a_cluster_sweep_runs_every_trial_in_the_dask_workers(cluster, pg_database, mlflow_server, tmp_path):

@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from .conftest import PG_PASSWORD, SPACES, sweeper, write_space
+from .conftest import PG_PASSWORD, SPACES, load_pg_study, sweeper, write_space
 from .test_faults import SWEEPER, runs
 
 #: trials long enough (up to 40 epochs on digits, no early stop) that a signal lands inside one
@@ -25,9 +25,7 @@ def start_worker(workdir, storage, *args, env=None):
 
 
 def load(storage, study="digits"):
-    import optuna
-
-    return optuna.load_study(study_name=study, storage=storage)
+    return load_pg_study(storage, study)
 
 
 def wait_for_trial_of(storage, process, timeout=180, study="digits"):
