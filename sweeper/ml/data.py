@@ -21,6 +21,7 @@ import numpy as np
 
 from sweeper.domain.errors import DatasetError
 from sweeper.domain.places import DATASETS_DIR
+from sweeper.ml.tensors import NUMERIC, aligned_empty, shareable, shared_tensor, shares_arrays
 
 SPLIT_SEED = 42
 #: Where Debian's dataset-* packages put data (`apt-get install dataset-fashion-mnist`).
@@ -29,6 +30,7 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Dataset:
     class_names: tuple[str, ...] | None = None
     preprocessing: dict = dataclasses.field(default_factory=dict)
     subset_of: int | None = None  # the training split's full size when only a subset of it is used
+    tensors: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)  # see held()
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -85,13 +88,34 @@ class Dataset:
         n_val = len(self.x_val)
         if self.subset_of:
             n_val = max(1, round(n_val * len(self.x_train) / self.subset_of))
-        return (np.concatenate([self.x_train, self.x_val[:n_val]]),
-                np.concatenate([self.y_train, self.y_val[:n_val]]))
+        return tuple(_joined(train, val[:n_val]) for train, val in ((self.x_train, self.x_val),
+                                                                    (self.y_train, self.y_val)))
+
+    def held(self) -> Dataset:
+        """The dataset with a backend tensor over each split's memory, which `for_fit` gives (`sweeper.ml.tensors`:
+        on TensorFlow; elsewhere the dataset itself)."""
+        if not shares_arrays():
+            return self
+        held = dataclasses.replace(self, **{split: shareable(getattr(self, split)) for split in SPLITS})
+        tensors = {split: shared_tensor(array) for split in SPLITS
+                   if (array := getattr(held, split)).dtype.kind in NUMERIC}
+        object.__setattr__(held, "tensors", tensors)  # frozen; a replace() of it starts without them
+        return held
+
+    def for_fit(self, split: str):
+        """What Keras is given for a split: its tensor when the dataset is `held`, else its array."""
+        return self.tensors.get(split, getattr(self, split))
 
     def describe_splits(self) -> str:
         """E.g. `1,000 of 55,000 training examples, 5,000 validation, 10,000 test`."""
         train = f"{len(self.x_train):,}" + (f" of {self.subset_of:,}" if self.subset_of else "")
         return f"{train} training examples, {len(self.x_val):,} validation, {len(self.x_test):,} test"
+
+
+def _joined(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """The two arrays one after the other, in memory a backend tensor can read in place (see held())."""
+    joined = aligned_empty((len(first) + len(second), *first.shape[1:]), np.result_type(first, second))
+    return np.concatenate([first, second], out=joined)
 
 
 @dataclass(frozen=True)
@@ -145,8 +169,9 @@ def _image_dataset(name, arrays, source, class_names) -> Dataset:
     order = np.random.default_rng(SPLIT_SEED).permutation(len(x_full))
     n_val = max(1, len(x_full) // 12)  # 5,000 of 60,000, as the classic tutorial does
     val, train = order[:n_val], order[n_val:]
-    # one float32 array written once: astype-then-divide wrote two, and the fresh pages cost seconds here
-    scale = lambda x: np.divide(x, np.float32(255), dtype=np.float32)  # noqa: E731
+    # one float32 array written once (astype-then-divide wrote two, and the fresh pages cost seconds here), aligned
+    # so that a backend tensor can read it in place (held())
+    scale = lambda x: np.divide(x, np.float32(255), out=aligned_empty(x.shape, np.float32))  # noqa: E731
     return Dataset(name, "classification", scale(x_full[train]), y_full[train].astype(np.int32),
                    scale(x_full[val]), y_full[val].astype(np.int32), scale(x_test), y_test.astype(np.int32),
                    source, tuple(class_names), {"kind": "image", "scale": 1 / 255, "shape": list(x_full.shape[1:])})
@@ -432,7 +457,7 @@ def keep(dataset: Dataset) -> str:
     import json
 
     digest = hashlib.sha256()
-    for array in (dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val, dataset.x_test, dataset.y_test):
+    for array in (getattr(dataset, split) for split in SPLITS):
         digest.update(np.ascontiguousarray(array).tobytes())
     digest.update(json.dumps([dataset.task, dataset.class_names, dataset.preprocessing]).encode())
     fingerprint = digest.hexdigest()[:16]
@@ -457,7 +482,7 @@ def _load_kept(name: str) -> Dataset:
                            f"run from the folder the study was made in, or give the data again")
     with np.load(path) as kept:
         meta = json.loads(str(kept["meta"]))
-        arrays = {key: kept[key] for key in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+        arrays = {key: kept[key] for key in SPLITS}
     names = tuple(meta["class_names"]) if meta["class_names"] else None
     return Dataset(name, meta["task"], **arrays, source=meta["source"], class_names=names,
                    preprocessing=meta["preprocessing"])

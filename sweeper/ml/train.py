@@ -13,6 +13,7 @@ from sweeper.domain.errors import TrialFailed, TrialPruned
 from sweeper.domain.space import Objective
 from sweeper.ml.data import Dataset
 from sweeper.ml.model import PREDICT_BATCH, build_model
+from sweeper.ml.tensors import in_place
 from sweeper.runtime import interrupts
 
 #: Keras compile options that make an epoch cheap on CPU: 64 steps per call into TensorFlow instead of one
@@ -63,9 +64,9 @@ def train_trial(params: dict, dataset: Dataset, objective: Objective, *, max_epo
     callbacks += [_hooks(epoch_hooks), _stop_when(stop_when)]
     started = time.perf_counter()
     try:
-        fit = model.fit(dataset.x_train, dataset.y_train, batch_size=params["batch_size"], epochs=max_epochs,
-                        initial_epoch=initial_epoch, validation_data=(dataset.x_val, dataset.y_val), verbose=0,
-                        callbacks=callbacks)
+        fit = model.fit(dataset.for_fit("x_train"), dataset.for_fit("y_train"), batch_size=params["batch_size"],
+                        epochs=max_epochs, initial_epoch=initial_epoch, verbose=0, callbacks=callbacks,
+                        validation_data=(dataset.for_fit("x_val"), dataset.for_fit("y_val")))
     except TrialPruned as exc:
         exc.train_seconds = time.perf_counter() - started
         raise
@@ -123,7 +124,7 @@ def refit(trial_model, dataset: Dataset, *, epochs: int, batch_size: int, learni
     model.compile_from_config({**trial_model.get_compile_config(), **COMPILE_OPTIONS})  # a fresh optimizer
     x, y = dataset.refit_arrays()
     schedule = keras.callbacks.LearningRateScheduler(lambda epoch, rate: learning_rates.get(epoch + 1, rate))
-    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0,
+    model.fit(in_place(x), in_place(y), batch_size=batch_size, epochs=epochs, verbose=0,
               callbacks=[_stop_on_nan(), _checkpoint(), schedule, _hooks(epoch_hooks)])
     return model
 
@@ -147,7 +148,8 @@ def evaluate(model, dataset: Dataset) -> dict[str, float]:
 
     from sweeper.ml.losses import plain
 
-    scores = model.evaluate(dataset.x_test, dataset.y_test, verbose=0, return_dict=True, batch_size=PREDICT_BATCH)
+    scores = model.evaluate(dataset.for_fit("x_test"), dataset.for_fit("y_test"), verbose=0, return_dict=True,
+                            batch_size=PREDICT_BATCH)
     config = model.get_compile_config() or {}
     if plain(config) is not config:
         predicted = model.predict(dataset.x_test, verbose=0, batch_size=PREDICT_BATCH)

@@ -33,11 +33,12 @@ def finish_joined(plan: SweepPlan, parent_id: str, listener: SweepListener,
 
 
 def load_data(plan: SweepPlan) -> Dataset:
-    """The sweep's data (loaded once per process), with Keras and its backend imported quietly for what comes next."""
+    """The sweep's data (loaded once per process) held for every `fit` to read in place (`Dataset.held`), with Keras
+    and its backend imported quietly for what comes next."""
     from sweeper.ml.quiet import import_keras
 
     import_keras()
-    return plan.load_data()
+    return plan.load_data().held()
 
 
 def finish(plan: SweepPlan, dataset: Dataset, engine: Engine, recorder: SweepRecorder,

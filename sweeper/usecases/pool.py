@@ -262,13 +262,14 @@ def work_loop(plan: SweepPlan, parent_id: str, index: int, listener: SweepListen
     complete trial from one worker process to its replacement, whose budget would otherwise start blind and run
     trials up to the deadline. Returns (trials run, budget left, failures in a row)."""
     from sweeper.ml.quiet import import_keras
+    from sweeper.usecases.final import load_data
     from sweeper.usecases.runner import TrialRunner
 
     _threads(threads)
     import_keras()
     _tensorflow_threads(threads)
     space = plan.space
-    dataset = plan.load_data()
+    dataset = load_data(plan)
     listener.data_loaded(dataset.describe_splits())
     recorder = SweepRecorder.open(plan.study, plan.tracking_uri)
     recorder.join_search(parent_id, plan.study_record())

@@ -1,0 +1,62 @@
+"""A dataset held for TensorFlow: every fit reads the arrays in place, and trains as on the arrays themselves."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from sweeper.domain.space import Objective
+from sweeper.ml.data import load_dataset
+from sweeper.ml.tensors import ALIGNMENT, shareable
+from sweeper.ml.train import train_trial
+from sweeper.runtime.setup import keras_backend
+
+pytestmark = pytest.mark.skipif(keras_backend() != "tensorflow", reason="only Keras on TensorFlow copies arrays")
+
+PARAMS = {"n_layers": 1, "units_0": 32, "learning_rate": 1e-2, "batch_size": 64, "optimizer": "adam", "dropout": 0.1,
+          "activation": "relu", "kernel_initializer": "he_normal", "l2": 0.0}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def test_a_held_split_is_a_tensor_over_the_arrays_own_memory(digits):
+    import tensorflow as tf
+
+    own = dataclasses.replace(digits, x_train=digits.x_train.copy())  # written to below
+    held = own.held()
+    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        array, tensor = getattr(held, name), held.for_fit(name)
+        assert isinstance(tensor, tf.Tensor) and np.array_equal(array, getattr(own, name))
+        assert np.shares_memory(array, np.asarray(tensor))
+    first = (0,) * held.x_train.ndim
+    held.x_train[first] += 1  # one memory: what the array holds is what fit reads
+    assert float(held.for_fit("x_train")[first]) == held.x_train[first]
+    assert own.for_fit("x_train") is own.x_train  # a dataset not held gives its arrays
+    part = held.subset(len(held.x_train) - 1)
+    assert part.for_fit("x_train") is part.x_train  # and so does a subset taken after: its arrays are others
+
+
+def test_fashion_images_load_aligned_and_are_held_without_a_copy():
+    fashion = load_dataset("fashion")
+    assert fashion.x_train.ctypes.data % ALIGNMENT == 0
+    assert fashion.held().x_train is fashion.x_train
+
+
+@pytest.mark.parametrize("array", [np.arange(10.0, dtype=np.float32)[1:], np.ones((4, 3), np.float32).T],
+                         ids=["unaligned", "not contiguous"])
+def test_an_array_a_tensor_cannot_read_in_place_is_copied_first(array):
+    shared = shareable(array)
+    assert shared is not array and np.array_equal(shared, array)
+    assert shared.ctypes.data % ALIGNMENT == 0 and shared.flags.c_contiguous
+
+
+def test_training_on_a_held_dataset_is_training_on_its_arrays(digits):
+    objective = Objective("val_accuracy", "maximize")
+    on_arrays = train_trial(PARAMS, digits, objective, max_epochs=2, patience=2, seed=3)
+    on_tensors = train_trial(PARAMS, digits.held(), objective, max_epochs=2, patience=2, seed=3)
+    assert on_tensors.history == on_arrays.history
+    for a, b in zip(on_arrays.model.get_weights(), on_tensors.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
