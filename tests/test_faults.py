@@ -197,6 +197,45 @@ def _wait_for_trials_in_fit(workdir, process, count):
     pytest.fail(f"the sweep ended before {count} trials ran together: {process.communicate()}")
 
 
+def _spawned_workers(pid):
+    """The pids of the worker processes `pid` has started (not multiprocessing's resource tracker)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in children if "spawn_main" in _cmdline(child)]
+
+
+def _cmdline(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
+
+
+def test_workers_started_before_the_stores_open_are_let_go_when_the_study_needs_none(tmp_path):
+    """A --jobs sweep starts its workers while it opens the stores; a study already complete needs none: they are
+    killed (nothing of theirs is written yet), and the command ends with the stored result."""
+    args = ["search", "digits", "--trials", 2, "--jobs", 2, "--max-epochs", 1, "--pruner", "none", "--subset", 300]
+    assert run(tmp_path, *args).returncode == 0
+    again = subprocess.run([SWEEPER, *map(str, args)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "SWEEPER_OFFLINE": "1"})
+    assert again.returncode == 0, again.stderr
+    assert "nothing to run" in again.stdout + again.stderr
+    assert [r.data.tags["run_kind"] for r in runs(tmp_path)].count("search") == 1
+
+
+def test_an_interrupt_while_the_workers_start_kills_them_and_leaves_nothing_running(tmp_path):
+    process = start(tmp_path, "search", "digits", "--trials", 4, "--jobs", 2, "--max-epochs", 1)
+    deadline = time.monotonic() + 120
+    while len(workers := _spawned_workers(process.pid)) < 2:
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)  # a pool that waited for its workers would hang here
+    assert process.returncode == 130, err
+    assert "Interrupted" in err and "Traceback" not in err and "Exception ignored" not in err
+    assert not any(_alive(pid) for pid in workers)
+    assert [r.info.run_id for r in runs(tmp_path) if r.info.status == "RUNNING"] == []
+
+
 def test_sigterm_to_a_jobs_parent_stops_every_worker_at_once_and_no_trial_starts_after_it(tmp_path):
     process = start(tmp_path, *SLOW, "--trials", 9, "--jobs", 3)
     _wait_for_trials_in_fit(tmp_path, process, 3)

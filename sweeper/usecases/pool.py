@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sweeper.domain.budget import TimeBudget
 from sweeper.domain.errors import SweeperError, SweepError, Terminated
@@ -33,6 +33,9 @@ from sweeper.runtime.heap import long_lived_objects_frozen
 from sweeper.runtime.setup import configure_process, end_process
 from sweeper.store import SweepRecorder
 from sweeper.usecases.plan import SweepPlan
+
+if TYPE_CHECKING:
+    from sweeper.ml.data import Dataset
 
 #: trials a worker process runs before a fresh one replaces it (SWEEPER_RECYCLE_AFTER overrides)
 RECYCLE_AFTER = int(os.environ.get("SWEEPER_RECYCLE_AFTER", "20"))
@@ -46,12 +49,15 @@ STOP_GRACE_SECONDS = 20
 
 
 class WorkerPool:
-    """`plan.jobs` worker processes (recycled) on the study under the sweep run `parent_id`, their events shown by
-    `listener`. `run()` until the study's budget or the time is spent; then `finish()` has the last worker make the
-    final model where it can (`can_finish`); `close()` (or leaving the `with` block) lets it go."""
+    """`plan.jobs` worker processes (recycled), their events shown by `listener`. `start()` lets them import Keras and
+    load the data while this process opens the stores; `run(parent_id)` has them run trials under the sweep run
+    `parent_id` until the study's budget or the time is spent; then `finish()` has the last worker make the final
+    model where it can (`can_finish`); `close()` (or leaving the `with` block) lets it go, and kills workers started
+    but never run (they have written nothing)."""
 
-    def __init__(self, plan: SweepPlan, parent_id: str, listener: SweepListener, started: float = 0.0):
-        self.plan, self.parent_id, self.listener = plan, parent_id, listener
+    def __init__(self, plan: SweepPlan, listener: SweepListener, started: float = 0.0):
+        self.plan, self.listener = plan, listener
+        self.parent_id: str | None = None
         self.context = multiprocessing.get_context("spawn")  # a fresh Keras backend per worker
         self.messages = self.context.Queue()
         # --timeout counts from: the sweep's start (`started`, time.time()) for one worker, as in one process (a
@@ -70,19 +76,30 @@ class WorkerPool:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def start(self) -> None:
+        """Start the workers, which get ready to train and wait for `run`."""
+        for index in range(self.plan.jobs):
+            self._spawn(index)
+
     def _spawn(self, index: int) -> None:
         orders = self.context.SimpleQueue()
         process = self.context.Process(
             target=_worker_main, name=f"sweeper-worker-{index}",
-            args=(self.plan, self.parent_id, index, self.threads, (self.clock, self.longest),
-                  self.failures_in_a_row[index], self.messages, orders, os.getpid()))
+            args=(self.plan, index, self.threads, (self.clock, self.longest), self.failures_in_a_row[index],
+                  self.messages, orders, os.getpid()))
         process.start()
+        if self.parent_id is not None:
+            orders.put(self.parent_id)
         self.workers[index] = process, orders
 
-    def run(self) -> None:
-        """Run the workers until the study's budget or the time is spent (the last one then waits, see `finish`)."""
-        for index in range(self.plan.jobs):
-            self._spawn(index)
+    def run(self, parent_id: str) -> None:
+        """Run the workers under the sweep run `parent_id` until the study's budget or the time is spent (the last
+        one then waits, see `finish`)."""
+        self.parent_id = parent_id
+        for _, orders in self.workers.values():
+            orders.put(parent_id)
+        if not self.workers:
+            self.start()
         errors = []
         try:
             while self.workers:
@@ -154,7 +171,12 @@ class WorkerPool:
             getattr(self.listener, name)(*args)
 
     def close(self) -> None:
-        """Let a waiting worker go."""
+        """Let a waiting worker go; kill workers never run."""
+        if self.parent_id is None:
+            for process, _ in self.workers.values():
+                process.kill()
+                process.join()
+            self.workers.clear()
         if self.waiting is not None:
             process, orders = self.waiting
             self.waiting = None
@@ -197,16 +219,20 @@ class _ForwardingListener:
         return lambda *args: self.messages.put(("event", self.index, name, args))
 
 
-def _worker_main(plan, parent_id, index, threads, clocks, failures_in_a_row, messages, orders, parent_pid) -> None:
-    """One worker process: its own Keras backend threads, data, engine and trial runs; it ends with its parent.
-    Done with the budget, it waits to be told whether to make the final model."""
+def _worker_main(plan, index, threads, clocks, failures_in_a_row, messages, orders, parent_pid) -> None:
+    """One worker process: its own Keras backend threads, data, engine and trial runs under the sweep run whose id
+    it is sent once ready to train; it ends with its parent. Done with the budget, it waits to be told whether to
+    make the final model."""
     if plan.quiet_workers:  # a process of its own: it quiets the libraries as its parent did
         configure_process(optuna=True)
     with interrupts.installed():
         _die_with_parent(parent_pid)
-        status, failures = _DONE, failures_in_a_row
+        status, failures, parent_id = _DONE, failures_in_a_row, None
         try:
-            status, failures = _work(plan, parent_id, index, threads, clocks, failures_in_a_row, messages)
+            listener = _ForwardingListener(messages, index)
+            dataset = ready_to_train(plan, threads, listener)
+            parent_id = orders.get()
+            status, failures = _work(plan, parent_id, dataset, index, clocks, failures_in_a_row, listener)
         except KeyboardInterrupt:
             status = _INTERRUPTED  # its trial is recorded as interrupted; the parent process reports the interruption
         except SweeperError as exc:
@@ -245,32 +271,38 @@ def _picklable(exc: Exception) -> Exception:
         return SweepError(f"{type(exc).__name__}: {exc}")
 
 
-def _work(plan, parent_id, index, threads, clocks, failures_in_a_row, messages) -> tuple[str, int]:
+def _work(plan, parent_id, dataset, index, clocks, failures_in_a_row, listener) -> tuple[str, int]:
     clock, longest = clocks
-    ran, more, failures = work_loop(plan, parent_id, index, _ForwardingListener(messages, index), threads=threads,
+    ran, more, failures = work_loop(plan, parent_id, index, listener, dataset=dataset,
                                     timeout=lambda: _time_left(plan.timeout, clock),
                                     failures_in_a_row=failures_in_a_row, max_runs=RECYCLE_AFTER, longest=longest)
     return (_RECYCLE if ran >= RECYCLE_AFTER and more else _DONE), failures
 
 
-def work_loop(plan: SweepPlan, parent_id: str, index: int, listener: SweepListener, *, threads: int,
-              timeout: Callable[[], float | None], failures_in_a_row: int = 0,
-              max_runs: int | None = None, longest=None) -> tuple[int, bool, int]:
-    """One worker of a sweep, in the process (or Dask task) it runs in: Keras on `threads` threads, the data
-    loaded, trials run on the study under the sweep run `parent_id` until its budget, the time (`timeout()`, asked
-    once the worker is ready to train) or `max_runs` is spent; `longest` (a shared value) carries the longest
-    complete trial from one worker process to its replacement, whose budget would otherwise start blind and run
-    trials up to the deadline. Returns (trials run, budget left, failures in a row)."""
+def ready_to_train(plan: SweepPlan, threads: int, listener: SweepListener) -> Dataset:
+    """This process (or Dask task) made a sweep's worker: Keras on `threads` threads, the data loaded."""
     from sweeper.ml.quiet import import_keras
     from sweeper.usecases.final import load_data
-    from sweeper.usecases.runner import TrialRunner
 
     _threads(threads)
     import_keras()
     _tensorflow_threads(threads)
-    space = plan.space
     dataset = load_data(plan)
     listener.data_loaded(dataset.describe_splits())
+    return dataset
+
+
+def work_loop(plan: SweepPlan, parent_id: str, index: int, listener: SweepListener, *, dataset: Dataset,
+              timeout: Callable[[], float | None], failures_in_a_row: int = 0,
+              max_runs: int | None = None, longest=None) -> tuple[int, bool, int]:
+    """One worker of a sweep, ready to train on `dataset` (`ready_to_train`): trials run on the study under the
+    sweep run `parent_id` until its budget, the time (`timeout()`, asked once the worker is ready to train) or
+    `max_runs` is spent; `longest` (a shared value) carries the longest complete trial from one worker process to
+    its replacement, whose budget would otherwise start blind and run trials up to the deadline. Returns (trials
+    run, budget left, failures in a row)."""
+    from sweeper.usecases.runner import TrialRunner
+
+    space = plan.space
     recorder = SweepRecorder.open(plan.study, plan.tracking_uri)
     recorder.join_search(parent_id, plan.study_record())
     with make_engine(plan.backend, plan.engine_options(worker=index)) as engine:

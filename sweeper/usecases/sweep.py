@@ -20,6 +20,7 @@ from sweeper.runtime.heap import long_lived_objects_frozen
 from sweeper.store import SweepRecorder, describe_store
 from sweeper.usecases.final import best_or_none, count_metrics, finish, load_data, result_of
 from sweeper.usecases.plan import SweepPlan
+from sweeper.usecases.pool import RECYCLE_AFTER, WorkerPool
 from sweeper.usecases.runner import REAPED_NOTE, TrialRunner
 from sweeper.usecases.studies import recorded_result
 
@@ -45,55 +46,73 @@ def _default_uri() -> str:
 
 
 def _run_sweep(plan: SweepPlan, listener: SweepListener, started: float) -> SweepResult:
-    recorder = SweepRecorder.open(plan.study, plan.tracking_uri)
-    _check_against_study(recorder, plan)
-    recorder.reap_dead_runs()
-    with _open_engine(plan, recorder) as engine, contextlib.ExitStack() as pools:
-        done = _storedresult_of(plan, recorder, engine)
-        if done is not None:
-            return done
-        with engine.study_lock():
-            _open_search(recorder, plan)
-        reaped = engine.reap()
-        recorder.end_trial_runs(engine.take_reaped(), REAPED_NOTE)
-        listener.search_started(plan.study, plan.space.trials, engine.counts(), engine.best_value())
-        if recorder.joined:
-            listener.sweep_joined(recorder.parent_id)
-        if reaped:
-            listener.trials_reaped(reaped)
-        pool = budget = None
-        with _search_ended_on_error(plan, recorder, engine):
-            if plan.cluster:
-                from sweeper.usecases.cluster import run_on_cluster
+    with contextlib.ExitStack() as stack:
+        early = None
+        if _may_run_in_workers(plan):  # started now, they import Keras and load the data while the stores open
+            began = time.time() - (time.monotonic() - started)  # the workers share a wall clock
+            early = stack.enter_context(WorkerPool(plan, listener, started=began))
+            early.start()
+        recorder = SweepRecorder.open(plan.study, plan.tracking_uri)
+        _check_against_study(recorder, plan)
+        recorder.reap_dead_runs()
+        with _open_engine(plan, recorder) as engine:
+            return _sweep_on(plan, listener, started, recorder, engine, early)
 
-                run_on_cluster(plan, recorder.parent_id, listener)  # the workers are Dask tasks
-            elif _in_worker_processes(plan, engine):
-                from sweeper.usecases.pool import WorkerPool
 
-                began = time.time() - (time.monotonic() - started)  # the pool's workers share a wall clock
-                pool = pools.enter_context(WorkerPool(plan, recorder.parent_id, listener, started=began))
-                pool.run()  # this process loads no data nor TensorFlow
-            else:
-                dataset = load_data(plan)
-                listener.data_loaded(dataset.describe_splits())
-                budget = TimeBudget(plan.timeout, started=started)  # opening the store and the data count too
-                runner = TrialRunner(plan, dataset, recorder, listener, engine.top_values, engine.take_reaped,
-                                     out_of_time=budget.out_of_time)
-                with long_lived_objects_frozen():
-                    engine.optimize(runner, trials=plan.space.trials, budget=budget)
-        if not _last_to_finish(recorder, engine):
-            result = result_of(plan, recorder, engine.counts(), best_or_none(recorder))
-            result.finished_elsewhere = True
-            return result
-        with _search_ended_on_error(plan, recorder, engine, finishing=True):
-            if plan.cluster:  # made on a Dask worker: this process may lack the data and TensorFlow
-                from sweeper.usecases.cluster import finish_on_cluster
+def _sweep_on(plan: SweepPlan, listener: SweepListener, started: float, recorder: SweepRecorder, engine,
+              early: WorkerPool | None) -> SweepResult:
+    """The sweep, its stores open: its trials run, then its final model made (or its stored result)."""
+    done = _storedresult_of(plan, recorder, engine)
+    if done is not None:
+        return done
+    with engine.study_lock():
+        _open_search(recorder, plan)
+    reaped = engine.reap()
+    recorder.end_trial_runs(engine.take_reaped(), REAPED_NOTE)
+    listener.search_started(plan.study, plan.space.trials, engine.counts(), engine.best_value())
+    if recorder.joined:
+        listener.sweep_joined(recorder.parent_id)
+    if reaped:
+        listener.trials_reaped(reaped)
+    with _search_ended_on_error(plan, recorder, engine):
+        pool, budget = _run_trials(plan, listener, started, recorder, engine, early)
+    if not _last_to_finish(recorder, engine):
+        result = result_of(plan, recorder, engine.counts(), best_or_none(recorder))
+        result.finished_elsewhere = True
+        return result
+    with _search_ended_on_error(plan, recorder, engine, finishing=True):
+        if plan.cluster:  # made on a Dask worker: this process may lack the data and TensorFlow
+            from sweeper.usecases.cluster import finish_on_cluster
 
-                return finish_on_cluster(plan, recorder.parent_id, listener)
-            if pool is not None and pool.can_finish:  # by the pool's last worker, whose data and Keras are loaded
-                return pool.finish()
-            time_left = budget.time_left if budget else pool.time_left if pool else None
-            return finish(plan, load_data(plan), engine, recorder, listener, time_left)
+            return finish_on_cluster(plan, recorder.parent_id, listener)
+        if pool is not None and pool.can_finish:  # by the pool's last worker, whose data and Keras are loaded
+            return pool.finish()
+        time_left = budget.time_left if budget else pool.time_left if pool else None
+        return finish(plan, load_data(plan), engine, recorder, listener, time_left)
+
+
+def _run_trials(plan: SweepPlan, listener: SweepListener, started: float, recorder: SweepRecorder, engine,
+                early: WorkerPool | None) -> tuple[WorkerPool | None, TimeBudget | None]:
+    """The sweep's trials run on a cluster, in `early`'s worker processes, or in this one; returns the pool or the
+    budget they ran under."""
+    if plan.cluster:
+        from sweeper.usecases.cluster import run_on_cluster
+
+        run_on_cluster(plan, recorder.parent_id, listener)  # the workers are Dask tasks
+        return None, None
+    if early is not None and _in_worker_processes(plan, engine):
+        early.run(recorder.parent_id)  # this process loads no data nor TensorFlow
+        return early, None
+    if early is not None:
+        early.close()  # a resumed study with few trials left: they run in this process
+    dataset = load_data(plan)
+    listener.data_loaded(dataset.describe_splits())
+    budget = TimeBudget(plan.timeout, started=started)  # opening the store and the data count too
+    runner = TrialRunner(plan, dataset, recorder, listener, engine.top_values, engine.take_reaped,
+                         out_of_time=budget.out_of_time)
+    with long_lived_objects_frozen():
+        engine.optimize(runner, trials=plan.space.trials, budget=budget)
+    return None, budget
 
 
 @contextlib.contextmanager
@@ -210,15 +229,19 @@ def _last_to_finish(recorder: SweepRecorder, engine) -> bool:
         return not engine.running_elsewhere() and recorder.claim_finish()
 
 
-def _in_worker_processes(plan: SweepPlan, engine) -> bool:
-    """`--jobs N`, or a sweep long enough that one process would grow (TensorFlow keeps memory per model)."""
-    from sweeper.usecases.pool import RECYCLE_AFTER
-
-    if plan.space.model and plan.space.model.startswith("local:"):
+def _may_run_in_workers(plan: SweepPlan) -> bool:
+    """Whether the trials may run in worker processes (`_in_worker_processes` decides once the study is open)."""
+    if plan.cluster or (plan.space.model and plan.space.model.startswith("local:")):
         return False  # a model builder given in memory: other processes cannot import it
+    return plan.jobs > 1 or (plan.backend == "optuna" and plan.space.trials > RECYCLE_AFTER)
+
+
+def _in_worker_processes(plan: SweepPlan, engine) -> bool:
+    """`--jobs N`, or a sweep with enough trials left that one process would grow (TensorFlow keeps memory per
+    model)."""
     counts = engine.counts()
     remaining = plan.space.trials - counts["complete"] - counts["pruned"]
-    return plan.jobs > 1 or (plan.backend == "optuna" and remaining > RECYCLE_AFTER)
+    return plan.jobs > 1 or remaining > RECYCLE_AFTER
 
 
 def _open_search(recorder: SweepRecorder, plan: SweepPlan, shared: bool = False) -> bool:
