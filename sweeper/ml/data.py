@@ -21,7 +21,7 @@ import numpy as np
 
 from sweeper.domain.errors import DatasetError
 from sweeper.domain.places import DATASETS_DIR
-from sweeper.ml.tensors import NUMERIC, aligned_empty, shareable, shared_tensor, shares_arrays
+from sweeper.ml.tensors import aligned_empty, in_place, shareable, shares_arrays
 
 SPLIT_SEED = 42
 #: Where Debian's dataset-* packages put data (`apt-get install dataset-fashion-mnist`).
@@ -97,8 +97,7 @@ class Dataset:
         if not shares_arrays():
             return self
         held = dataclasses.replace(self, **{split: shareable(getattr(self, split)) for split in SPLITS})
-        tensors = {split: shared_tensor(array) for split in SPLITS
-                   if (array := getattr(held, split)).dtype.kind in NUMERIC}
+        tensors = {split: in_place(getattr(held, split)) for split in SPLITS}  # over held's arrays: no copy
         object.__setattr__(held, "tensors", tensors)  # frozen; a replace() of it starts without them
         return held
 

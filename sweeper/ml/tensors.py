@@ -48,10 +48,10 @@ def in_place(array: np.ndarray):
     shareable copy, if need be), elsewhere the array."""
     if not shares_arrays() or array.dtype.kind not in NUMERIC:
         return array
-    return shared_tensor(shareable(array))
+    return _shared_tensor(shareable(array))
 
 
-def shared_tensor(array: np.ndarray):
+def _shared_tensor(array: np.ndarray):
     """A TensorFlow tensor over `array`'s memory (which `shareable` returned), without a copy."""
     import tensorflow as tf
 

@@ -152,7 +152,7 @@ def evaluate(model, dataset: Dataset) -> dict[str, float]:
                             batch_size=PREDICT_BATCH)
     config = model.get_compile_config() or {}
     if plain(config) is not config:
-        predicted = model.predict(dataset.x_test, verbose=0, batch_size=PREDICT_BATCH)
+        predicted = model.predict(dataset.for_fit("x_test"), verbose=0, batch_size=PREDICT_BATCH)
         scores["loss"] = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(dataset.y_test, predicted))
     return {f"test_{k}": float(v) for k, v in scores.items()}
 
