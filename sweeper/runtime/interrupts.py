@@ -99,13 +99,16 @@ def deferred():
 
 
 def behind(exc: BaseException) -> KeyboardInterrupt | None:
-    """The interrupt that `exc` was raised while handling, if any: SQLAlchemy invalidates a connection that an
-    interrupt reaches mid-statement, and the rollback on the way out then raises PendingRollbackError in its
-    place (seen when Ctrl-C lands inside MLflow's migrations). Such an error is the interrupt, not a failure."""
+    """The interrupt that `exc` stands for, if any: one it was raised while handling (SQLAlchemy invalidates a
+    connection that an interrupt reaches mid-statement, and the rollback on the way out then raises
+    PendingRollbackError in its place, seen when Ctrl-C lands inside MLflow's migrations), or else the one this
+    process received (a library's bare `except:` may swallow it and fail later in its own words: Keras, tracing the
+    training step, turns it into "ValueError: None values not supported"). Such an error is the interrupt, not a
+    failure."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, KeyboardInterrupt):
             return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
-    return None
+    return _requested

@@ -51,7 +51,7 @@ class TrialRunner:
         except BaseException as exc:  # every end of a trial is turned into its outcome below
             if run is None and not isinstance(exc, KeyboardInterrupt):
                 raise  # the store refused to create the run: the engine ends the trial as for any store error
-            error, seconds = exc, None
+            error, seconds = _what_ended(exc), None
         outcome = outcome_of(error, value=value, cost=cost, seconds=seconds, store=describe_store(self.recorder.uri))
         try:
             if run is not None:  # None: a signal came before the run was asked for
@@ -124,3 +124,11 @@ class TrialRunner:
         finally:
             keras.backend.clear_session()
         return result.objective, costs[space.cost.metric] if space.cost else None, result.seconds
+
+
+def _what_ended(exc: BaseException) -> BaseException:
+    """The trial's end as `outcome_of` should see it: any error once the process was interrupted is the interrupt
+    (the trial runs again on resume), not a failure of its configuration; a prune or a trial taken away stays so."""
+    if isinstance(exc, (TrialPruned, TrialAbandoned)):
+        return exc
+    return interrupts.behind(exc) or exc
