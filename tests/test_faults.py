@@ -260,6 +260,9 @@ def test_a_killed_jobs_parent_takes_its_workers_with_it_and_the_study_resumes(tm
     assert len(workers) == 2
     maps = Path(f"/proc/{process.pid}/maps").read_text()
     assert "tensorflow" not in maps and "jaxlib" not in maps  # the parent of a --jobs sweep: no Keras backend
+    for pid in workers:  # the workers train on TensorFlow, without the JAX it would import (105 MiB each)
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        assert "libtensorflow" in maps and "jaxlib" not in maps
     process.kill()
     process.wait()
     deadline = time.monotonic() + 120

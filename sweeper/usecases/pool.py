@@ -225,6 +225,7 @@ def _worker_main(plan, index, threads, clocks, failures_in_a_row, messages, orde
     make the final model."""
     if plan.quiet_workers:  # a process of its own: it quiets the libraries as its parent did
         configure_process(optuna=True)
+    _jax_kept_out()
     with interrupts.installed():
         _die_with_parent(parent_pid)
         status, failures, parent_id = _DONE, failures_in_a_row, None
@@ -327,6 +328,14 @@ def _threads(threads: int) -> None:
     if os.environ.get("KERAS_BACKEND") == "jax" and "jax" not in sys.modules and threads < (os.cpu_count() or 1):
         flags = f"--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads={threads}"
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
+
+
+def _jax_kept_out() -> None:
+    """A worker that trains on TensorFlow never imports JAX, which TensorFlow imports whenever it is installed (for
+    its LiteRT converter's optional JAX input): 105 MiB of a worker's resident memory (bench/RESULTS.md). Only in
+    worker processes: they are sweeper's own, and a user's process keeps its modules."""
+    if os.environ.get("KERAS_BACKEND") == "tensorflow" and "jax" not in sys.modules:
+        sys.modules["jax"] = None  # `import jax` raises ImportError, which TensorFlow expects when it is missing
 
 
 def _tensorflow_threads(threads: int) -> None:
