@@ -162,17 +162,27 @@ def test_separate_processes_started_together_on_a_new_store_cooperate(tmp_path):
 
 
 def test_a_long_sweep_runs_in_worker_processes_replaced_every_few_trials(tmp_path):
+    """The replacement starts while the worker it replaces runs its last trial (it imports Keras and loads the data
+    meanwhile): it was started before that trial ended."""
     env = {**os.environ, "SWEEPER_OFFLINE": "1", "SWEEPER_RECYCLE_AFTER": "2"}
-    result = subprocess.run([SWEEPER, "search", "digits", "--trials", "3", "--max-epochs", "1", "--pruner", "none"],
-                            cwd=tmp_path, capture_output=True, text=True, env=env)
+    result = subprocess.run([SWEEPER, "search", "digits", "--trials", "3", "--max-epochs", "20", "--patience", "20",
+                             "--pruner", "none"], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     trials = study_trials(tmp_path)
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
     workers = [t.user_attrs["worker"] for t in trials]
     assert len(set(workers)) == 2 and workers[0] == workers[1] != workers[2]
+    assert trials[1].datetime_start.timestamp() < _started_at(workers[2]) < trials[1].datetime_complete.timestamp()
     assert all(f"trial   {n} complete" in result.stderr for n in range(3))  # the live lines, forwarded
+    assert result.stderr.count("Data: ") == 1
     parent, = [r for r in runs(tmp_path) if r.data.tags["run_kind"] == "search"]
     assert parent.info.status == "FINISHED" and parent.data.metrics["trials_complete"] == 3
+
+
+def _started_at(worker):
+    """When the process of a trial's `worker` attribute (host:pid:start, in clock ticks since boot) started."""
+    booted = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+    return booted + int(worker.rsplit(":", 1)[1]) / os.sysconf("SC_CLK_TCK")
 
 
 def _worker_pids(workdir, study="digits"):

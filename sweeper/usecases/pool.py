@@ -2,8 +2,11 @@
 
 TensorFlow keeps about 6 MiB per trained model that `clear_session` does not free (bench/RESULTS.md),
 so a worker that ran `RECYCLE_AFTER` trials exits and a fresh process takes its place: a long sweep's
-memory stays flat. Every worker forwards its events to the caller's listener (`SweepListener.worker(i)` when
-there are several), which decides how they are shown: the pool draws nothing itself.
+memory stays flat. The fresh one starts when the old one begins its last trial (a standby): it has imported Keras
+and loaded the data by the time it is needed, so the sweep does not wait for its start-up.
+
+Every worker forwards its events to the caller's listener (`SweepListener.worker(i)` when there are several),
+which decides how they are shown: the pool draws nothing itself.
 
 A pool of one worker (a long sweep) has its last worker, its budget spent, wait: it makes the sweep's final model
 with the Keras and the data it has loaded (`WorkerPool.finish`) or is let go (`WorkerPool.close`), so that the
@@ -68,6 +71,8 @@ class WorkerPool:
         self.failures_in_a_row = {index: 0 for index in range(plan.jobs)}
         self.listeners = {index: listener.worker(index) if plan.jobs > 1 else listener for index in range(plan.jobs)}
         self.workers: dict[int, tuple[multiprocessing.Process, Any]] = {}  # index -> (process, its orders)
+        self.standby: dict[int, tuple[multiprocessing.Process, Any]] = {}  # index -> its next process, started
+        self.started = dict.fromkeys(range(plan.jobs), 0)  # trials the index's current process has started
         self.waiting: tuple[multiprocessing.Process, Any] | None = None  # the last worker, done, told nothing yet
 
     def __enter__(self) -> WorkerPool:
@@ -79,27 +84,53 @@ class WorkerPool:
     def start(self) -> None:
         """Start the workers, which get ready to train and wait for `run`."""
         for index in range(self.plan.jobs):
-            self._spawn(index)
+            self.workers[index] = self._spawn(index)
 
-    def _spawn(self, index: int) -> None:
+    def _spawn(self, index: int, standby: bool = False) -> tuple[multiprocessing.Process, Any]:
+        """A worker process for `index`, started: it gets ready to train, then runs trials once told to (`_go`). A
+        standby says nothing until then: it may be killed unused, and a process killed while it writes to the
+        pool's queue would leave the queue's lock taken."""
         orders = self.context.SimpleQueue()
         process = self.context.Process(
             target=_worker_main, name=f"sweeper-worker-{index}",
-            args=(self.plan, index, self.threads, (self.clock, self.longest), self.failures_in_a_row[index],
-                  self.messages, orders, os.getpid()))
+            args=(self.plan, index, self.threads, (self.clock, self.longest), self.messages, orders, os.getpid(),
+                  standby))
         process.start()
-        if self.parent_id is not None:
-            orders.put(self.parent_id)
-        self.workers[index] = process, orders
+        return process, orders
+
+    def _go(self, index: int) -> None:
+        """Tell `index`'s worker to run trials under the sweep run (with the failures in a row so far)."""
+        self.workers[index][1].put((self.parent_id, self.failures_in_a_row[index]))
+
+    def _trial_started(self, index: int) -> None:
+        """`index`'s worker began a trial: at its last before it is replaced, its successor starts meanwhile."""
+        self.started[index] += 1
+        if self.started[index] == RECYCLE_AFTER and index not in self.standby:
+            self.standby[index] = self._spawn(index, standby=True)
+
+    def _replace(self, index: int) -> None:
+        """`index`'s worker exited to be replaced: its standby (or, if that died, a fresh process) runs trials."""
+        self.started[index] = 0
+        process, orders = self.standby.pop(index, (None, None))
+        self.workers[index] = (process, orders) if process is not None and process.is_alive() else self._spawn(index)
+        self._go(index)
+
+    def _dismiss_standby(self, index: int | None = None) -> None:
+        """Kill standbys that will not be needed (they have written nothing)."""
+        for key in [index] if index is not None else list(self.standby):
+            process, _ = self.standby.pop(key, (None, None))
+            if process is not None:
+                process.kill()
+                process.join()
 
     def run(self, parent_id: str) -> None:
         """Run the workers under the sweep run `parent_id` until the study's budget or the time is spent (the last
         one then waits, see `finish`)."""
         self.parent_id = parent_id
-        for _, orders in self.workers.values():
-            orders.put(parent_id)
         if not self.workers:
             self.start()
+        for index in self.workers:
+            self._go(index)
         errors = []
         try:
             while self.workers:
@@ -110,10 +141,17 @@ class WorkerPool:
                     continue
                 if kind == "event":
                     name, args = payload
+                    if name == "trial_started":
+                        self._trial_started(index)
                     getattr(self.listeners[index], name)(*args)
                     continue
-                status, self.failures_in_a_row[index] = payload
+                status, failures, pid = payload
+                if pid != self.workers[index][0].pid:
+                    continue  # a standby that stopped before it was needed (an interrupt, an error)
+                self.failures_in_a_row[index] = failures
                 process, orders = self.workers.pop(index)
+                if status != _RECYCLE:
+                    self._dismiss_standby(index)
                 if status == _DONE and not self.workers and not errors and self.plan.jobs == 1:
                     self.waiting = process, orders
                     continue
@@ -121,13 +159,15 @@ class WorkerPool:
                     orders.put(_EXIT)
                 process.join()
                 if status == _RECYCLE:
-                    self._spawn(index)
+                    self._replace(index)
                 elif status not in (_DONE, _INTERRUPTED):
                     errors.append((index, status))
         except KeyboardInterrupt as exc:
             stop([process for process, _ in self.workers.values()],
                  signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
             raise
+        finally:
+            self._dismiss_standby()
         if errors:
             raise SweepError("; ".join(f"worker {index}: {message}" for index, message in sorted(errors)))
 
@@ -165,13 +205,16 @@ class WorkerPool:
                 if process.is_alive():
                     continue
                 raise SweepError(f"the worker making the final model exited with code {process.exitcode}") from None
-            if kind != "event":
+            if kind in ("result", "error"):
                 return kind, payload[0]
+            if kind != "event":
+                continue  # an exit word of a worker already gone
             name, args = payload
             getattr(self.listener, name)(*args)
 
     def close(self) -> None:
         """Let a waiting worker go; kill workers never run."""
+        self._dismiss_standby()
         if self.parent_id is None:
             for process, _ in self.workers.values():
                 process.kill()
@@ -219,26 +262,26 @@ class _ForwardingListener:
         return lambda *args: self.messages.put(("event", self.index, name, args))
 
 
-def _worker_main(plan, index, threads, clocks, failures_in_a_row, messages, orders, parent_pid) -> None:
+def _worker_main(plan, index, threads, clocks, messages, orders, parent_pid, standby) -> None:
     """One worker process: its own Keras backend threads, data, engine and trial runs under the sweep run whose id
-    it is sent once ready to train; it ends with its parent. Done with the budget, it waits to be told whether to
-    make the final model."""
+    (and the failures in a row so far) it is sent once ready to train; it ends with its parent. Done with the
+    budget, it waits to be told whether to make the final model."""
     if plan.quiet_workers:  # a process of its own: it quiets the libraries as its parent did
         configure_process(optuna=True)
     _jax_kept_out()
     with interrupts.installed():
         _die_with_parent(parent_pid)
-        status, failures, parent_id = _DONE, failures_in_a_row, None
+        status, failures, parent_id = _DONE, 0, None
         try:
             listener = _ForwardingListener(messages, index)
-            dataset = ready_to_train(plan, threads, listener)
-            parent_id = orders.get()
-            status, failures = _work(plan, parent_id, dataset, index, clocks, failures_in_a_row, listener)
+            dataset = ready_to_train(plan, threads, SweepListener() if standby else listener)
+            parent_id, failures = orders.get()
+            status, failures = _work(plan, parent_id, dataset, index, clocks, failures, listener)
         except KeyboardInterrupt:
             status = _INTERRUPTED  # its trial is recorded as interrupted; the parent process reports the interruption
         except SweeperError as exc:
             status = str(exc)
-        messages.put(("exit", index, status, failures))
+        messages.put(("exit", index, status, failures, os.getpid()))
         if status == _DONE:
             with contextlib.suppress(KeyboardInterrupt):  # the parent ends the sweep run
                 _when_told(plan, parent_id, orders, messages, time_left=lambda: _time_left(plan.timeout, clocks[0]))
