@@ -39,6 +39,26 @@ def _offline(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
+_STARTED = []  # processes a test started, killed at its end if they still run
+
+
+def outlived_by_nothing(process):
+    """`process`, killed when the test that started it ends, if it still runs: a failed assertion would otherwise
+    leave a sweep training in the background, taking the cores of the tests after it."""
+    _STARTED.append(process)
+    return process
+
+
+@pytest.fixture(autouse=True)
+def _kill_what_the_test_left_running():
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            process.kill()  # a sweep's workers end with it (their parent-death signal)
+            process.wait()
+
+
 def here(workdir, *args):
     """`sweeper ARGS` in `workdir`, in this process, read as a finished subprocess (returncode, stdout, stderr):
     for the steps of a fault test that need no process of their own (a setup sweep, a resume, a read)."""

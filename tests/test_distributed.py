@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from .conftest import PG_PASSWORD, SPACES, load_pg_study, sweeper, write_space
+from .conftest import PG_PASSWORD, SPACES, load_pg_study, outlived_by_nothing, sweeper, write_space
 from .test_faults import SWEEPER, runs
 
 #: trials long enough (up to 40 epochs on digits, no early stop) that a signal lands inside one
@@ -20,8 +20,8 @@ SLOW = ["search", "digits", "--max-epochs", 40, "--patience", 40, "--pruner", "n
 def start_worker(workdir, storage, *args, env=None):
     """A `sweeper search` process that reads the storage URL (with its password) from SWEEPER_STORAGE."""
     env = {**os.environ, "SWEEPER_OFFLINE": "1", "SWEEPER_STORAGE": storage, **(env or {})}
-    return subprocess.Popen([SWEEPER, *map(str, args)], cwd=workdir, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
+    return outlived_by_nothing(subprocess.Popen([SWEEPER, *map(str, args)], cwd=workdir, stdout=subprocess.PIPE,
+                                                stderr=subprocess.STDOUT, text=True, env=env))
 
 
 def load(storage, study="digits"):

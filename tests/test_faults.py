@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import here
+from .conftest import here, outlived_by_nothing
 
 SWEEPER = str(Path(sys.executable).parent / "sweeper")
 #: long enough trials (40 epochs, no early stop) that a signal lands inside one
@@ -20,8 +20,9 @@ SLOW = ["search", "digits", "--max-epochs", 40, "--patience", 40, "--pruner", "n
 
 
 def start(workdir, *args, env=None):
-    return subprocess.Popen([SWEEPER, *map(str, args)], cwd=workdir, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "SWEEPER_OFFLINE": "1", **(env or {})})
+    return outlived_by_nothing(subprocess.Popen(
+        [SWEEPER, *map(str, args)], cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "SWEEPER_OFFLINE": "1", **(env or {})}))
 
 
 def run(workdir, *args):
