@@ -84,19 +84,22 @@ class WorkerPool:
     def start(self) -> None:
         """Start the workers, which get ready to train and wait for `run`."""
         for index in range(self.plan.jobs):
-            self.workers[index] = self._spawn(index)
+            self._spawn(index)
 
-    def _spawn(self, index: int, standby: bool = False) -> tuple[multiprocessing.Process, Any]:
-        """A worker process for `index`, started: it gets ready to train, then runs trials once told to (`_go`). A
-        standby says nothing until then: it may be killed unused, and a process killed while it writes to the
-        pool's queue would leave the queue's lock taken."""
+    def _spawn(self, index: int, standby: bool = False) -> None:
+        """A worker process for `index` (or its standby), started: it gets ready to train, then runs trials once
+        told to (`_go`). A standby says nothing until then: it may be killed unused, and a process killed while it
+        writes to the pool's queue would leave the queue's lock taken."""
         orders = self.context.SimpleQueue()
         process = self.context.Process(
             target=_worker_main, name=f"sweeper-worker-{index}",
             args=(self.plan, index, self.threads, (self.clock, self.longest), self.messages, orders, os.getpid(),
                   standby))
-        process.start()
-        return process, orders
+        # a signal in mid-start would leave the child half its arguments (it dies on EOFError, traceback and all),
+        # and the process unknown to `close`: held until it is started and kept
+        with interrupts.deferred():
+            process.start()
+            (self.standby if standby else self.workers)[index] = process, orders
 
     def _go(self, index: int) -> None:
         """Tell `index`'s worker to run trials under the sweep run (with the failures in a row so far)."""
@@ -106,13 +109,16 @@ class WorkerPool:
         """`index`'s worker began a trial: at its last before it is replaced, its successor starts meanwhile."""
         self.started[index] += 1
         if self.started[index] == RECYCLE_AFTER and index not in self.standby:
-            self.standby[index] = self._spawn(index, standby=True)
+            self._spawn(index, standby=True)
 
     def _replace(self, index: int) -> None:
         """`index`'s worker exited to be replaced: its standby (or, if that died, a fresh process) runs trials."""
         self.started[index] = 0
         process, orders = self.standby.pop(index, (None, None))
-        self.workers[index] = (process, orders) if process is not None and process.is_alive() else self._spawn(index)
+        if process is not None and process.is_alive():
+            self.workers[index] = process, orders
+        else:
+            self._spawn(index)
         self._go(index)
 
     def _dismiss_standby(self, index: int | None = None) -> None:
@@ -146,7 +152,7 @@ class WorkerPool:
                     getattr(self.listeners[index], name)(*args)
                     continue
                 status, failures, pid = payload
-                if pid != self.workers[index][0].pid:
+                if index not in self.workers or pid != self.workers[index][0].pid:
                     continue  # a standby that stopped before it was needed (an interrupt, an error)
                 self.failures_in_a_row[index] = failures
                 process, orders = self.workers.pop(index)
