@@ -1,8 +1,10 @@
 """The real stack: Fashion-MNIST slices, Keras training, the Optuna journal and the MLflow contract."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -173,18 +175,24 @@ def test_a_new_study_tries_the_start_configurations_first(tmp_path):
     assert [t.number for t in trials if "fixed_params" in t.system_attrs] == [0] and len(trials) == 3
 
 
-def test_fixed_seed_repeats_the_same_trials(tmp_path):
+def test_fixed_seed_repeats_the_same_trials_in_one_process_or_in_recycled_workers(tmp_path):
+    """The same seed draws the same trials whether they ran in the command's process or each in a fresh worker
+    process (SWEEPER_RECYCLE_AFTER=1: a worker replaced after every trial)."""
     import optuna
 
-    params = []
-    for name in ("a", "b"):
-        result = sweeper("search", "digits", "--study", name, "--trials", 3, "--max-epochs", 1, "--seed", 7,
-                         "--pruner", "none", "--subset", 300, "--no-refit", cwd=tmp_path)
-        assert result.exit_code == 0, result.output
-        storage = optuna.storages.JournalStorage(
-            optuna.storages.journal.JournalFileBackend(str(tmp_path / "mlruns/optuna/journal.log")))
-        params.append([t.params for t in optuna.load_study(study_name=name, storage=storage).trials])
-    assert params[0] == params[1] and len(params[0]) == 3
+    args = ["search", "digits", "--trials", 3, "--max-epochs", 1, "--seed", 7, "--pruner", "none", "--subset", 300,
+            "--no-refit"]
+    assert sweeper(*args, "--study", "a", cwd=tmp_path).exit_code == 0
+    recycled = subprocess.run([str(Path(sys.executable).parent / "sweeper"), *map(str, args), "--study", "b"],
+                              cwd=tmp_path, capture_output=True, text=True,
+                              env={**os.environ, "SWEEPER_OFFLINE": "1", "SWEEPER_RECYCLE_AFTER": "1"})
+    assert recycled.returncode == 0, recycled.stderr
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "mlruns/optuna/journal.log")))
+    a, b = ([t.params for t in optuna.load_study(study_name=name, storage=storage).trials] for name in "ab")
+    assert a == b and len(a) == 3 and len({json.dumps(p, sort_keys=True) for p in a}) == 3
+    workers = {t.user_attrs["worker"] for t in optuna.load_study(study_name="b", storage=storage).trials}
+    assert len(workers) == 3  # each trial in a process of its own
 
 
 def test_export_writes_a_model_that_reproduces_the_logged_test_accuracy(fashion_study, store, tmp_path):

@@ -253,14 +253,18 @@ class OptunaEngine(Engine):
         if changes:
             raise UsageError(f"study '{options.study}' was created with another search space "
                              f"({'; '.join(changes)}); join it with the same space or use another --study")
-        # Offset the seed by the trials already run, so a resumed study does not replay its first draws,
-        # and by the worker's index, so that workers started together do not draw the same trials.
-        seed = options.seed + len(self.study.trials) + 7919 * options.worker
-        with _quiet_warnings():
-            self.study.sampler = self._sampler(options.algorithm or "tpe", seed)
+        self._seed_sampler(len(self.study.trials))
         self.study.pruner = self._pruner(options.pruner or "median")
-        self._reseeded = False
         self._reaped: list[int] = []
+
+    def _seed_sampler(self, number: int) -> None:
+        """A sampler seeded for the trial `number` asks next: a draw depends on the seed, the trial's number and
+        the study's history only, so a sweep draws the same trials whether they ran in one process, a resumed one
+        or a worker's replacement, a resumed study does not replay its first draws, and workers started together
+        (offset by their index) do not draw the same trials."""
+        with _quiet_warnings():
+            self.study.sampler = self._sampler(self.options.algorithm or "tpe",
+                                               self.options.seed + number + 7919 * self.options.worker)
 
     def _check_directions(self, space) -> None:
         created = [d.name.lower() for d in self.study.directions]
@@ -329,11 +333,12 @@ class OptunaEngine(Engine):
         return ran
 
     def _ask(self, running: int):
-        if running and not self._reseeded:
+        if running:
             # Another worker is at work on this study: a run is no longer reproducible, and a worker started
             # by hand with the same seed would otherwise draw the same trials as this one.
             self.study.sampler.reseed_rng()
-            self._reseeded = True
+        else:
+            self._seed_sampler(len(self.study.get_trials(deepcopy=False)))
         trial = self.study.ask()
         trial.set_user_attr("worker", this_worker())
         return trial
