@@ -7,7 +7,7 @@ import pytest
 
 from sweeper.domain.space import Objective
 from sweeper.ml.data import load_dataset
-from sweeper.ml.tensors import ALIGNMENT, shareable
+from sweeper.ml.tensors import ALIGNMENT, in_place, shareable
 from sweeper.ml.train import train_trial
 from sweeper.runtime.setup import keras_backend
 
@@ -43,6 +43,19 @@ def test_fashion_images_load_aligned_and_are_held_without_a_copy():
     fashion = load_dataset("fashion")
     assert fashion.x_train.ctypes.data % ALIGNMENT == 0
     assert fashion.held().x_train is fashion.x_train
+
+
+def test_the_final_models_images_are_the_held_training_and_validation_images_not_a_copy():
+    fashion = load_dataset("fashion").held()
+    x, y = fashion.refit_arrays()
+    assert np.shares_memory(x, fashion.x_train) and np.shares_memory(x, fashion.x_val)
+    assert np.shares_memory(np.asarray(in_place(x)), fashion.x_train)  # and so is the tensor the refit trains on
+    assert np.array_equal(x[:len(fashion.x_train)], fashion.x_train) and np.array_equal(x[-1], fashion.x_val[-1])
+    assert np.array_equal(y, np.concatenate([fashion.y_train, fashion.y_val]))
+    part = fashion.subset(300)  # the training images' first 300, then the validation split's same share: a copy
+    x, _ = part.refit_arrays()
+    assert len(x) == 300 + 27 and np.array_equal(x[300:], fashion.x_val[:27]) and not np.shares_memory(x, part.x_val)
+    assert x.ctypes.data % ALIGNMENT == 0
 
 
 @pytest.mark.parametrize("array", [np.arange(10.0, dtype=np.float32)[1:], np.ones((4, 3), np.float32).T],

@@ -112,7 +112,10 @@ class Dataset:
 
 
 def _joined(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """The two arrays one after the other, in memory a backend tensor can read in place (see held())."""
+    """The two arrays one after the other, in memory a backend tensor can read in place (see held()): a view of
+    both when `second` already follows `first` in memory (an image dataset's training and validation splits)."""
+    if _follows(first, second):
+        return np.lib.stride_tricks.as_strided(first, (len(first) + len(second), *first.shape[1:]), first.strides)
     joined = aligned_empty((len(first) + len(second), *first.shape[1:]), np.result_type(first, second))
     return np.concatenate([first, second], out=joined)
 
@@ -133,6 +136,13 @@ def _offline() -> bool:
 
 def _keras_cache() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
+
+
+def _follows(first: np.ndarray, second: np.ndarray) -> bool:
+    """Whether `second` starts where `first` ends in one C-contiguous stretch of memory, with rows of one kind."""
+    return (first.dtype == second.dtype and first.shape[1:] == second.shape[1:] and first.flags.c_contiguous
+            and second.flags.c_contiguous and len(first) > 0 and first.base is not None
+            and second.ctypes.data == first.ctypes.data + first.nbytes and np.may_share_memory(first.base, second))
 
 
 # -- IDX images (Fashion-MNIST, MNIST) ------------------------------------------------------------
@@ -168,12 +178,17 @@ def _image_dataset(name, arrays, source, class_names) -> Dataset:
     order = np.random.default_rng(SPLIT_SEED).permutation(len(x_full))
     n_val = max(1, len(x_full) // 12)  # 5,000 of 60,000, as the classic tutorial does
     val, train = order[:n_val], order[n_val:]
-    # one float32 array written once (astype-then-divide wrote two, and the fresh pages cost seconds here), aligned
-    # so that a backend tensor can read it in place (held())
-    scale = lambda x: np.divide(x, np.float32(255), out=aligned_empty(x.shape, np.float32))  # noqa: E731
-    return Dataset(name, "classification", scale(x_full[train]), y_full[train].astype(np.int32),
-                   scale(x_full[val]), y_full[val].astype(np.int32), scale(x_test), y_test.astype(np.int32),
-                   source, tuple(class_names), {"kind": "image", "scale": 1 / 255, "shape": list(x_full.shape[1:])})
+    # float32 arrays written once (astype-then-divide wrote two, and the fresh pages cost seconds here), aligned so
+    # that a backend tensor can read them in place (held()); the training and validation images one after the other
+    # in one array, so that the final model's data (both) is a view of them, not a copy (refit_arrays)
+    scale = lambda x, out: np.divide(x, np.float32(255), out=out)  # noqa: E731
+    images = aligned_empty(x_full.shape, np.float32)
+    x_train = scale(x_full[train], images[:len(train)])
+    x_val = scale(x_full[val], images[len(train):])
+    return Dataset(name, "classification", x_train, y_full[train].astype(np.int32),
+                   x_val, y_full[val].astype(np.int32), scale(x_test, aligned_empty(x_test.shape, np.float32)),
+                   y_test.astype(np.int32), source, tuple(class_names),
+                   {"kind": "image", "scale": 1 / 255, "shape": list(x_full.shape[1:])})
 
 
 def _load_idx(directory: Path):
