@@ -367,6 +367,24 @@ def test_the_optuna_engine_abandons_a_trial_failed_elsewhere_when_asked_after_tr
     assert seen and "failed by another worker" in seen[0]
 
 
+def test_opening_an_existing_study_writes_nothing_to_its_journal(tmp_path):
+    """A worker's standby opens the study while it waits and may be killed unused: opening must not append (Optuna's
+    `load_if_exists` appends a creation first, which a kill mid-append would tear)."""
+    from sweeper.domain.space import load_space
+    from sweeper.engines.base import EngineOptions
+    from sweeper.engines.optuna_engine import OptunaEngine
+
+    journal = tmp_path / "journal.log"
+    options = EngineOptions(study="s", space=load_space(SPACES / "digits.yaml"), storage=str(journal))
+    with OptunaEngine(options):
+        pass
+    created = journal.read_bytes()
+    assert b'"study_name":"s"' in created
+    with OptunaEngine(options) as engine:
+        assert not engine.is_new and engine.counts()["complete"] == 0
+    assert journal.read_bytes() == created
+
+
 @pytest.mark.parametrize("taker_writes", [True, False])
 def test_a_paused_workers_abandoned_trial_run_ends_killed_whichever_worker_writes_first(tmp_path, monkeypatch,
                                                                                         taker_writes):

@@ -62,6 +62,17 @@ def journal_path(url: str | None) -> Path | None:
     return (Path(url) if url else OPTUNA_JOURNAL).resolve()
 
 
+def _existing_or_new_study(name: str, storage, directions: list[str]):
+    """The study, read if it exists (Optuna's `load_if_exists` appends a creation to a journal first: a standby
+    worker killed unused mid-append would tear it), else created."""
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True)
+
+
 def make_storage(url: str | None, grace_period: int = 60):
     """Optuna storage for a URL: an RDB URL (sqlite://, postgresql://, ...) or a journal file path.
 
@@ -225,8 +236,6 @@ class OptunaEngine(Engine):
     algorithms, pruners = ENGINES["optuna"]
 
     def __init__(self, options: EngineOptions):
-        import optuna
-
         super().__init__(options)
         space = options.space
         self.journal_path = journal_path(options.storage)
@@ -234,10 +243,8 @@ class OptunaEngine(Engine):
 
         try:
             with self.study_lock(), _quiet_warnings():  # workers starting together on a new store create it once
-                self.study = optuna.create_study(study_name=options.study,
-                                                 storage=make_storage(options.storage, options.grace_period),
-                                                 directions=[o.direction for o in space.objectives],
-                                                 load_if_exists=True)
+                self.study = _existing_or_new_study(options.study, make_storage(options.storage, options.grace_period),
+                                                    [o.direction for o in space.objectives])
                 self.is_new = not self.study.trials and SPACE_ATTR not in self.study.user_attrs
                 if self.is_new:  # a new study tries the space's `start` configurations first
                     self.study.set_user_attr(SPACE_ATTR, space.signature())

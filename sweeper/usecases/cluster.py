@@ -163,7 +163,7 @@ def _worker_task(plan: SweepPlan, parent_id: str, index: int, topic: str, stop: 
     '' (done), or what stopped it."""
     from distributed import get_worker
 
-    from sweeper.usecases.pool import ready_to_train, work_loop
+    from sweeper.usecases.pool import opened_study, ready_to_train, work_loop
 
     worker = get_worker()
     with _ONE_LOOP_PER_PROCESS, _stopped_by(stop, worker):
@@ -171,8 +171,9 @@ def _worker_task(plan: SweepPlan, parent_id: str, index: int, topic: str, stop: 
         listener = _TopicListener(worker, topic, index)
         try:
             dataset = ready_to_train(plan, worker.state.nthreads, listener)
-            work_loop(plan, parent_id, index, listener, dataset=dataset,
-                      timeout=lambda: max(0.0, deadline - time.monotonic()) if deadline else None)
+            with opened_study(plan, index) as study:
+                work_loop(plan, parent_id, study, listener, dataset=dataset,
+                          timeout=lambda: max(0.0, deadline - time.monotonic()) if deadline else None)
         except KeyboardInterrupt:
             return ""  # stopped: its trial is recorded as interrupted, to run again on resume
         except SweepError as exc:

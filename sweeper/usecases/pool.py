@@ -24,13 +24,13 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from sweeper.domain.budget import TimeBudget
 from sweeper.domain.errors import SweeperError, SweepError, Terminated
 from sweeper.domain.events import SweepListener, SweepResult
-from sweeper.engines import make_engine
+from sweeper.engines import Engine, make_engine
 from sweeper.runtime import interrupts
 from sweeper.runtime.heap import long_lived_objects_frozen
 from sweeper.runtime.setup import configure_process, end_process
@@ -281,8 +281,8 @@ def _worker_main(plan, index, threads, clocks, messages, orders, parent_pid, sta
         try:
             listener = _ForwardingListener(messages, index)
             dataset = ready_to_train(plan, threads, SweepListener() if standby else listener)
-            parent_id, failures = orders.get()
-            status, failures = _work(plan, parent_id, dataset, index, clocks, failures, listener)
+            with _told(plan, index, orders, standby) as ((parent_id, failures), study):
+                status, failures = _work(plan, parent_id, dataset, study, clocks, failures, listener)
         except KeyboardInterrupt:
             status = _INTERRUPTED  # its trial is recorded as interrupted; the parent process reports the interruption
         except SweeperError as exc:
@@ -294,6 +294,20 @@ def _worker_main(plan, index, threads, clocks, messages, orders, parent_pid, sta
     messages.close()
     messages.join_thread()  # every word sent before the process ends
     end_process(0)  # the parent waits for this process: not for TensorFlow's teardown too
+
+
+@contextlib.contextmanager
+def _told(plan: SweepPlan, index: int, orders, standby: bool):
+    """The orders (the sweep run's id, the failures in a row so far) and the sweep's store and study, opened. A
+    standby opens them while it waits (they exist by then: the sweep has run trials), so that its first trial
+    starts as soon as it is told; a first worker once told (the sweep's process may still be creating them)."""
+    if standby:
+        with opened_study(plan, index) as study:
+            yield orders.get(), study
+    else:
+        told = orders.get()
+        with opened_study(plan, index) as study:
+            yield told, study
 
 
 def _when_told(plan, parent_id, orders, messages, time_left) -> None:
@@ -321,9 +335,9 @@ def _picklable(exc: Exception) -> Exception:
         return SweepError(f"{type(exc).__name__}: {exc}")
 
 
-def _work(plan, parent_id, dataset, index, clocks, failures_in_a_row, listener) -> tuple[str, int]:
+def _work(plan, parent_id, dataset, study, clocks, failures_in_a_row, listener) -> tuple[str, int]:
     clock, longest = clocks
-    ran, more, failures = work_loop(plan, parent_id, index, listener, dataset=dataset,
+    ran, more, failures = work_loop(plan, parent_id, study, listener, dataset=dataset,
                                     timeout=lambda: _time_left(plan.timeout, clock),
                                     failures_in_a_row=failures_in_a_row, max_runs=RECYCLE_AFTER, longest=longest)
     return (_RECYCLE if ran >= RECYCLE_AFTER and more else _DONE), failures
@@ -342,33 +356,39 @@ def ready_to_train(plan: SweepPlan, threads: int, listener: SweepListener) -> Da
     return dataset
 
 
-def work_loop(plan: SweepPlan, parent_id: str, index: int, listener: SweepListener, *, dataset: Dataset,
-              timeout: Callable[[], float | None], failures_in_a_row: int = 0,
+@contextlib.contextmanager
+def opened_study(plan: SweepPlan, index: int) -> Iterator[tuple[SweepRecorder, Engine]]:
+    """Worker `index`'s recorder on the sweep's MLflow store and its engine on the sweep's study."""
+    recorder = SweepRecorder.open(plan.study, plan.tracking_uri)
+    with make_engine(plan.backend, plan.engine_options(worker=index)) as engine:
+        yield recorder, engine
+
+
+def work_loop(plan: SweepPlan, parent_id: str, study: tuple[SweepRecorder, Engine], listener: SweepListener, *,
+              dataset: Dataset, timeout: Callable[[], float | None], failures_in_a_row: int = 0,
               max_runs: int | None = None, longest=None) -> tuple[int, bool, int]:
-    """One worker of a sweep, ready to train on `dataset` (`ready_to_train`): trials run on the study under the
-    sweep run `parent_id` until its budget, the time (`timeout()`, asked once the worker is ready to train) or
-    `max_runs` is spent; `longest` (a shared value) carries the longest complete trial from one worker process to
-    its replacement, whose budget would otherwise start blind and run trials up to the deadline. Returns (trials
-    run, budget left, failures in a row)."""
+    """One worker of a sweep, ready to train on `dataset` (`ready_to_train`) with the `study` it opened
+    (`opened_study`): trials run under the sweep run `parent_id` until the study's budget, the time (`timeout()`,
+    asked once the worker is ready to train) or `max_runs` is spent; `longest` (a shared value) carries the longest
+    complete trial from one worker process to its replacement, whose budget would otherwise start blind and run
+    trials up to the deadline. Returns (trials run, budget left, failures in a row)."""
     from sweeper.usecases.runner import TrialRunner
 
-    space = plan.space
-    recorder = SweepRecorder.open(plan.study, plan.tracking_uri)
+    space, (recorder, engine) = plan.space, study
     recorder.join_search(parent_id, plan.study_record())
-    with make_engine(plan.backend, plan.engine_options(worker=index)) as engine:
-        budget = TimeBudget(timeout(), longest_known=longest.value if longest is not None else 0.0)
-        runner = TrialRunner(plan, dataset, recorder, listener, engine.top_values, engine.take_reaped,
-                             out_of_time=budget.out_of_time)
-        runner.failures_in_a_row = failures_in_a_row
-        try:
-            with long_lived_objects_frozen():
-                ran = engine.optimize(runner, trials=space.trials, budget=budget, max_runs=max_runs)
-        finally:
-            failures_in_a_row = runner.failures_in_a_row
-            if longest is not None:
-                with longest.get_lock():
-                    longest.value = max(longest.value, budget.longest_trial())
-        counts = engine.counts()
+    budget = TimeBudget(timeout(), longest_known=longest.value if longest is not None else 0.0)
+    runner = TrialRunner(plan, dataset, recorder, listener, engine.top_values, engine.take_reaped,
+                         out_of_time=budget.out_of_time)
+    runner.failures_in_a_row = failures_in_a_row
+    try:
+        with long_lived_objects_frozen():
+            ran = engine.optimize(runner, trials=space.trials, budget=budget, max_runs=max_runs)
+    finally:
+        failures_in_a_row = runner.failures_in_a_row
+        if longest is not None:
+            with longest.get_lock():
+                longest.value = max(longest.value, budget.longest_trial())
+    counts = engine.counts()
     return ran, counts["complete"] + counts["pruned"] < space.trials, failures_in_a_row
 
 
