@@ -76,12 +76,17 @@ def test_export_picks_the_smallest_model_within_the_margin(two_objective_study, 
     experiment = client.get_experiment_by_name("small")
     runs = client.search_runs([experiment.experiment_id], "tags.state = 'complete'")
     best = max(r.data.metrics["objective"] for r in runs)
+    search, = client.search_runs([experiment.experiment_id], "tags.run_kind = 'search'")
     margin = 0.1
     close = [r for r in runs if r.data.metrics["objective"] >= best - margin]
     smallest = min(close, key=lambda r: (r.data.metrics["param_count"], -r.data.metrics["objective"]))
     result = sweeper("export", "small", "--pick", "smallest-within", margin, "--out", tmp_path / "small", cwd=workdir)
     assert result.exit_code == 0, result.output
-    assert f"Exported trial {smallest.data.tags['trial_number']}'s own model" in result.output
+    number = smallest.data.tags["trial_number"]
+    # the pick's model is the sweep's final one when the pick is the best trial (which the sweep retrained), else its own
+    model = f"trial {number}'s configuration retrained on training + validation data" \
+        if smallest.info.run_id == search.data.tags["best_run_id"] else f"trial {number}'s own model"
+    assert f"Picked trial {number} " in result.output and f"Exported {model}" in result.output
     card = json.loads((tmp_path / "small" / "model.json").read_text())
     assert card["parameter_count"] == smallest.data.metrics["param_count"]
     assert card["parameter_count"] <= min(r.data.metrics["param_count"] for r in runs
