@@ -1,0 +1,118 @@
+"""One real sweep, profiled: its worker processes' peak memory, its wall time by phase, and the gap before each trial.
+
+Run: .venv/bin/python bench/sweep_profile.py [--recycle-after N] [-- SEARCH ARGS]
+Default search: `sweeper search fashion --timeout 15m --seed 0` (what `make search` runs, seed fixed), in a fresh
+folder under /tmp with a copy of search_spaces/. `--recycle-after N` sets SWEEPER_RECYCLE_AFTER for the sweep.
+While it runs, the resident memory of every worker process (multiprocessing's `spawn_main` children) is read
+from /proc every 0.5 s. Afterwards it prints each worker's peak, `bench/overhead.py`'s split of the wall time,
+and for each trial the seconds between the previous trial's run ending and its own starting, marking the trials
+that began in a new worker process (a replacement). Nothing is compared here: run it twice in one hour (e.g. two
+values of --recycle-after) and compare the two printouts.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from overhead import breakdown, print_breakdown  # noqa: E402
+
+DEFAULT_SEARCH = ["search", "fashion", "--timeout", "15m", "--seed", "0"]
+
+
+def worker_resident_mib() -> dict[int, float]:
+    """Resident MiB of every worker process now running, by pid."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if b"spawn_main" not in (entry / "cmdline").read_bytes():
+                continue
+            pages = int((entry / "statm").read_text().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # ended meanwhile
+        found[int(entry.name)] = pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return found
+
+
+class PeakSampler:
+    """Each worker process's peak resident memory, sampled until `stop()`."""
+
+    def __init__(self, every: float = 0.5):
+        self.peaks: dict[int, float] = {}
+        self.every, self.done = every, threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self):
+        while not self.done.wait(self.every):
+            for pid, mib in worker_resident_mib().items():
+                self.peaks[pid] = max(self.peaks.get(pid, 0.0), mib)
+
+    def stop(self) -> dict[int, float]:
+        self.done.set()
+        self.thread.join()
+        return self.peaks
+
+
+def trial_gaps(workdir: Path, study: str) -> list[tuple[int, str, bool, float]]:
+    """Each trial's number, state, whether it began in another process than the trial before, and the seconds
+    since that trial's run ended (0 for the first)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(study).experiment_id], "tags.run_kind = 'trial'",
+                              max_results=10_000)
+    rows, before = [], None
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        worker = run.data.tags.get("worker", "")
+        gap = (run.info.start_time - before.info.end_time) / 1000 if before else 0.0
+        new = before is not None and worker != before.data.tags.get("worker", "")
+        rows.append((int(run.data.tags["trial_number"]), run.data.tags.get("state", "?"), new, gap))
+        before = run
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recycle-after", type=int, help="SWEEPER_RECYCLE_AFTER for the sweep")
+    parser.add_argument("search", nargs="*", help="the sweeper arguments (after --); default: " +
+                        " ".join(DEFAULT_SEARCH))
+    args = parser.parse_args()
+    search = args.search or DEFAULT_SEARCH
+    study = next((search[i + 1] for i, a in enumerate(search[:-1]) if a == "--study"), search[1])
+    workdir = Path(tempfile.mkdtemp(prefix="sweep-profile-"))
+    shutil.copytree(ROOT / "search_spaces", workdir / "search_spaces")
+    env = dict(os.environ)
+    if args.recycle_after:
+        env["SWEEPER_RECYCLE_AFTER"] = str(args.recycle_after)
+    sampler = PeakSampler()
+    started = time.time()
+    done = subprocess.run([str(Path(sys.executable).parent / "sweeper"), *search], cwd=workdir, env=env,
+                          capture_output=True, text=True)
+    ended = time.time()
+    peaks = sampler.stop()
+    if done.returncode != 0:
+        sys.exit(f"the sweep failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    print(f"sweeper {' '.join(search)} in {workdir}" +
+          (f" (SWEEPER_RECYCLE_AFTER={args.recycle_after})" if args.recycle_after else ""))
+    print("worker peaks: " + ", ".join(f"{mib:.0f} MiB" for _, mib in sorted(peaks.items())) +
+          " (by pid)")
+    print_breakdown(breakdown(workdir, started, ended, study))
+    print("gap before each trial: " + ", ".join(
+        f"{number} {state}{' (new worker)' if new else ''} {gap:.2f} s" for number, state, new, gap in
+        trial_gaps(workdir, study)))
+    print(next((line for line in done.stdout.splitlines() if "test_accuracy" in line), "").strip())
+
+
+if __name__ == "__main__":
+    main()
