@@ -301,13 +301,9 @@ def _told(plan: SweepPlan, index: int, orders, standby: bool):
     """The orders (the sweep run's id, the failures in a row so far) and the sweep's store and study, opened. A
     standby opens them while it waits (they exist by then: the sweep has run trials), so that its first trial
     starts as soon as it is told; a first worker once told (the sweep's process may still be creating them)."""
-    if standby:
-        with opened_study(plan, index) as study:
-            yield orders.get(), study
-    else:
-        told = orders.get()
-        with opened_study(plan, index) as study:
-            yield told, study
+    told = None if standby else orders.get()
+    with opened_study(plan, index) as study:
+        yield told or orders.get(), study
 
 
 def _when_told(plan, parent_id, orders, messages, time_left) -> None:
