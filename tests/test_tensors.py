@@ -7,7 +7,7 @@ import pytest
 
 from sweeper.domain.space import Objective
 from sweeper.ml.data import load_dataset
-from sweeper.ml.tensors import ALIGNMENT, in_place, shareable
+from sweeper.ml.tensors import ALIGNMENT, batches, in_place, shareable
 from sweeper.ml.train import train_trial
 from sweeper.runtime.setup import keras_backend
 
@@ -73,3 +73,28 @@ def test_training_on_a_held_dataset_is_training_on_its_arrays(digits):
     assert on_tensors.history == on_arrays.history
     for a, b in zip(on_arrays.model.get_weights(), on_tensors.model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def _orders(pipeline, epochs):
+    """The labels of each epoch's batches, epoch by epoch (a new iterator each, as Keras makes)."""
+    return [[batch[1].numpy().tolist() for batch in pipeline] for _ in range(epochs)]
+
+
+def test_batches_come_in_another_order_at_every_epoch_the_same_orders_for_the_same_seed():
+    import keras
+
+    x, y = np.arange(10, dtype=np.float32).reshape(10, 1), np.arange(10)
+    keras.utils.set_random_seed(0)
+    first = _orders(batches(x, y, batch_size=4, shuffle=True), 3)
+    assert all(sorted(sum(epoch, [])) == list(range(10)) and [len(b) for b in epoch] == [4, 4, 2] for epoch in first)
+    assert len({str(epoch) for epoch in first}) == 3  # Keras' own pipeline, seeded, repeats its first order
+    keras.utils.set_random_seed(0)
+    assert _orders(batches(x, y, batch_size=4, shuffle=True), 3) == first
+    assert _orders(batches(x, y, batch_size=4, shuffle=False), 1) == [[[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]]
+
+
+def test_batches_are_not_autotuned():
+    """An autotuned tf.data iterator's release waits for its model thread's sleep (up to its optimisation period,
+    seconds): Keras releases one per epoch."""
+    pipeline = batches(np.zeros((8, 2), np.float32), np.zeros(8), batch_size=4, shuffle=True)
+    assert pipeline.options().autotune.enabled is False

@@ -1,10 +1,18 @@
-"""Arrays shared with the backend's tensors, for every `fit` of a process to read in place.
+"""Arrays shared with the backend's tensors, for every `fit` of a process to read in place, in batches.
 
 Given NumPy arrays, Keras on TensorFlow copies them into new tensors in each `fit` (its array adapter), and
 the graphs TensorFlow keeps after a trial hold on to each copy: on the full Fashion-MNIST a worker grew by
 about 290 MiB per trial (bench/RESULTS.md). A tensor made here reads the array's own memory (DLPack), so the
 data is in memory once. Keras on JAX or PyTorch slices NumPy arrays without copying them: there, nothing is
 shared.
+
+Batches (`batches`) come from a tf.data pipeline like Keras' own for arrays (a batch of indices, gathered), with two
+differences. Its order changes at every epoch: Keras' own, once a seed is set, draws the same permutation at every
+epoch (a new iterator per epoch replays the seeded shuffle). And tf.data's autotuning is off: an autotuned iterator
+runs a model thread, and releasing the iterator waits out that thread's sleep, up to its
+optimisation period, which doubles up to a minute. Keras makes an iterator per epoch and per evaluation: with
+autotuning, a 12 s epoch of Fashion-MNIST took up to 8 s more, and `fit` returned 8 s after its last epoch
+(bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -56,3 +64,28 @@ def _shared_tensor(array: np.ndarray):
     import tensorflow as tf
 
     return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+
+
+def batches(x, y, *, batch_size: int, shuffle: bool):
+    """(x, y) in batches for Keras to train or evaluate on: on TensorFlow a tf.data pipeline over their memory, in
+    another order at each iteration (epoch) when `shuffle` (the last batch may be smaller), without autotuning;
+    elsewhere None (Keras slices the arrays itself)."""
+    if not shares_arrays():
+        return None
+    import tensorflow as tf
+
+    x, y = (in_place(part) if isinstance(part, np.ndarray) else part for part in (x, y))
+    count = int(x.shape[0])
+    indices = tf.data.Dataset.range(count)
+    if shuffle:  # Keras' own pipeline, seeded, draws the same order at every epoch
+        indices = indices.shuffle(count, reshuffle_each_iteration=True)
+
+    def gathered(batch, data):
+        return tuple(tf.gather(part, batch) for part in data)
+
+    pipeline = tf.data.Dataset.zip((indices.batch(batch_size), tf.data.Dataset.from_tensors((x, y)).repeat()))
+    pipeline = pipeline.map(gathered, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False  # AUTOTUNE above then means as many as there are cores
+    options.experimental_optimization.apply_default_optimizations = False  # as Keras: no graph rewrite per iterator
+    return pipeline.with_options(options)

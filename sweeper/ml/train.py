@@ -13,7 +13,7 @@ from sweeper.domain.errors import TrialFailed, TrialPruned
 from sweeper.domain.space import Objective
 from sweeper.ml.data import Dataset
 from sweeper.ml.model import PREDICT_BATCH, build_model
-from sweeper.ml.tensors import in_place
+from sweeper.ml.tensors import batches
 from sweeper.runtime import interrupts
 
 #: Keras compile options that make an epoch cheap on CPU: 64 steps per call into TensorFlow instead of one
@@ -64,9 +64,10 @@ def train_trial(params: dict, dataset: Dataset, objective: Objective, *, max_epo
     callbacks += [_hooks(epoch_hooks), _stop_when(stop_when)]
     started = time.perf_counter()
     try:
-        fit = model.fit(dataset.for_fit("x_train"), dataset.for_fit("y_train"), batch_size=params["batch_size"],
+        fit = model.fit(**_inputs(dataset.for_fit("x_train"), dataset.for_fit("y_train"), params["batch_size"]),
                         epochs=max_epochs, initial_epoch=initial_epoch, verbose=0, callbacks=callbacks,
-                        validation_data=(dataset.for_fit("x_val"), dataset.for_fit("y_val")))
+                        validation_data=_validation(dataset.for_fit("x_val"), dataset.for_fit("y_val"),
+                                                    params["batch_size"]))
     except TrialPruned as exc:
         exc.train_seconds = time.perf_counter() - started
         raise
@@ -124,9 +125,21 @@ def refit(trial_model, dataset: Dataset, *, epochs: int, batch_size: int, learni
     model.compile_from_config({**trial_model.get_compile_config(), **COMPILE_OPTIONS})  # a fresh optimizer
     x, y = dataset.refit_arrays()
     schedule = keras.callbacks.LearningRateScheduler(lambda epoch, rate: learning_rates.get(epoch + 1, rate))
-    model.fit(in_place(x), in_place(y), batch_size=batch_size, epochs=epochs, verbose=0,
+    model.fit(**_inputs(x, y, batch_size), epochs=epochs, verbose=0,
               callbacks=[_stop_on_nan(), _checkpoint(), schedule, _hooks(epoch_hooks)])
     return model
+
+
+def _inputs(x, y, batch_size: int, shuffle: bool = True) -> dict:
+    """Keras' `fit` or `evaluate` arguments for (x, y) in batches (`sweeper.ml.tensors.batches`)."""
+    pipeline = batches(x, y, batch_size=batch_size, shuffle=shuffle)
+    return {"x": x, "y": y, "batch_size": batch_size} if pipeline is None else {"x": pipeline}
+
+
+def _validation(x, y, batch_size: int):
+    """Keras' `validation_data` for (x, y), in batches of `batch_size` as Keras' own would be."""
+    pipeline = batches(x, y, batch_size=batch_size, shuffle=False)
+    return (x, y) if pipeline is None else pipeline
 
 
 def for_users(model):
@@ -148,8 +161,8 @@ def evaluate(model, dataset: Dataset) -> dict[str, float]:
 
     from sweeper.ml.losses import plain
 
-    scores = model.evaluate(dataset.for_fit("x_test"), dataset.for_fit("y_test"), verbose=0, return_dict=True,
-                            batch_size=PREDICT_BATCH)
+    scores = model.evaluate(**_inputs(dataset.for_fit("x_test"), dataset.for_fit("y_test"), PREDICT_BATCH,
+                                      shuffle=False), verbose=0, return_dict=True)
     config = model.get_compile_config() or {}
     if plain(config) is not config:
         predicted = model.predict(dataset.for_fit("x_test"), verbose=0, batch_size=PREDICT_BATCH)
