@@ -181,6 +181,23 @@ def test_a_long_sweep_runs_in_worker_processes_replaced_every_few_trials(tmp_pat
     assert parent.info.status == "FINISHED" and parent.data.metrics["trials_complete"] == 3
 
 
+def test_a_worker_whose_memory_grows_is_replaced_before_its_count(tmp_path):
+    """Each trial's model builder keeps 150 MiB: with a bound of 100 MiB, the worker's third trial (the first to begin
+    with 150 MiB more than its second) is its last, though the count would allow four."""
+    space = tmp_path / "leaky.yaml"
+    space.write_text("objective: val_accuracy\nmodel: tests.leaky_builder:leaky_mlp\ntrials: 5\nmax_epochs: 1\n"
+                     "patience: 0\nparams:\n  learning_rate: 0.01\n  width: {type: int, low: 8, high: 32}\n")
+    env = {**os.environ, "SWEEPER_OFFLINE": "1", "SWEEPER_RECYCLE_AFTER": "4", "SWEEPER_RECYCLE_GROWTH_MIB": "100",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run([SWEEPER, "search", "digits", "--space", space, "--pruner", "none", "--subset", "200",
+                             "--no-refit"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    trials = study_trials(tmp_path)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 5
+    workers = [t.user_attrs["worker"] for t in trials]
+    assert workers[0] == workers[1] == workers[2] != workers[3] == workers[4]
+
+
 def _started_at(worker):
     """When the process of a trial's `worker` attribute (host:pid:start, in clock ticks since boot) started."""
     booted = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)

@@ -363,7 +363,7 @@ def test_the_optuna_engine_abandons_a_trial_failed_elsewhere_when_asked_after_tr
         return TrialOutcome("complete", value=0.5)
 
     with OptunaEngine(EngineOptions(study="s", space=space, storage=storage, pruner="none")) as engine:
-        engine.optimize(run_trial, trials=1, max_runs=1)
+        engine.optimize(run_trial, trials=1, last_trial=lambda ran: True)
     assert seen and "failed by another worker" in seen[0]
 
 

@@ -2,7 +2,7 @@
 engine, Optuna (`optuna_engine`, the default) and Keras Tuner (`keras_tuner_engine`). They see only the domain:
 neither the store nor Keras training. Importing this package imports no engine."""
 
-from sweeper.engines.base import Engine, EngineOptions, ShouldPrune, TrialFunction, TrialPlan
+from sweeper.engines.base import Engine, EngineOptions, LastTrial, ShouldPrune, TrialFunction, TrialPlan
 
 
 def engine_class(name: str) -> type[Engine]:
@@ -21,4 +21,5 @@ def make_engine(name: str, options: EngineOptions) -> Engine:
     return engine_class(name)(options)
 
 
-__all__ = ["Engine", "EngineOptions", "ShouldPrune", "TrialFunction", "TrialPlan", "engine_class", "make_engine"]
+__all__ = ["Engine", "EngineOptions", "LastTrial", "ShouldPrune", "TrialFunction", "TrialPlan", "engine_class",
+           "make_engine"]

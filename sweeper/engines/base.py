@@ -23,6 +23,10 @@ from sweeper.domain.space import SearchSpace, Suggester
 #: training has ended: an engine whose trials other workers may take away raises TrialAbandoned if this one was.
 ShouldPrune = Callable[[int, float | None], bool]
 
+#: Asked as each trial of an `optimize` call begins, with the trials the call ran before it; True makes that trial
+#: the call's last (a worker process about to be replaced).
+LastTrial = Callable[[int], bool]
+
 
 @dataclass(frozen=True)
 class TrialPlan:
@@ -77,10 +81,10 @@ class Engine(ABC):
 
     @abstractmethod
     def optimize(self, run_trial: TrialFunction, *, trials: int, budget: TimeBudget | None = None,
-                 max_runs: int | None = None) -> int:
+                 last_trial: LastTrial | None = None) -> int:
         """Run trials until the study holds `trials` finished (complete or pruned) ones, the time `budget` has
-        no room for another trial (`budget.may_start_trial()`; run them through `budget.timed`), or this call
-        ran `max_runs` trials; returns how many it ran. No budget: no time limit."""
+        no room for another trial (`budget.may_start_trial()`; run them through `budget.timed`), or the trial
+        `last_trial` called True as it began has ended; returns how many it ran. No budget: no time limit."""
 
     def study_lock(self):
         """Held by a worker while it decides something every worker of the study must agree on (which trial

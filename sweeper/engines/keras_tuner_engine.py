@@ -20,7 +20,7 @@ from sweeper.domain.choices import ENGINES
 from sweeper.domain.errors import SweepError
 from sweeper.domain.places import KERAS_TUNER_DIR
 from sweeper.domain.records import empty_counts, outcome_of
-from sweeper.engines.base import Engine, EngineOptions, TrialFunction, TrialPlan
+from sweeper.engines.base import Engine, EngineOptions, LastTrial, TrialFunction, TrialPlan
 from sweeper.runtime import interrupts
 from sweeper.runtime.workers import hold_lock
 
@@ -178,19 +178,22 @@ class KerasTunerEngine(Engine):
         return self.tuner
 
     def optimize(self, run_trial: TrialFunction, *, trials: int, budget: TimeBudget | None = None,
-                 max_runs: int | None = None) -> int:
+                 last_trial: LastTrial | None = None) -> int:
         import keras_tuner as kt
 
         budget, before = budget or TimeBudget(None), sum(self.counts().values())
+        last, ran = False, 0
+
+        def run_one(*args, **kwargs):
+            nonlocal last, ran
+            last, ran = last_trial is not None and last_trial(ran), ran + 1
+            return run_trial(*args, **kwargs)
 
         def should_stop():
-            counts = self.counts()
-            ran = sum(counts.values()) - before
-            return not budget.may_start_trial() or counts["complete"] >= trials or \
-                (max_runs is not None and ran >= max_runs)
+            return last or not budget.may_start_trial() or self.counts()["complete"] >= trials
 
         tuner = self._ensure_open()
-        tuner.run_trial_function, tuner.should_stop = budget.timed(run_trial), should_stop
+        tuner.run_trial_function, tuner.should_stop = budget.timed(run_one), should_stop
         try:
             tuner.search(verbose=0)
         except _Stop:

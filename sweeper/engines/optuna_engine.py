@@ -17,7 +17,7 @@ from sweeper.domain.places import OPTUNA_JOURNAL
 from sweeper.domain.records import TrialOutcome, empty_counts, outcome_of
 from sweeper.domain.space import signature_changes
 from sweeper.domain.urls import mask, scrub
-from sweeper.engines.base import Engine, EngineOptions, TrialFunction
+from sweeper.engines.base import Engine, EngineOptions, LastTrial, TrialFunction
 from sweeper.runtime import interrupts
 from sweeper.runtime.workers import file_lock, is_dead, this_worker
 
@@ -316,7 +316,7 @@ class OptunaEngine(Engine):
         raise ValueError(f"unknown pruner {name!r} for optuna (the plan checks the choices)")
 
     def optimize(self, run_trial: TrialFunction, *, trials: int, budget: TimeBudget | None = None,
-                 max_runs: int | None = None) -> int:
+                 last_trial: LastTrial | None = None) -> int:
         """Ask, train, tell until the study holds `trials` finished trials, counted across every worker.
 
         A trial is asked only while finished + running trials are under the budget (under a lock that
@@ -324,13 +324,15 @@ class OptunaEngine(Engine):
         """
         budget = budget or TimeBudget(None)
         ran, run_trial = 0, budget.timed(run_trial)
-        while budget.may_start_trial() and (max_runs is None or ran < max_runs):
+        last = False
+        while not last and budget.may_start_trial():
             interrupts.check()  # no new trial once an interrupt arrived, wherever it landed
             self.reap()  # before each trial: a silent worker's trial is failed (and retried) as soon as can be
             with self.study_lock():
                 finished, running = self._count_finished_and_running()
                 trial = self._ask(running) if finished + running < trials else None
             if trial is not None:
+                last = last_trial is not None and last_trial(ran)
                 self._run(trial, run_trial)
                 ran += 1
             elif finished >= trials:

@@ -1,9 +1,10 @@
 """Worker processes: `--jobs N` workers on one study, each replaced by a fresh one every few trials.
 
-TensorFlow keeps about 6 MiB per trained model that `clear_session` does not free (bench/RESULTS.md),
-so a worker that ran `RECYCLE_AFTER` trials exits and a fresh process takes its place: a long sweep's
-memory stays flat. The fresh one starts when the old one begins its last trial (a standby): it has imported Keras
-and loaded the data by the time it is needed, so the sweep does not wait for its start-up.
+TensorFlow keeps part of every trained model that `clear_session` does not free (6-85 MiB each, more for larger
+models: bench/RESULTS.md), so a worker exits after its `RECYCLE_AFTER`-th trial, or sooner once it has grown by
+`RECYCLE_GROWTH_MIB` (`Recycling`), and a fresh process takes its place: a long sweep's memory stays flat. The worker
+says so as it begins its last trial, and the fresh one starts then (a standby): it has imported Keras and loaded the
+data by the time it is needed, so the sweep does not wait for its start-up.
 
 Every worker forwards its events to the caller's listener (`SweepListener.worker(i)` when there are several),
 which decides how they are shown: the pool draws nothing itself.
@@ -30,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 from sweeper.domain.budget import TimeBudget
 from sweeper.domain.errors import SweeperError, SweepError, Terminated
 from sweeper.domain.events import SweepListener, SweepResult
-from sweeper.engines import Engine, make_engine
+from sweeper.engines import Engine, LastTrial, make_engine
 from sweeper.runtime import interrupts
-from sweeper.runtime.heap import long_lived_objects_frozen
+from sweeper.runtime.heap import long_lived_objects_frozen, resident_mib
 from sweeper.runtime.setup import configure_process, end_process
 from sweeper.store import SweepRecorder
 from sweeper.usecases.plan import SweepPlan
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
 
 #: trials a worker process runs before a fresh one replaces it (SWEEPER_RECYCLE_AFTER overrides)
 RECYCLE_AFTER = int(os.environ.get("SWEEPER_RECYCLE_AFTER", "20"))
+#: MiB a worker process may grow by after its first trial before a fresh one replaces it (SWEEPER_RECYCLE_GROWTH_MIB
+#: overrides): a small model leaves about 6 MiB per trial, so the count decides; Fashion-MNIST's wide ones 25-85 MiB
+RECYCLE_GROWTH_MIB = float(os.environ.get("SWEEPER_RECYCLE_GROWTH_MIB", "128"))
 _DONE, _RECYCLE, _INTERRUPTED = "done", "recycle", "interrupted"
 _FINISH, _EXIT = "finish", "exit"  # what a worker that is done is told
 
@@ -72,7 +76,6 @@ class WorkerPool:
         self.listeners = {index: listener.worker(index) if plan.jobs > 1 else listener for index in range(plan.jobs)}
         self.workers: dict[int, tuple[multiprocessing.Process, Any]] = {}  # index -> (process, its orders)
         self.standby: dict[int, tuple[multiprocessing.Process, Any]] = {}  # index -> its next process, started
-        self.started = dict.fromkeys(range(plan.jobs), 0)  # trials the index's current process has started
         self.waiting: tuple[multiprocessing.Process, Any] | None = None  # the last worker, done, told nothing yet
 
     def __enter__(self) -> WorkerPool:
@@ -105,15 +108,13 @@ class WorkerPool:
         """Tell `index`'s worker to run trials under the sweep run (with the failures in a row so far)."""
         self.workers[index][1].put((self.parent_id, self.failures_in_a_row[index]))
 
-    def _trial_started(self, index: int) -> None:
-        """`index`'s worker began a trial: at its last before it is replaced, its successor starts meanwhile."""
-        self.started[index] += 1
-        if self.started[index] == RECYCLE_AFTER and index not in self.standby:
+    def _last_trial_begun(self, index: int, pid: int) -> None:
+        """`index`'s worker began its last trial before it is replaced: its successor starts meanwhile."""
+        if index in self.workers and pid == self.workers[index][0].pid and index not in self.standby:
             self._spawn(index, standby=True)
 
     def _replace(self, index: int) -> None:
         """`index`'s worker exited to be replaced: its standby (or, if that died, a fresh process) runs trials."""
-        self.started[index] = 0
         process, orders = self.standby.pop(index, (None, None))
         if process is not None and process.is_alive():
             self.workers[index] = process, orders
@@ -145,10 +146,11 @@ class WorkerPool:
                 except queue.Empty:
                     errors += _vanished(self.workers)
                     continue
+                if kind == "last":
+                    self._last_trial_begun(index, *payload)
+                    continue
                 if kind == "event":
                     name, args = payload
-                    if name == "trial_started":
-                        self._trial_started(index)
                     getattr(self.listeners[index], name)(*args)
                     continue
                 status, failures, pid = payload
@@ -282,7 +284,8 @@ def _worker_main(plan, index, threads, clocks, messages, orders, parent_pid, sta
             listener = _ForwardingListener(messages, index)
             dataset = ready_to_train(plan, threads, SweepListener() if standby else listener)
             with _told(plan, index, orders, standby) as ((parent_id, failures), study):
-                status, failures = _work(plan, parent_id, dataset, study, clocks, failures, listener)
+                recycling = Recycling(announce=lambda: messages.put(("last", index, os.getpid())))
+                status, failures = _work(plan, parent_id, dataset, study, clocks, failures, listener, recycling)
         except KeyboardInterrupt:
             status = _INTERRUPTED  # its trial is recorded as interrupted; the parent process reports the interruption
         except SweeperError as exc:
@@ -331,12 +334,35 @@ def _picklable(exc: Exception) -> Exception:
         return SweepError(f"{type(exc).__name__}: {exc}")
 
 
-def _work(plan, parent_id, dataset, study, clocks, failures_in_a_row, listener) -> tuple[str, int]:
+def _work(plan, parent_id, dataset, study, clocks, failures_in_a_row, listener, recycling) -> tuple[str, int]:
     clock, longest = clocks
-    ran, more, failures = work_loop(plan, parent_id, study, listener, dataset=dataset,
-                                    timeout=lambda: _time_left(plan.timeout, clock),
-                                    failures_in_a_row=failures_in_a_row, max_runs=RECYCLE_AFTER, longest=longest)
-    return (_RECYCLE if ran >= RECYCLE_AFTER and more else _DONE), failures
+    _, more, failures = work_loop(plan, parent_id, study, listener, dataset=dataset,
+                                  timeout=lambda: _time_left(plan.timeout, clock),
+                                  failures_in_a_row=failures_in_a_row, last_trial=recycling, longest=longest)
+    return (_RECYCLE if recycling.last and more else _DONE), failures
+
+
+class Recycling:
+    """Whether the trial a worker process begins is its last before a fresh process replaces it: its
+    `after`-th, or the first to begin once the process holds more than `growth` MiB over what it held as its second
+    began (the first trial's share is the process's own start: TensorFlow's kernels, the data's first pass).
+    `announce()` is called as the last begins, so that the pool starts the replacement meanwhile."""
+
+    def __init__(self, announce: Callable[[], None], *, after: int = RECYCLE_AFTER,
+                 growth: float = RECYCLE_GROWTH_MIB, resident: Callable[[], float | None] = resident_mib):
+        self.announce, self.after, self.growth, self.resident = announce, after, growth, resident
+        self.baseline: float | None = None  # MiB as the second trial began
+        self.last = False
+
+    def __call__(self, ran: int) -> bool:
+        memory = self.resident()
+        if ran == 1:
+            self.baseline = memory
+        grown = memory is not None and self.baseline is not None and memory - self.baseline > self.growth
+        self.last = ran + 1 >= self.after or grown
+        if self.last:
+            self.announce()
+        return self.last
 
 
 def ready_to_train(plan: SweepPlan, threads: int, listener: SweepListener) -> Dataset:
@@ -362,12 +388,13 @@ def opened_study(plan: SweepPlan, index: int) -> Iterator[tuple[SweepRecorder, E
 
 def work_loop(plan: SweepPlan, parent_id: str, study: tuple[SweepRecorder, Engine], listener: SweepListener, *,
               dataset: Dataset, timeout: Callable[[], float | None], failures_in_a_row: int = 0,
-              max_runs: int | None = None, longest=None) -> tuple[int, bool, int]:
+              last_trial: LastTrial | None = None, longest=None) -> tuple[int, bool, int]:
     """One worker of a sweep, ready to train on `dataset` (`ready_to_train`) with the `study` it opened
-    (`opened_study`): trials run under the sweep run `parent_id` until the study's budget, the time (`timeout()`,
-    asked once the worker is ready to train) or `max_runs` is spent; `longest` (a shared value) carries the longest
-    complete trial from one worker process to its replacement, whose budget would otherwise start blind and run
-    trials up to the deadline. Returns (trials run, budget left, failures in a row)."""
+    (`opened_study`): trials run under the sweep run `parent_id` until the study's budget or the time (`timeout()`,
+    asked once the worker is ready to train) is spent, or `last_trial` (see `Engine.optimize`) ended it; `longest`
+    (a shared value) carries the longest complete trial from one worker process to its replacement, whose budget
+    would otherwise start blind and run trials up to the deadline. Returns (trials run, budget left, failures in a
+    row)."""
     from sweeper.usecases.runner import TrialRunner
 
     space, (recorder, engine) = plan.space, study
@@ -378,7 +405,7 @@ def work_loop(plan: SweepPlan, parent_id: str, study: tuple[SweepRecorder, Engin
     runner.failures_in_a_row = failures_in_a_row
     try:
         with long_lived_objects_frozen():
-            ran = engine.optimize(runner, trials=space.trials, budget=budget, max_runs=max_runs)
+            ran = engine.optimize(runner, trials=space.trials, budget=budget, last_trial=last_trial)
     finally:
         failures_in_a_row = runner.failures_in_a_row
         if longest is not None:
