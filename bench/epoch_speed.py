@@ -5,9 +5,9 @@ The ideal is the epoch's floating-point work (6 x parameters x images: forward, 
 inputs and weights) at this machine's float32 matmul rate, measured in this same run with
 TensorFlow on a large square matmul. Each variant is one way of calling Keras' fit; `sweeper` is
 what sweeper's trainer does (`sweeper.train.COMPILE_OPTIONS`, with its NaN check after each
-execution). Figures are medians of the timed epochs
-after a warm-up epoch; the warm-up epoch's own time (tracing, XLA compilation) is shown beside them,
-since every trial pays it once.
+execution, and its batches from `sweeper.ml.tensors.batches`; before 084dc7e Keras' own). Figures are medians
+of the timed epochs after a warm-up epoch; the warm-up epoch's own time (tracing, XLA compilation) is shown beside
+them, since every trial pays it once.
 """
 
 import argparse
@@ -20,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sweeper.ml import quiet
 
+BATCHES = {"batches": True}  # the data in batches from sweeper.ml.tensors.batches, as sweeper's trainer gives it
+
 VARIANTS = {
     # name: (compile options, fit options, batch-level callback)
     "keras default (no XLA on CPU)": ({}, {}, False),
@@ -30,7 +32,8 @@ VARIANTS = {
     "steps_per_execution=64": ({"steps_per_execution": 64}, {}, False),
     "steps_per_execution=16, XLA": ({"steps_per_execution": 16, "jit_compile": True}, {}, False),
     "steps_per_execution=64, XLA": ({"steps_per_execution": 64, "jit_compile": True}, {}, False),
-    "sweeper (train.COMPILE_OPTIONS)": (None, {}, True),
+    "sweeper before 084dc7e (Keras' batches)": (None, {}, True),
+    "sweeper (COMPILE_OPTIONS, tensors.batches)": (None, BATCHES, True),
 }
 
 
@@ -63,8 +66,16 @@ def epoch_seconds(keras, dataset, batch, compile_options, fit_options, batch_cal
     callbacks = [clock]
     if batch_callback:
         callbacks.append(keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: float(logs["loss"])))
-    model.fit(dataset.x_train, dataset.y_train, batch_size=batch, epochs=epochs + 1, verbose=0,
-              validation_data=(dataset.x_val, dataset.y_val), callbacks=callbacks, **fit_options)
+    if fit_options is BATCHES:
+        from sweeper.ml.tensors import batches
+
+        data = {"x": batches(dataset.x_train, dataset.y_train, batch_size=batch, shuffle=True),
+                "validation_data": batches(dataset.x_val, dataset.y_val, batch_size=batch, shuffle=False)}
+        fit_options = {}
+    else:
+        data = {"x": dataset.x_train, "y": dataset.y_train, "batch_size": batch,
+                "validation_data": (dataset.x_val, dataset.y_val)}
+    model.fit(**data, epochs=epochs + 1, verbose=0, callbacks=callbacks, **fit_options)
     durations = sorted(times[i + 1] - times[i] for i in range(2, len(times), 2))  # the first epoch warms up
     return durations[len(durations) // 2], times[1] - times[0]
 
