@@ -133,7 +133,9 @@ def refit(trial_model, dataset: Dataset, *, epochs: int, batch_size: int, learni
 def _inputs(x, y, batch_size: int, shuffle: bool = True) -> dict:
     """Keras' `fit` or `evaluate` arguments for (x, y) in batches (`sweeper.ml.tensors.batches`)."""
     pipeline = batches(x, y, batch_size=batch_size, shuffle=shuffle)
-    return {"x": x, "y": y, "batch_size": batch_size} if pipeline is None else {"x": pipeline}
+    if pipeline is None:
+        return {"x": x, "y": y, "batch_size": batch_size}
+    return {"x": pipeline, "shuffle": False} if shuffle else {"x": pipeline}  # it shuffles: Keras' would warn
 
 
 def _validation(x, y, batch_size: int):
