@@ -9,7 +9,8 @@ and data loading included) to its exit, each given the same wall-clock budget:
 - optuna, keras-tuner, keras-tuner-hyperband: Optuna TPE + MedianPruner, Keras Tuner RandomSearch and Hyperband,
   written by hand over the same enlarged space as search_spaces/fashion.yaml (bench/anchors.py).
 Prints, per tool, the best model's test accuracy (mean, spread over seeds), wall time, and the time until a model
-first reached each target validation accuracy (0.89, 0.90).
+first reached each target validation accuracy (0.89, 0.90); for sweeper also its share of wall time not training
+and its worker processes' peak resident memory (read from /proc every 0.5 s, as bench/sweep_profile.py does).
 """
 
 import argparse
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 from overhead import breakdown
+from sweep_profile import PeakSampler
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -30,18 +32,20 @@ TOOLS = ("sweeper", "recipe", "optuna", "keras-tuner", "keras-tuner-hyperband")
 
 
 def run_sweeper(args, seed, workdir) -> dict:
-    started = time.time()
+    started, sampler = time.time(), PeakSampler()
     with open(Path(workdir) / "sweeper.log", "w") as log:
         cap = ["--trials", str(args.trials)] if args.trials else []
         done = subprocess.run([str(BIN / "sweeper"), "search", "fashion", "--timeout", f"{args.timeout:g}s",
                                "--seed", str(seed), *_smaller(args), *cap], cwd=workdir, stdout=log,
                               stderr=subprocess.STDOUT)
+    peaks = sampler.stop()
     shutil.copy(Path(workdir) / "sweeper.log", f"sweeper-seed{seed}.log")  # kept: the sweep's own account of its time
     if done.returncode:
         sys.exit(f"sweeper failed:\n{(Path(workdir) / 'sweeper.log').read_text()[-3000:]}")
     record = sweeper_record(Path(workdir), args.targets)
     parts = breakdown(Path(workdir), started, time.time())
     record["overhead_share"] = 1 - parts["training"] / parts["wall"]
+    record["worker_peak_mib"] = max(peaks.values(), default=0.0)
     return record
 
 
@@ -85,7 +89,8 @@ def measure(args, tool, seed) -> dict:
         reached = record.pop("targets_reached_at")
         record["to_target_s"] = {t: (at - started if at else None) for t, at in reached.items()}
     extra = (f"; best trial's own model {record['trial_test_accuracy']:.4f}, not training "
-             f"{record['overhead_share']:.1%} of wall time" if tool == "sweeper" else "")
+             f"{record['overhead_share']:.1%} of wall time, worker peak {record['worker_peak_mib']:.0f} MiB"
+             if tool == "sweeper" else "")
     to = "  ".join(f"to {t} val {_seconds(s)}" for t, s in record["to_target_s"].items())
     print(f"seed {seed} {tool:<22} test {record['test_accuracy']:.4f}  wall {record['wall_s']:6.0f} s  {to}  "
           f"({record['trials']} trials{extra})", flush=True)

@@ -26,4 +26,4 @@ def test_quality_bench_runs_sweeper_and_the_anchors(tmp_path, tool):
     assert "val never" not in done.stdout
     assert re.search(rf"^{tool} +test mean 0\.\d{{4}} ", done.stdout, re.M)  # the summary
     if tool == "sweeper":
-        assert "not training" in rows[tool].group(0)
+        assert "not training" in rows[tool].group(0) and "worker peak" in rows[tool].group(0)
