@@ -2,7 +2,15 @@
 the final model and half the longest complete trial before it, and a running trial stops training when only the
 final model's time is left. A fake clock: no waiting, no timing."""
 
-from sweeper.domain.budget import FINAL_MODEL_TRIALS, FINISH_SECONDS, LEAST_TRIAL_SHARE, TimeBudget, refit_epochs
+from sweeper.domain.budget import (
+    FINAL_MODEL_TRIALS,
+    FINISH_SECONDS,
+    LEAST_TRIAL_SHARE,
+    RETRAINING_MARGIN,
+    TimeBudget,
+    another_retraining_fits,
+    refit_epochs,
+)
 from sweeper.domain.records import TrialOutcome
 
 
@@ -154,3 +162,33 @@ def test_a_longer_final_model_takes_only_the_time_left():
     assert refit_epochs(20, 20, cosine=True, seconds_per_epoch=5, time_left=room + 1000) == 40
     assert refit_epochs(20, 20, cosine=True, seconds_per_epoch=5, time_left=10) == 20  # never fewer than the trial's
     assert refit_epochs(20, 20, cosine=True, seconds_per_epoch=5, time_left=0) == 20
+
+
+def test_another_retraining_starts_only_while_the_time_left_covers_it_and_the_finish():
+    assert another_retraining_fits(None, 1e9)  # no time limit
+    assert another_retraining_fits(100 * RETRAINING_MARGIN + FINISH_SECONDS, 100)
+    assert not another_retraining_fits(100 * RETRAINING_MARGIN + FINISH_SECONDS - 1, 100)
+
+
+def test_a_final_model_that_may_average_retrainings_keeps_room_for_each():
+    clock = Clock()
+    single, averaging = TimeBudget(900, clock), TimeBudget(900, clock, retrainings=3)
+    for budget in (single, averaging):
+        budget.timed(_trial(clock, 100))()
+    clock.now += 300  # 500 s left of each
+    assert single.may_start_trial()  # a trial (50) and one retraining (125 + 30)
+    assert not averaging.may_start_trial()  # a trial (50) and three retrainings (375 + 30) do not fit
+    assert averaging.final_model_seconds(100) == 3 * 100 * FINAL_MODEL_TRIALS + FINISH_SECONDS
+
+
+def test_a_space_averages_retrainings_only_when_its_trials_may_run_a_cosine_schedule():
+    from sweeper.domain.space import Choice, Fixed, FloatRange, Objective, SearchSpace
+
+    def space(**params):
+        return SearchSpace(params={"learning_rate": FloatRange(1e-3, 1e-2), **params},
+                           objective=Objective("val_accuracy", "maximize"), ensemble=3)
+
+    assert space(lr_schedule=Choice(("cosine", "plateau"))).retrainings == 3
+    assert space(lr_schedule=Fixed("cosine")).retrainings == 3
+    assert space(lr_schedule=Fixed("plateau")).retrainings == 1
+    assert space().retrainings == 1  # the plateau drop by default

@@ -176,15 +176,27 @@ def test_a_two_objective_space_file_with_an_ensemble_names_its_line(tmp_path):
         f"final model is one trial of the Pareto front)")
 
 
-def test_a_best_trial_retrained_longer_than_it_ran_is_not_averaged(tmp_path):
+def test_a_best_trial_retrained_longer_than_it_ran_is_averaged_with_its_retrainings_from_other_seeds(tmp_path):
     space = write_space(tmp_path / "cosine.yaml", COSINE_SPACE)  # 2 epochs: the best epoch is one of the last two
-    result = sweeper("search", "digits", "--space", space, "--trials", 2, "--ensemble", 2, cwd=tmp_path)
+    result = sweeper("search", "digits", "--space", space, "--trials", 2, "--ensemble", 3, cwd=tmp_path)
     assert result.exit_code == 0, result.output
     [parent] = _runs(tmp_path, "search")
-    best = parent.data.tags["best_trial_number"]
+    best, tags = parent.data.tags["best_trial_number"], parent.data.tags
     summary = " ".join(result.output.split())
     assert "on training + validation data for 4 epochs" in summary  # 2x the schedule's 2, cosine stretched
-    assert (f"Final model: trial {best} retrained alone (a retraining longer than its trial is not averaged with "
-            f"other trials: the validation split that would choose them judged the trials' own models only).") in summary
-    assert parent.data.tags["ensemble_skipped"] == "longer_refit" and "ensemble_of" not in parent.data.tags
-    assert "single_test_accuracy" not in parent.data.metrics
+    assert summary.count("retraining it again from another seed") == 2
+    assert tags["refit_seeds"] == "0,1,2" and "ensemble_of" not in tags and "ensemble_skipped" not in tags
+    single, test = parent.data.metrics["single_test_accuracy"], parent.data.metrics["test_accuracy"]
+    assert (f"Final model: the average of 3 retrainings of trial {best}'s configuration (seeds 0, 1 and 2), on the "
+            f"test split: test_accuracy {test:.4f}, {abs(test - single):.4f} "
+            f"{'ahead of' if test >= single else 'behind'} the first retraining alone.") in summary
+    out = tmp_path / "best"
+    exported = sweeper("export", "digits", "--out", out, "--format", "onnx", cwd=tmp_path)
+    assert exported.exit_code == 0, exported.output
+    card = json.loads((out / "model.json").read_text())
+    assert card["model"] == (f"the average of 3 retrainings of trial {best}'s configuration on training + validation "
+                             f"data for 4 epochs each (seeds 0, 1, 2)")
+    assert card["architecture"].count(f"trial_{int(best):03d}_seed_") == 3
+    assert card["test_metrics"]["test_accuracy"] == pytest.approx(test)  # the model the sweep measured
+    assert card["formats"]["onnx"]["max_abs_difference"] < 1e-4
+

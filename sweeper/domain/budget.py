@@ -1,7 +1,8 @@
 """A sweep's wall-clock budget (`--timeout`), the final model included: a trial starts only while the time left
-covers the final model (retrained on training + validation data for about the best trial's epochs, then evaluated
-and registered) and, before it, half the longest complete trial so far; a running trial that outlasts that stops
-training (keeping its best epoch) before an epoch that would reach into the final model's time."""
+covers the final model (retrained on training + validation data for about the best trial's epochs, as many times as
+it may average retrainings, then evaluated and registered) and, before it, half the longest complete trial so far;
+a running trial that outlasts that stops training (keeping its best epoch) before an epoch that would reach into the
+final model's time."""
 
 from __future__ import annotations
 
@@ -47,13 +48,25 @@ def refit_epochs(best_epoch: int, max_epochs: int, *, cosine: bool, seconds_per_
     return max(best_epoch, longer)
 
 
+#: another retraining of the best configuration (from another seed, to average with the first) starts only while the
+#: time left covers this many times the first one's training, and the finish after it
+RETRAINING_MARGIN = 1.1
+
+
+def another_retraining_fits(time_left: float | None, retraining_seconds: float) -> bool:
+    """Whether the final model may train one more retraining as long as the one before (`time_left` None: no time
+    limit)."""
+    return time_left is None or time_left >= retraining_seconds * RETRAINING_MARGIN + FINISH_SECONDS
+
+
 class TimeBudget:
     """`seconds` from `started` (default: now; None: no limit), spent by the trials this worker runs and the final
     model after them."""
 
     def __init__(self, seconds: float | None, clock: Callable[[], float] = time.monotonic,
-                 started: float | None = None, longest_known: float = 0.0):
+                 started: float | None = None, longest_known: float = 0.0, retrainings: int = 1):
         self.clock = clock
+        self.retrainings = retrainings  # how many retrainings the final model may average (`SearchSpace.retrainings`)
         self.deadline = None if seconds is None else (clock() if started is None else started) + seconds
         # complete trials' wall times; `longest_known`: of the trials an earlier worker process of the sweep ran
         self.trial_seconds: list[float] = [longest_known] if longest_known else []
@@ -68,10 +81,9 @@ class TimeBudget:
         when it is not pruned."""
         return max(self.trial_seconds, default=0.0)
 
-    @staticmethod
-    def final_model_seconds(trial_seconds: float) -> float:
-        """The time kept for a final model sized on a trial of `trial_seconds`: its retraining and its finish."""
-        return trial_seconds * FINAL_MODEL_TRIALS + FINISH_SECONDS
+    def final_model_seconds(self, trial_seconds: float) -> float:
+        """The time kept for a final model sized on a trial of `trial_seconds`: its retrainings and its finish."""
+        return trial_seconds * FINAL_MODEL_TRIALS * self.retrainings + FINISH_SECONDS
 
     def may_start_trial(self) -> bool:
         left, longest = self.time_left(), self.longest_trial()

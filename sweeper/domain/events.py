@@ -25,7 +25,9 @@ class SweepListener:
 
     def trial_ended(self, number: int, state: str, value: float | None, note: str = "") -> None: ...
 
-    def refit_started(self, trial_number: int, epochs: int) -> None: ...
+    def refit_started(self, trial_number: int, epochs: int, member: int = 1) -> None:
+        """The best configuration's retraining on train + val began (`member` > 1: a further one, from another
+        seed, to average with the first)."""
 
     def refit_epoch_ended(self, epoch: int, logs: dict) -> None: ...
 
@@ -63,3 +65,4 @@ class SweepResult:
     single_test_metrics: dict = field(default_factory=dict)  # then: the best trial's final model alone
     ensemble_candidates: list[int] = field(default_factory=list)  # the trials it might have averaged with the best
     ensemble_skipped: bool = False  # an average was asked for, but the best was retrained longer than its trial
+    refit_seeds: list[int] = field(default_factory=list)  # the final model averages retrainings from these seeds

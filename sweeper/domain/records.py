@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from sweeper.domain.errors import SweepError, TrialAbandoned, TrialFailed, TrialPruned, disk_full
 
@@ -162,3 +163,12 @@ class SearchRecord:
     metrics: dict
     tags: dict
     settings: dict  # the sweep's settings, typed (trials, max_epochs, subset, ...)
+
+
+class FinalModel(NamedTuple):
+    """A final model made from a trial, as `Store.refit_of` finds it."""
+    model: Any  # keras.Model
+    epochs: int  # retrained on train + val for this many epochs (0: not retrained)
+    run_id: str  # the run holding it
+    averaged: list[int]  # the trials it averages, best first ([]: not an average of trials)
+    seeds: list[int]  # the seeds of the retrainings it averages ([]: one retraining or none)

@@ -200,6 +200,14 @@ class SearchSpace:
     def objectives(self) -> tuple[Objective, ...]:
         return (self.objective, self.cost) if self.cost else (self.objective,)
 
+    @property
+    def retrainings(self) -> int:
+        """How many retrainings of the best configuration its final model may average: `ensemble` when a trial may
+        run a cosine schedule (a best trial still improving as its cosine ended is retrained longer, then averaged
+        with retrainings of itself from other seeds), else 1 (the other members are trials' own models)."""
+        schedule = self.params.get("lr_schedule")
+        return self.ensemble if schedule is not None and schedule.contains("cosine") else 1
+
     def sample(self, suggester: Suggester) -> dict:
         """Draw one configuration; only the parameters this configuration uses are drawn."""
         p = self.params

@@ -49,10 +49,13 @@ def baseline_line(name: str | None, baseline: dict, final: dict) -> str:
 def final_model_line(result: SweepResult) -> str | None:
     """Which model is final when an average was asked for, and what it bought (None: a single model was asked for,
     or no trial had a model to average with)."""
+    if result.refit_seeds:
+        return retrainings_line(result.best.number, result.refit_seeds, result.test_metrics,
+                                result.single_test_metrics)
     if result.ensemble_skipped:
-        return (f"Final model: trial {result.best.number} retrained alone (a retraining longer than its trial is not "
-                f"averaged with other trials: the validation split that would choose them judged the trials' own "
-                f"models only).")
+        return (f"Final model: trial {result.best.number} retrained alone (a retraining longer than its trial is "
+                f"averaged only with retrainings of its configuration from other seeds, not with other trials, and "
+                f"the time left held no other retraining).")
     if not result.ensemble_candidates:
         return None
     return ensemble_line(result.ensemble_of, result.ensemble_candidates, bool(result.refit_epochs),
@@ -72,10 +75,24 @@ def ensemble_line(members: list[int], candidates: list[int], refit: bool, ensemb
     line = (f"Final model: the average of trials {_and([str(n) for n in members])} "
             f"({f'trial {members[0]} retrained; ' if refit else ''}chosen on the validation split among {others}), "
             f"on the test split: {metric} {ensemble[metric]:.4f}")
+    return _against(line, metric, ensemble, single, f"trial {members[0]}'s model alone")
+
+
+def retrainings_line(trial: int, seeds: list[int], averaged: dict, first: dict) -> str:
+    """What the final model is when it averages retrainings of the best configuration from `seeds`, and what the
+    average bought over the `first` retraining alone."""
+    metric = "test_accuracy" if "test_accuracy" in averaged else "test_rmse"
+    line = (f"Final model: the average of {len(seeds)} retrainings of trial {trial}'s configuration (seeds "
+            f"{_and([str(s) for s in seeds])}), on the test split: {metric} {averaged[metric]:.4f}")
+    return _against(line, metric, averaged, first, "the first retraining alone")
+
+
+def _against(line: str, metric: str, averaged: dict, single: dict, alone: str) -> str:
+    """`line` ended with what the average bought over the `single` model (`alone`: what that model is)."""
     if metric not in single:
         return line + "."
-    gain = ensemble[metric] - single[metric] if metric == "test_accuracy" else single[metric] - ensemble[metric]
-    return f"{line}, {abs(gain):.4f} {'ahead of' if gain >= 0 else 'behind'} trial {members[0]}'s model alone."
+    gain = averaged[metric] - single[metric] if metric == "test_accuracy" else single[metric] - averaged[metric]
+    return f"{line}, {abs(gain):.4f} {'ahead of' if gain >= 0 else 'behind'} {alone}."
 
 
 def _and(items: list[str]) -> str:

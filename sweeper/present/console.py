@@ -81,9 +81,13 @@ class LiveProgress(SweepListener):
             self.splits_said = True
             self.console.print(f"Data: {splits}")
 
-    def refit_started(self, trial_number, epochs):
-        self.console.print(f"retraining trial {trial_number}'s configuration on training + validation data for "
-                           f"{plural(epochs, 'epoch')} (--no-refit skips this)")
+    def refit_started(self, trial_number, epochs, member=1):
+        if member > 1:
+            self.console.print(f"retraining it again from another seed, to average with the first (retraining "
+                               f"{member}; --ensemble 1 skips this)")
+        else:
+            self.console.print(f"retraining trial {trial_number}'s configuration on training + validation data for "
+                               f"{plural(epochs, 'epoch')} (--no-refit skips this)")
         self.progress.reset(self.epochs, total=epochs, description="refit", note="", visible=True)
 
     def refit_epoch_ended(self, epoch, logs):

@@ -64,8 +64,10 @@ class NotebookProgress(SweepListener):
         self.running = ""
         self._show(force=True)
 
-    def refit_started(self, trial_number, epochs):
-        self.running = f"final model: retraining trial {trial_number}'s configuration for {plural(epochs, 'epoch')}"
+    def refit_started(self, trial_number, epochs, member=1):
+        again = f" again (retraining {member}, another seed)" if member > 1 else ""
+        self.running = (f"final model: retraining trial {trial_number}'s configuration{again} for "
+                        f"{plural(epochs, 'epoch')}")
         self._show(force=True)
 
     def refit_epoch_ended(self, epoch, logs):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.domain.errors import ExportError, TrackingError
-from sweeper.domain.records import SearchRecord, StudyRecord, TrialRecord
+from sweeper.domain.records import FinalModel, SearchRecord, StudyRecord, TrialRecord
 from sweeper.domain.space import SearchSpace
 from sweeper.domain.urls import mask
 from sweeper.runtime.workers import this_worker
@@ -212,18 +212,18 @@ class Store:
     def _load_model(self, run_id: str, artifact: str):
         return load_keras_artifact(self.client, run_id, artifact)
 
-    def refit_of(self, study: StudyRecord, trial: TrialRecord) -> tuple[Any, int, str, list[int]] | None:
+    def refit_of(self, study: StudyRecord, trial: TrialRecord) -> FinalModel | None:
         """The latest final model made from `trial` (retrained from its configuration by a search or an export,
-        or averaged with other trials), as (model, epochs retrained (0: not), run id holding it, the trials it
-        averages (best first; [] for one model)), or None."""
+        or averaged with other trials or with retrainings from other seeds), or None."""
         found = self.client.search_runs([study.experiment_id], f"tags.refit_of = '{trial.run_id}'",
                                         order_by=["attributes.start_time DESC"], max_results=1)
         if not found:
             return None
         run = found[0]
-        averaged = [int(n) for n in run.data.tags.get("ensemble_of", "").split(",") if n]
-        return self._load_model(run.info.run_id, FINAL_MODEL_ARTIFACT), int(run.data.tags["refit_epochs"]), \
-            run.info.run_id, averaged
+        averaged, seeds = ([int(n) for n in run.data.tags.get(tag, "").split(",") if n]
+                           for tag in ("ensemble_of", "refit_seeds"))
+        return FinalModel(self._load_model(run.info.run_id, FINAL_MODEL_ARTIFACT), int(run.data.tags["refit_epochs"]),
+                          run.info.run_id, averaged, seeds)
 
     def start_retrain(self, study: StudyRecord, trial: TrialRecord) -> str:
         """A run for a retraining done by `sweeper export --retrain`, under the search that ran the trial."""

@@ -328,13 +328,16 @@ class SweepRecorder:
             self.client.set_tag(self.parent_id, key, str(value))
         self.client.set_terminated(self.parent_id, status)
 
-    def log_final_model(self, model: Any, refit_epochs: int, trial_run_id: str, ensemble_of: str | None = None) -> None:
-        """Keep the final model (the refit one, or the trials averaged: `ensemble_of` their numbers, best first)
-        on the parent run as a `.keras` file too (what `sweeper export` writes)."""
+    def log_final_model(self, model: Any, refit_epochs: int, trial_run_id: str, ensemble_of: str | None = None,
+                        refit_seeds: str | None = None) -> None:
+        """Keep the final model (the refit one, or an average: of trials, `ensemble_of` their numbers, best first,
+        or of retrainings, `refit_seeds` their seeds) on the parent run as a `.keras` file too (what `sweeper export`
+        writes)."""
         log_keras(self.client, self.parent_id, model, FINAL_MODEL_ARTIFACT)
         self.client.set_tag(self.parent_id, "refit_epochs", str(refit_epochs))
-        if ensemble_of:
-            self.client.set_tag(self.parent_id, "ensemble_of", ensemble_of)
+        for tag, value in (("ensemble_of", ensemble_of), ("refit_seeds", refit_seeds)):
+            if value:
+                self.client.set_tag(self.parent_id, tag, value)
         self.client.set_tag(self.parent_id, "refit_of", trial_run_id)
 
     def log_best_model(self, model: Any, example: Any, *, registered_from: str,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.domain.errors import ExportError, SweeperError
-from sweeper.domain.records import StudyRecord, TrialRecord
+from sweeper.domain.records import FinalModel, StudyRecord, TrialRecord
 from sweeper.domain.wording import plural
 from sweeper.ml.data import Dataset, load_recorded
 from sweeper.ml.formats import FORMATS, check_installed, write_and_check
@@ -131,8 +131,7 @@ def _choose_model(store: Store, record: StudyRecord, best: TrialRecord, dataset:
         return own_model
     done = store.refit_of(record, best)
     if done is not None:
-        model, epochs, run_id, averaged = done
-        return Chosen(model, _averaged(averaged, epochs) if averaged else _retrained(best, epochs), run_id)
+        return Chosen(done.model, _described(best, done), done.run_id)
     if not retrain:
         say(f"Trial {best.number} was not retrained on training + validation data (--no-refit or --pick): "
             f"exporting its own model; --retrain makes the retrained one.")
@@ -161,6 +160,15 @@ def _choose_model(store: Store, record: StudyRecord, best: TrialRecord, dataset:
         raise
     store.end_run(run_id, "FINISHED")
     return Chosen(model, _retrained(best, epochs), run_id, retrained_now=True)
+
+
+def _described(best: TrialRecord, done: FinalModel) -> str:
+    """What a final model the sweep (or an earlier export) made is, for the card."""
+    if done.seeds:
+        return (f"the average of {len(done.seeds)} retrainings of trial {best.number}'s configuration on training + "
+                f"validation data for {plural(int(done.epochs), 'epoch')} each (seeds "
+                f"{', '.join(str(s) for s in done.seeds)})")
+    return _averaged(done.averaged, done.epochs) if done.averaged else _retrained(best, done.epochs)
 
 
 def _averaged(trials: list[int], epochs: int) -> str:

@@ -399,7 +399,8 @@ def work_loop(plan: SweepPlan, parent_id: str, study: tuple[SweepRecorder, Engin
 
     space, (recorder, engine) = plan.space, study
     recorder.join_search(parent_id, plan.study_record())
-    budget = TimeBudget(timeout(), longest_known=longest.value if longest is not None else 0.0)
+    budget = TimeBudget(timeout(), longest_known=longest.value if longest is not None else 0.0,
+                        retrainings=space.retrainings)
     runner = TrialRunner(plan, dataset, recorder, listener, engine.top_values, engine.take_reaped,
                          out_of_time=budget.out_of_time)
     runner.failures_in_a_row = failures_in_a_row

@@ -62,6 +62,7 @@ def read_ensemble(result: SweepResult, metrics: dict, tags: dict) -> None:
     result.ensemble_candidates = [int(n) for n in tags.get("ensemble_candidates", "").split(",") if n]
     result.ensemble_of = [int(n) for n in tags.get("ensemble_of", "").split(",") if n]
     result.ensemble_skipped = tags.get("ensemble_skipped") == "longer_refit"
+    result.refit_seeds = [int(n) for n in tags.get("refit_seeds", "").split(",") if n]
     result.single_test_metrics = {k.removeprefix("single_"): v for k, v in metrics.items()
                                   if k.startswith("single_test_")}
 

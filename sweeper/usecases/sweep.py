@@ -107,7 +107,8 @@ def _run_trials(plan: SweepPlan, listener: SweepListener, started: float, record
         early.close()  # a resumed study with few trials left: they run in this process
     dataset = load_data(plan)
     listener.data_loaded(dataset.describe_splits())
-    budget = TimeBudget(plan.timeout, started=started)  # opening the store and the data count too
+    # opening the store and the data count too
+    budget = TimeBudget(plan.timeout, started=started, retrainings=plan.space.retrainings)
     runner = TrialRunner(plan, dataset, recorder, listener, engine.top_values, engine.take_reaped,
                          out_of_time=budget.out_of_time)
     with long_lived_objects_frozen():
