@@ -6,6 +6,7 @@ from sweeper.domain.budget import (
     FINAL_MODEL_TRIALS,
     FINISH_SECONDS,
     LEAST_TRIAL_SHARE,
+    LONGER_REFIT,
     RETRAINING_MARGIN,
     TimeBudget,
     another_retraining_fits,
@@ -177,8 +178,8 @@ def test_a_final_model_that_may_average_retrainings_keeps_room_for_each():
         budget.timed(_trial(clock, 100))()
     clock.now += 300  # 500 s left of each
     assert single.may_start_trial()  # a trial (50) and one retraining (125 + 30)
-    assert not averaging.may_start_trial()  # a trial (50) and three retrainings (375 + 30) do not fit
-    assert averaging.final_model_seconds(100) == 3 * 100 * FINAL_MODEL_TRIALS + FINISH_SECONDS
+    assert not averaging.may_start_trial()  # a trial (50) and three longer retrainings (3 * 250 + 30) do not fit
+    assert averaging.final_model_seconds(100, 3) == 3 * 100 * LONGER_REFIT * FINAL_MODEL_TRIALS + FINISH_SECONDS
 
 
 def test_a_space_averages_retrainings_only_when_its_trials_may_run_a_cosine_schedule():
@@ -192,3 +193,20 @@ def test_a_space_averages_retrainings_only_when_its_trials_may_run_a_cosine_sche
     assert space(lr_schedule=Fixed("cosine")).retrainings == 3
     assert space(lr_schedule=Fixed("plateau")).retrainings == 1
     assert space().retrainings == 1  # the plateau drop by default
+
+
+def test_a_running_trial_is_stopped_for_the_first_retraining_only_not_for_the_others():
+    clocks = Clock(), Clock()
+    single, averaging = TimeBudget(900, clocks[0]), TimeBudget(900, clocks[1], retrainings=3)
+    stopped = {}
+    for name, budget, clock in (("single", single, clocks[0]), ("averaging", averaging, clocks[1])):
+        def trial(*args, budget=budget, clock=clock, name=name):
+            for epoch in range(1, 21):  # a 200 s first trial: three longer retrainings of it would not fit
+                clock.now += 10
+                if budget.out_of_time():
+                    stopped[name] = epoch
+                    break
+            return TrialOutcome("complete")
+        budget.timed(trial)()
+    assert stopped == {}  # 700 s left: one retraining of it (250 + 30) fits, the three (1530) do not
+    assert not averaging.may_start_trial() and single.may_start_trial()
