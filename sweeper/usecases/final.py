@@ -68,6 +68,7 @@ def finish(plan: SweepPlan, dataset: Dataset, engine: Engine, recorder: SweepRec
         longer = final is not None and final.epochs > best.best_epoch
         retrainings = _more_retrainings(plan, dataset, best, trial_model, final, listener, time_left) if longer else []
         if retrainings:
+            metrics["refit_seconds"] += sum(r.seconds for r in retrainings)  # every retraining's training time
             tags["refit_seeds"] = ",".join(str(r.seed) for r in [final, *retrainings])
             listener.final_step(f"averaging {len(retrainings) + 1} retrainings of trial {best.number} into one model")
             single, model = test, _average_retrainings(model, best, [final, *retrainings], dataset)
