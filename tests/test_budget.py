@@ -195,18 +195,33 @@ def test_a_space_averages_retrainings_only_when_its_trials_may_run_a_cosine_sche
     assert space().retrainings == 1  # the plateau drop by default
 
 
-def test_a_running_trial_is_stopped_for_the_first_retraining_only_not_for_the_others():
+def _stopped_at(budget, clock, epochs, seconds_per_epoch):
+    """The epoch at which a trial of `epochs` epochs run under `budget` is stopped (None: it ran them all)."""
+    stopped = []
+
+    def trial(*args):
+        for epoch in range(1, epochs + 1):
+            clock.now += seconds_per_epoch
+            if budget.out_of_time():
+                stopped.append(epoch)
+                break
+        return TrialOutcome("complete")
+
+    budget.timed(trial)()
+    return stopped[0] if stopped else None
+
+
+def test_a_first_trial_is_stopped_for_the_first_retraining_only_later_ones_for_every_retraining():
     clocks = Clock(), Clock()
     single, averaging = TimeBudget(900, clocks[0]), TimeBudget(900, clocks[1], retrainings=3)
-    stopped = {}
-    for name, budget, clock in (("single", single, clocks[0]), ("averaging", averaging, clocks[1])):
-        def trial(*args, budget=budget, clock=clock, name=name):
-            for epoch in range(1, 21):  # a 200 s first trial: three longer retrainings of it would not fit
-                clock.now += 10
-                if budget.out_of_time():
-                    stopped[name] = epoch
-                    break
-            return TrialOutcome("complete")
-        budget.timed(trial)()
-    assert stopped == {}  # 700 s left: one retraining of it (250 + 30) fits, the three (1530) do not
+    # a 200 s first trial: one retraining of it (250 + 30) fits in the 700 s left, three (3 * 500 + 30) do not
+    assert _stopped_at(single, clocks[0], 20, 10) is None and _stopped_at(averaging, clocks[1], 20, 10) is None
     assert not averaging.may_start_trial() and single.may_start_trial()
+    clocks = Clock(), Clock()
+    single, averaging = TimeBudget(900, clocks[0]), TimeBudget(900, clocks[1], retrainings=3)
+    for budget, clock in zip((single, averaging), clocks, strict=True):
+        budget.timed(_trial(clock, 40))()  # a first trial of 40 s: 860 s left, three retrainings (630) leave room
+        assert budget.may_start_trial()
+    # a second trial of 250 s: stopped once three retrainings of it would not fit, not for one
+    assert _stopped_at(single, clocks[0], 25, 10) is None
+    assert _stopped_at(averaging, clocks[1], 25, 10) == 9  # 860 - 90 - 10 < 3 * (2 * 1.25 * 100) + 30; at 8 not yet
