@@ -165,6 +165,11 @@ class SearchRecord:
     settings: dict  # the sweep's settings, typed (trials, max_epochs, subset, ...)
 
 
+def numbers_in(tags: dict, tag: str) -> list[int]:
+    """The numbers a run's tag lists, comma-separated (e.g. `ensemble_of`, `refit_seeds`; [] when it has none)."""
+    return [int(n) for n in tags.get(tag, "").split(",") if n]
+
+
 class FinalModel(NamedTuple):
     """A final model made from a trial, as `Store.refit_of` finds it."""
     model: Any  # keras.Model

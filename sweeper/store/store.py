@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.domain.errors import ExportError, TrackingError
-from sweeper.domain.records import FinalModel, SearchRecord, StudyRecord, TrialRecord
+from sweeper.domain.records import FinalModel, SearchRecord, StudyRecord, TrialRecord, numbers_in
 from sweeper.domain.space import SearchSpace
 from sweeper.domain.urls import mask
 from sweeper.runtime.workers import this_worker
@@ -220,10 +220,9 @@ class Store:
         if not found:
             return None
         run = found[0]
-        averaged, seeds = ([int(n) for n in run.data.tags.get(tag, "").split(",") if n]
-                           for tag in ("ensemble_of", "refit_seeds"))
-        return FinalModel(self._load_model(run.info.run_id, FINAL_MODEL_ARTIFACT), int(run.data.tags["refit_epochs"]),
-                          run.info.run_id, averaged, seeds)
+        tags = run.data.tags
+        return FinalModel(self._load_model(run.info.run_id, FINAL_MODEL_ARTIFACT), int(tags["refit_epochs"]),
+                          run.info.run_id, numbers_in(tags, "ensemble_of"), numbers_in(tags, "refit_seeds"))
 
     def start_retrain(self, study: StudyRecord, trial: TrialRecord) -> str:
         """A run for a retraining done by `sweeper export --retrain`, under the search that ran the trial."""

@@ -4,7 +4,7 @@ study of a store, the page of a study in the MLflow UI."""
 from __future__ import annotations
 
 from sweeper.domain.events import SweepResult
-from sweeper.domain.records import SearchRecord, StudyRecord, TrialRecord
+from sweeper.domain.records import SearchRecord, StudyRecord, TrialRecord, numbers_in
 from sweeper.store import Store
 from sweeper.store import check_study_exists as _check_study_exists
 
@@ -59,10 +59,10 @@ def recorded_result(store: Store, record: StudyRecord, search: SearchRecord | No
 def read_ensemble(result: SweepResult, metrics: dict, tags: dict) -> None:
     """The averaged final model's part of a result, from the sweep run's tags and metrics: the trials considered
     and averaged, and the best trial's final model alone."""
-    result.ensemble_candidates = [int(n) for n in tags.get("ensemble_candidates", "").split(",") if n]
-    result.ensemble_of = [int(n) for n in tags.get("ensemble_of", "").split(",") if n]
+    result.ensemble_candidates = numbers_in(tags, "ensemble_candidates")
+    result.ensemble_of = numbers_in(tags, "ensemble_of")
     result.ensemble_skipped = tags.get("ensemble_skipped") == "longer_refit"
-    result.refit_seeds = [int(n) for n in tags.get("refit_seeds", "").split(",") if n]
+    result.refit_seeds = numbers_in(tags, "refit_seeds")
     result.single_test_metrics = {k.removeprefix("single_"): v for k, v in metrics.items()
                                   if k.startswith("single_test_")}
 
