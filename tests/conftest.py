@@ -6,12 +6,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sweeper.cli import main
-from sweeper.runtime.setup import DEFAULT_KERAS_BACKEND
+from sweeper.domain.choices import KERAS_BACKENDS
 
-# In-process tests train on the backend the command line trains on by default (set before anything imports
-# Keras); `KERAS_BACKEND=jax make test` runs the whole suite on the other one.
-os.environ.setdefault("KERAS_BACKEND", DEFAULT_KERAS_BACKEND)
+# The tests train on the backend the command line trains on by default, a space's `keras_backend` included
+# (set before anything imports Keras or sweeper's set-up reads who chose it); `KERAS_BACKEND=jax make test` runs the
+# whole suite on the other one.
+os.environ.setdefault("KERAS_BACKEND", KERAS_BACKENDS[0])
+
+from sweeper.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = ROOT / "search_spaces"

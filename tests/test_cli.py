@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sweeper.runtime.setup import KERAS_BACKENDS
+from sweeper.domain.choices import KERAS_BACKENDS
 
 from .conftest import SPACES, free_port, sweeper
 
@@ -92,6 +92,20 @@ def test_installed_command_trains_on_each_backend_and_its_model_exports_and_pred
     predicted = run("predict", "best", "four.npy", "--json", cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr
     assert len(json.loads(predicted.stdout)) == 4
+
+
+def test_a_space_chooses_the_keras_backend_unless_the_user_did(tmp_path):
+    from .test_faults import runs
+
+    space = tmp_path / "jax.yaml"
+    space.write_text((SPACES / "digits.yaml").read_text() + "keras_backend: jax\n")
+    sweep = ("search", "digits", "--space", space, "--trials", 1, "--max-epochs", 1, "--subset", 300, "--pruner", "none")
+    for folder, chosen in (("space", ()), ("user", ("--keras-backend", "tensorflow"))):
+        (tmp_path / folder).mkdir()
+        result = run(*sweep, *chosen, cwd=tmp_path / folder, env={"KERAS_BACKEND": None})
+        assert result.returncode == 0, result.stderr
+    assert {r.data.tags["keras_backend"] for r in runs(tmp_path / "space")} == {"jax"}
+    assert {r.data.tags["keras_backend"] for r in runs(tmp_path / "user")} == {"tensorflow"}
 
 
 def test_jax_compiles_without_a_cache_where_the_cache_cannot_be_made(tmp_path, monkeypatch):

@@ -113,7 +113,7 @@ def test_grid_needs_steps_and_enumerates_each_layer(tmp_path):
 
 BAD = [
     ("unknown key", GOOD + "colour: red\n", 10, "colour: unknown key; expected one of description, objective, "
-                                             "trials, max_epochs, patience, ensemble, model, params, start"),
+                                             "trials, max_epochs, patience, ensemble, keras_backend, model, params, start"),
     ("unknown param", GOOD + "  widgets: 3\n", 10, "params.widgets: unknown key; expected one of n_layers"),
     ("unknown optimizer", GOOD.replace("[adam, sgd]", "[adam, sgdd]"), 7,
      "params.optimizer.choices: must be one of adam, sgd, rmsprop, adagrad, adamw, nadam, but got 'sgdd' (text)"),
@@ -178,6 +178,8 @@ BAD = [
      "params.standardize: must be true or false, but got 'yes please' (text)"),
     ("negative n_layers", GOOD.replace("low: 1, high: 3", "low: -1, high: 3"), 4,
      "params.n_layers.low: must be an integer from 0 to 64 (0: a linear model), but got -1 (integer)"),
+    ("unknown keras_backend", GOOD + "keras_backend: theano\n", 10,
+     "keras_backend: must be one of tensorflow, jax, but got 'theano' (text)"),
     ("start sgd-only values", GOOD + "start:\n  - {optimizer: adam, momentum: 0.5}\n", 11,
      "start[0].optimizer: momentum and nesterov apply to the sgd optimizer only, but got optimizer 'adam'"),
 ]

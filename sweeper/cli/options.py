@@ -117,12 +117,12 @@ def _chosen_backend(ctx, param, value):
 
 
 def keras_backend_option(command):
-    from sweeper.runtime.setup import KERAS_BACKENDS
+    from sweeper.domain.choices import KERAS_BACKENDS
 
     return click.option("--keras-backend", type=click.Choice(KERAS_BACKENDS), expose_value=False,
                         callback=_chosen_backend, is_eager=True,
-                        help="What Keras trains on (default: $KERAS_BACKEND, else tensorflow); models load on "
-                             "either.")(command)
+                        help="What Keras trains on (default: $KERAS_BACKEND, else the space file's "
+                             "`keras_backend`, else tensorflow); models load on either.")(command)
 
 
 def output_options(command):

@@ -54,9 +54,10 @@ from sweeper.present.console import banner
               help="Retrain the best configuration on training + validation data for its best epoch count "
                    "before the final test; that model is the one registered.")
 @click.option("--ensemble", type=int, metavar="K",
-              help="The final model averages the predictions of the best K trials (the best one retrained), as one "
-                   "Keras model that exports, registers and predicts as a single one does (default: the space "
-                   "file's `ensemble`, else 1).")
+              help="The final model averages the predictions of up to K models, as one Keras model that exports, "
+                   "registers and predicts as a single one does: K retrainings of a best trial still improving as "
+                   "its cosine schedule ended (from K seeds), else the best K trials (the best one retrained) "
+                   "(default: the space file's `ensemble`, else 1).")
 @click.option("--start-over", is_flag=True, help="When the study's MLflow runs or its engine storage are gone, "
                                                  "drop the half that is left and sweep the study afresh.")
 @click.option("--cluster", metavar="ADDRESS", envvar="SWEEPER_CLUSTER",

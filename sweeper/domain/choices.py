@@ -11,3 +11,7 @@ ENGINES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "optuna": (("tpe", "random", "grid", "cmaes", "nsga2"), ("median", "hyperband", "none")),
     "keras-tuner": (("random", "bayesian", "hyperband"), ("none",)),
 }
+
+#: the Keras backends sweeper trains on, the default first (README, "Keras backends": JAX's epochs are faster on
+#: large models, its compiles make short trials slower, and Keras imports TensorFlow beside it)
+KERAS_BACKENDS = ("tensorflow", "jax")

@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from sweeper.domain import yaml_lines
+from sweeper.domain.choices import KERAS_BACKENDS
 from sweeper.domain.errors import SearchSpaceError, UsageError
 from sweeper.domain.yaml_lines import LineDict
 
@@ -153,7 +154,8 @@ _RULES = {
     "ema": _Rule(float, lambda v: 0 <= v < 1, "a number >= 0 and < 1 (0: no weight averaging)", 0.0),
     "standardize": _Rule(bool, lambda v: True, "true or false", False),
 }
-_TOP_KEYS = ("description", "objective", "trials", "max_epochs", "patience", "ensemble", "model", "params", "start")
+_TOP_KEYS = ("description", "objective", "trials", "max_epochs", "patience", "ensemble", "keras_backend", "model",
+             "params", "start")
 #: the most trials a final model may average (each member costs its predict time again)
 MAX_ENSEMBLE = 10
 #: any parameter of a model builder's own (a `model:` space): a number, a text or a flag
@@ -195,6 +197,8 @@ class SearchSpace:
     cost: Objective | None = None
     #: the model builder, `package.module:function` (None: sweeper's MLP); its own parameters are sampled too
     model: str | None = None
+    #: what Keras trains on unless the user chose (`--keras-backend`, $KERAS_BACKEND); None: sweeper's default
+    keras_backend: str | None = None
 
     @property
     def objectives(self) -> tuple[Objective, ...]:
@@ -344,6 +348,7 @@ def dump_space(space: SearchSpace, comments: dict[str, list[str]] | None = None)
     objective = [f"  - {{metric: {o.metric}, direction: {o.direction}}}" for o in space.objectives] if space.cost \
         else [f"  metric: {space.objective.metric}", f"  direction: {space.objective.direction}"]
     model = [f"model: {space.model}", ""] if space.model else []
+    model += [f"keras_backend: {space.keras_backend}", ""] if space.keras_backend else []
     lines = ["description: >", f"  {space.description}", "", "objective:", *objective, "", *model,
              *note("trials"), f"trials: {space.trials}", f"max_epochs: {space.max_epochs}",
              f"patience: {space.patience}", *([f"ensemble: {space.ensemble}"] if space.ensemble > 1 else []), ""]
@@ -439,6 +444,7 @@ class _Reader:
             self.collect(self.fail, f"must be text, but got {_show(description)}", doc, "description", "description")
         if "model" in doc:
             self.model = self.collect(self.builder, doc) or self.model
+        keras_backend = self.collect(self.keras_backend, doc) if "keras_backend" in doc else None
         params = self.params(doc) if "params" in doc else None
         objectives = self.collect(self.objectives, doc) if "objective" in doc else None
         start = self.collect(self.start, doc.get("start", []), doc, params) if params is not None else ()
@@ -450,7 +456,14 @@ class _Reader:
                       "trial of the Pareto front)", doc, "ensemble", "ensemble")
         return SearchSpace(params=MappingProxyType(params), objective=objective, cost=cost,
                            description=description.strip(), source=self.path, start=start, model=self.model,
-                           **budget)
+                           keras_backend=keras_backend, **budget)
+
+    def keras_backend(self, doc) -> str:
+        value = doc["keras_backend"]
+        if value not in KERAS_BACKENDS:
+            self.fail(f"must be one of {', '.join(KERAS_BACKENDS)}, but got {_show(value)}", doc, "keras_backend",
+                      "keras_backend")
+        return value
 
     def builder(self, doc) -> str:
         """`model: package.module:function`, the builder of each trial's model (importable where trials run)."""

@@ -9,9 +9,8 @@ import os
 import sys
 import warnings
 
-#: The Keras backends sweeper trains on, the default first (README, "Keras backends": JAX's epochs are faster on
-#: the large models, its compiles make short trials slower, and Keras imports TensorFlow beside it).
-KERAS_BACKENDS = ("tensorflow", "jax")
+from sweeper.domain.choices import KERAS_BACKENDS
+
 DEFAULT_KERAS_BACKEND = KERAS_BACKENDS[0]
 
 _configured = False  # whether this process's entry point asked for the libraries to be quiet
@@ -93,10 +92,13 @@ def choose_keras_backend(name: str) -> None:
 
 
 def prefer_keras_backend(name: str) -> None:
-    """Keras on `name` in this process (export: the formats other than `.keras` are written on TensorFlow), unless
-    the user's `KERAS_BACKEND` chose another or Keras is already imported."""
+    """Keras on `name` in this process and the worker processes it starts (export: the formats other than `.keras`
+    are written on TensorFlow; a space's `keras_backend`), unless the user chose one (`--keras-backend`,
+    `KERAS_BACKEND`) or Keras is already imported."""
     if not _backend_chosen and "keras" not in sys.modules:
         os.environ["KERAS_BACKEND"] = name
+        if name == "jax" and _configured:
+            _jax_compilation_cache()
 
 
 def tensorflow_imported() -> None:

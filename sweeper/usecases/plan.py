@@ -16,6 +16,7 @@ from sweeper.domain.space import MAX_ENSEMBLE, SearchSpace, bundled_space_path, 
 from sweeper.domain.urls import mask
 from sweeper.engines import EngineOptions
 from sweeper.ml.data import Dataset
+from sweeper.runtime.setup import prefer_keras_backend
 
 #: what an objective may be, by the dataset's task
 TASK_METRICS = {"classification": ("val_accuracy", "val_loss"), "regression": ("val_loss", "val_mae", "val_rmse")}
@@ -150,6 +151,8 @@ def make_plan(dataset: str, *, space: SearchSpace | str | Path | None = None, st
         recorded = _recorded_budget(tracking_uri, study)
         if recorded:
             plan = dataclasses.replace(plan, space=space.with_budget(**{**recorded, **given}))
+    if space.keras_backend:  # this process and the workers it starts, unless the user chose or Keras runs already
+        prefer_keras_backend(space.keras_backend)
     return plan
 
 
