@@ -1,13 +1,14 @@
 """Training efficiency: seconds per epoch of the classic 784-300-100-10 MLP over the matmul ideal.
 
-Run: .venv/bin/python bench/epoch_speed.py [--batches 32 128 256] [--variants all]
+Run: [KERAS_BACKEND=jax] .venv/bin/python bench/epoch_speed.py [--batches 32 128 256] [--variants all]
 The ideal is the epoch's floating-point work (6 x parameters x images: forward, and backward for
 inputs and weights) at this machine's float32 matmul rate, measured in this same run with
 TensorFlow on a large square matmul. Each variant is one way of calling Keras' fit; `sweeper` is
 what sweeper's trainer does (`sweeper.train.COMPILE_OPTIONS`, with its NaN check after each
-execution, and its batches from `sweeper.ml.tensors.batches`; before 084dc7e Keras' own). Figures are medians
-of the timed epochs after a warm-up epoch; the warm-up epoch's own time (tracing, XLA compilation) is shown beside
-them, since every trial pays it once.
+execution, and its batches from `sweeper.ml.tensors.batches`; before 084dc7e Keras' own; on JAX, Keras' own
+slices of the arrays). On JAX the ideal is still TensorFlow's matmul rate: the machine's, not the backend's.
+Figures are medians of the timed epochs after a warm-up epoch; the warm-up epoch's own time (tracing, XLA
+compilation) is shown beside them, since every trial pays it once.
 """
 
 import argparse
@@ -66,13 +67,14 @@ def epoch_seconds(keras, dataset, batch, compile_options, fit_options, batch_cal
     callbacks = [clock]
     if batch_callback:
         callbacks.append(keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: float(logs["loss"])))
-    if fit_options is BATCHES:
-        from sweeper.ml.tensors import batches
+    from sweeper.ml.tensors import batches
 
+    if fit_options is BATCHES and keras.backend.backend() == "tensorflow":
         data = {"x": batches(dataset.x_train, dataset.y_train, batch_size=batch, shuffle=True),
                 "validation_data": batches(dataset.x_val, dataset.y_val, batch_size=batch, shuffle=False)}
         fit_options = {}
-    else:
+    else:  # on JAX, sweeper gives Keras the arrays, as Keras' default does
+        fit_options = {} if fit_options is BATCHES else fit_options
         data = {"x": dataset.x_train, "y": dataset.y_train, "batch_size": batch,
                 "validation_data": (dataset.x_val, dataset.y_val)}
     model.fit(**data, epochs=epochs + 1, verbose=0, callbacks=callbacks, **fit_options)
@@ -98,7 +100,8 @@ def main():
     flop = 6 * params * len(dataset.x_train)
     rate = matmul_gflops(tf)
     ideal = flop / rate / 1e9
-    print(f"threads: intra-op {tf.config.threading.get_intra_op_parallelism_threads() or 'default'}, "
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or "default"
+    print(f"Keras on {keras.backend.backend()}; threads: intra-op {threads}, "
           f"{os.cpu_count()} cores; epoch work {flop / 1e9:.1f} GFLOP ({params} parameters x "
           f"{len(dataset.x_train)} images x 6); matmul rate {rate:.1f} GFLOP/s -> ideal epoch {ideal:.2f} s")
     print("seconds per epoch = times the ideal (the first epoch, tracing and compiling included)")
