@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sweeper.domain.space import Objective
+from sweeper.ml import tensors
 from sweeper.ml.data import load_dataset
 from sweeper.ml.tensors import ALIGNMENT, batches, in_place, shareable
 from sweeper.ml.train import train_trial
@@ -80,9 +81,11 @@ def _orders(pipeline, epochs):
     return [[batch[1].numpy().tolist() for batch in pipeline] for _ in range(epochs)]
 
 
-def test_batches_come_in_another_order_at_every_epoch_the_same_orders_for_the_same_seed():
+@pytest.mark.parametrize("gathered_rows", [8, tensors.GATHERED_ROWS])  # 8: the 10 rows in two gathers, 8 and 2
+def test_batches_come_in_another_order_at_every_epoch_the_same_orders_for_the_same_seed(monkeypatch, gathered_rows):
     import keras
 
+    monkeypatch.setattr(tensors, "GATHERED_ROWS", gathered_rows)
     x, y = np.arange(10, dtype=np.float32).reshape(10, 1), np.arange(10)
     keras.utils.set_random_seed(0)
     first = _orders(batches(x, y, batch_size=4, shuffle=True), 3)
