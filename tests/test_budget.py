@@ -153,6 +153,7 @@ def test_the_final_model_trains_for_the_best_trials_epochs_unless_its_cosine_end
     assert refit_epochs(20, 20, cosine=False, seconds_per_epoch=5, time_left=None) == 20
     assert refit_epochs(15, 20, cosine=True, seconds_per_epoch=5, time_left=None) == 15  # it stopped improving
     assert refit_epochs(19, 20, cosine=True, seconds_per_epoch=5, time_left=None) == 40  # still improving: 2x
+    assert refit_epochs(16, 20, cosine=True, seconds_per_epoch=5, time_left=None) == 40  # its last quarter
     assert refit_epochs(2, 2, cosine=True, seconds_per_epoch=5, time_left=None) == 4
     assert refit_epochs(20, 0, cosine=True, seconds_per_epoch=5, time_left=None) == 20  # its schedule's length unknown
 
