@@ -13,6 +13,9 @@ from sweeper.domain.budget import (
     refit_epochs,
 )
 from sweeper.domain.records import TrialOutcome
+from sweeper.domain.space import Objective
+
+ACCURACY = Objective("val_accuracy", "maximize")
 
 
 class Clock:
@@ -23,10 +26,10 @@ class Clock:
         return self.now
 
 
-def _trial(clock, seconds, state="complete"):
+def _trial(clock, seconds, state="complete", value=None):
     def run_trial(*args):
         clock.now += seconds
-        return TrialOutcome(state)
+        return TrialOutcome(state, value)
     return run_trial
 
 
@@ -181,6 +184,25 @@ def test_a_final_model_that_may_average_retrainings_keeps_room_for_each():
     assert single.may_start_trial()  # a trial (50) and one retraining (125 + 30)
     assert not averaging.may_start_trial()  # a trial (50) and three longer retrainings (3 * 250 + 30) do not fit
     assert averaging.final_model_seconds(100, 3) == 3 * 100 * LONGER_REFIT * FINAL_MODEL_TRIALS + FINISH_SECONDS
+
+
+def test_the_retrainings_after_the_first_are_sized_on_the_best_trial_whose_configuration_they_retrain():
+    clock = Clock()
+    budget = TimeBudget(900, clock, retrainings=3, objective=ACCURACY)
+    budget.timed(_trial(clock, 50, value=0.91))()  # the best trial
+    budget.timed(_trial(clock, 100, value=0.85))()  # the longest, worse
+    budget.timed(_trial(clock, 40, value=0.80))()
+    assert budget.best_trial() == 50 and budget.longest_trial() == 100
+    kept = (100 + 2 * 50) * FINAL_MODEL_TRIALS * LONGER_REFIT + FINISH_SECONDS  # the first on the longest: 530 s
+    assert budget.final_model_seconds(100, 3, budget.best_trial()) == kept
+    clock.now = budget.deadline - (kept + 100 * LEAST_TRIAL_SHARE + 1)
+    assert budget.may_start_trial()  # sized on the longest trial alone (780 s), no trial would start
+    clock.now += 2
+    assert not budget.may_start_trial()
+    told = TimeBudget(900, clock, retrainings=3, objective=ACCURACY, longest_known=100, best_known=(0.91, 50))
+    assert told.best_trial() == 50  # a replacement worker starts with its predecessors' best trial
+    told.timed(_trial(clock, 30, value=0.95))()
+    assert told.best_trial() == 30 and told.longest_trial() == 100
 
 
 def test_a_space_averages_retrainings_only_when_its_trials_may_run_a_cosine_schedule():

@@ -9,6 +9,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sweeper.domain.space import Objective
 
 #: the final model against the longest complete trial: a retraining on ~10% more data for the best epoch count
 #: (the best trial is most often one that ran every epoch), its test evaluation, the baseline and the registration.
@@ -69,12 +73,15 @@ class TimeBudget:
     model after them."""
 
     def __init__(self, seconds: float | None, clock: Callable[[], float] = time.monotonic,
-                 started: float | None = None, longest_known: float = 0.0, retrainings: int = 1):
+                 started: float | None = None, longest_known: float = 0.0, retrainings: int = 1,
+                 objective: Objective | None = None, best_known: tuple[float, float] | None = None):
         self.clock = clock
         self.retrainings = retrainings  # how many retrainings the final model may average (`SearchSpace.retrainings`)
         self.deadline = None if seconds is None else (clock() if started is None else started) + seconds
         # complete trials' wall times; `longest_known`: of the trials an earlier worker process of the sweep ran
         self.trial_seconds: list[float] = [longest_known] if longest_known else []
+        # the best complete trial by `objective` (value, wall time), `best_known` that of an earlier worker's
+        self.objective, self.best = objective, best_known
         self.running_since: float | None = None  # when the trial running now started
         self.epoch_ended: float | None = None  # when the running trial's last epoch ended (or it started)
 
@@ -86,14 +93,23 @@ class TimeBudget:
         when it is not pruned."""
         return max(self.trial_seconds, default=0.0)
 
+    def best_trial(self) -> float | None:
+        """The best complete trial's wall time so far (None: not known), what a retraining of its configuration
+        takes."""
+        return self.best[1] if self.best else None
+
     @staticmethod
-    def final_model_seconds(trial_seconds: float, retrainings: int = 1) -> float:
-        """The time kept for a final model of `retrainings` retrainings sized on a trial of `trial_seconds`, and its
-        finish. Several are made only of a best trial retrained longer than it ran, so each is sized so (sized as
-        one, a 15-minute sweep of Fashion-MNIST kept 314 s, and its 40-epoch retraining left no room for a second;
-        bench/RESULTS.md)."""
-        several = retrainings * LONGER_REFIT if retrainings > 1 else 1
-        return trial_seconds * FINAL_MODEL_TRIALS * several + FINISH_SECONDS
+    def final_model_seconds(trial_seconds: float, retrainings: int = 1, best_seconds: float | None = None) -> float:
+        """The time kept for a final model of `retrainings` retrainings, and its finish: the first sized on a trial of
+        `trial_seconds` (the longest: whichever trial ends best), the others on the best trial so far (`best_seconds`,
+        default `trial_seconds`), whose configuration they retrain from other seeds. Several are made only of a best
+        trial retrained longer than it ran, so each is sized so (sized as one, a 15-minute sweep of Fashion-MNIST
+        kept 314 s, and its 40-epoch retraining left no room for a second; sized on the longest trial, a 92 s wide
+        trial on JAX kept room for three retrainings of 200 s where the best trial's took 115 s, and the sweep ended
+        6 minutes early: bench/RESULTS.md)."""
+        longer = LONGER_REFIT if retrainings > 1 else 1
+        others = (retrainings - 1) * (trial_seconds if best_seconds is None else best_seconds)
+        return (trial_seconds + others) * FINAL_MODEL_TRIALS * longer + FINISH_SECONDS
 
     def may_start_trial(self) -> bool:
         left, longest = self.time_left(), self.longest_trial()
@@ -101,7 +117,8 @@ class TimeBudget:
             return True
         if not longest:  # nothing measured yet: the first trial sizes the rest
             return left > 0
-        return left > longest * LEAST_TRIAL_SHARE + self.final_model_seconds(longest, self.retrainings)
+        return left > longest * LEAST_TRIAL_SHARE + self.final_model_seconds(longest, self.retrainings,
+                                                                             self.best_trial())
 
     def out_of_time(self) -> bool:
         """Called at each epoch's end: whether the running trial must stop training now, because after one more
@@ -116,7 +133,8 @@ class TimeBudget:
         now = self.clock()
         epoch, self.epoch_ended = now - (self.epoch_ended or self.running_since), now
         running, retrainings = now - self.running_since, self.retrainings if self.trial_seconds else 1
-        return left - epoch < self.final_model_seconds(max(self.longest_trial(), running + epoch), retrainings)
+        return left - epoch < self.final_model_seconds(max(self.longest_trial(), running + epoch), retrainings,
+                                                       self.best_trial())
 
     def timed(self, run_trial):
         """`run_trial`, its complete trials' wall times recorded."""
@@ -128,7 +146,12 @@ class TimeBudget:
             finally:
                 self.running_since = self.epoch_ended = None
             if outcome.state == "complete":
-                self.trial_seconds.append(self.clock() - started)
+                self._completed(outcome.value, self.clock() - started)
             return outcome
 
         return timed_trial
+
+    def _completed(self, value: float | None, seconds: float) -> None:
+        self.trial_seconds.append(seconds)
+        if self.objective and value is not None and self.objective.better(value, self.best and self.best[0]):
+            self.best = value, seconds

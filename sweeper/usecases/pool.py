@@ -18,6 +18,7 @@ each, and the caller makes the final model on all of them.
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import os
 import queue
@@ -70,7 +71,8 @@ class WorkerPool:
         # --timeout counts from: the sweep's start (`started`, time.time()) for one worker, as in one process (a
         # 15-minute sweep takes 15 minutes, its start-up included); with several, when the first is ready to train
         self.clock = self.context.Value("d", started if plan.jobs == 1 else 0.0)
-        self.longest = self.context.Value("d", 0.0)  # the longest complete trial of the workers that ended
+        # what the workers that ended measured: the longest complete trial's wall time, the best one's value and time
+        self.known = self.context.Array("d", [0.0, math.nan, 0.0])
         self.threads = max(1, (os.cpu_count() or 1) // plan.jobs)
         self.failures_in_a_row = {index: 0 for index in range(plan.jobs)}
         self.listeners = {index: listener.worker(index) if plan.jobs > 1 else listener for index in range(plan.jobs)}
@@ -96,7 +98,7 @@ class WorkerPool:
         orders = self.context.SimpleQueue()
         process = self.context.Process(
             target=_worker_main, name=f"sweeper-worker-{index}",
-            args=(self.plan, index, self.threads, (self.clock, self.longest), self.messages, orders, os.getpid(),
+            args=(self.plan, index, self.threads, (self.clock, self.known), self.messages, orders, os.getpid(),
                   standby))
         # a signal in mid-start would leave the child half its arguments (it dies on EOFError, traceback and all),
         # and the process unknown to `close`: held until it is started and kept
@@ -335,10 +337,10 @@ def _picklable(exc: Exception) -> Exception:
 
 
 def _work(plan, parent_id, dataset, study, clocks, failures_in_a_row, listener, recycling) -> tuple[str, int]:
-    clock, longest = clocks
+    clock, known = clocks
     _, more, failures = work_loop(plan, parent_id, study, listener, dataset=dataset,
                                   timeout=lambda: _time_left(plan.timeout, clock),
-                                  failures_in_a_row=failures_in_a_row, last_trial=recycling, longest=longest)
+                                  failures_in_a_row=failures_in_a_row, last_trial=recycling, known=known)
     return (_RECYCLE if recycling.last and more else _DONE), failures
 
 
@@ -388,19 +390,18 @@ def opened_study(plan: SweepPlan, index: int) -> Iterator[tuple[SweepRecorder, E
 
 def work_loop(plan: SweepPlan, parent_id: str, study: tuple[SweepRecorder, Engine], listener: SweepListener, *,
               dataset: Dataset, timeout: Callable[[], float | None], failures_in_a_row: int = 0,
-              last_trial: LastTrial | None = None, longest=None) -> tuple[int, bool, int]:
+              last_trial: LastTrial | None = None, known=None) -> tuple[int, bool, int]:
     """One worker of a sweep, ready to train on `dataset` (`ready_to_train`) with the `study` it opened
     (`opened_study`): trials run under the sweep run `parent_id` until the study's budget or the time (`timeout()`,
-    asked once the worker is ready to train) is spent, or `last_trial` (see `Engine.optimize`) ended it; `longest`
-    (a shared value) carries the longest complete trial from one worker process to its replacement, whose budget
-    would otherwise start blind and run trials up to the deadline. Returns (trials run, budget left, failures in a
-    row)."""
+    asked once the worker is ready to train) is spent, or `last_trial` (see `Engine.optimize`) ended it; `known`
+    (a shared array) carries the longest complete trial and the best one from one worker process to its replacement,
+    whose budget would otherwise start blind and run trials up to the deadline. Returns (trials run, budget left,
+    failures in a row)."""
     from sweeper.usecases.runner import TrialRunner
 
     space, (recorder, engine) = plan.space, study
     recorder.join_search(parent_id, plan.study_record())
-    budget = TimeBudget(timeout(), longest_known=longest.value if longest is not None else 0.0,
-                        retrainings=space.retrainings)
+    budget = TimeBudget(timeout(), retrainings=space.retrainings, objective=space.objective, **_measured(known))
     runner = TrialRunner(plan, dataset, recorder, listener, engine.top_values, engine.take_reaped,
                          out_of_time=budget.out_of_time)
     runner.failures_in_a_row = failures_in_a_row
@@ -409,11 +410,28 @@ def work_loop(plan: SweepPlan, parent_id: str, study: tuple[SweepRecorder, Engin
             ran = engine.optimize(runner, trials=space.trials, budget=budget, last_trial=last_trial)
     finally:
         failures_in_a_row = runner.failures_in_a_row
-        if longest is not None:
-            with longest.get_lock():
-                longest.value = max(longest.value, budget.longest_trial())
+        _keep_measured(known, budget)
     counts = engine.counts()
     return ran, counts["complete"] + counts["pruned"] < space.trials, failures_in_a_row
+
+
+def _measured(known) -> dict:
+    """TimeBudget's arguments for what the workers before this one measured (`WorkerPool.known`)."""
+    if known is None:
+        return {}
+    with known.get_lock():
+        longest, best_value, best_seconds = known[:]
+    return {"longest_known": longest, "best_known": None if math.isnan(best_value) else (best_value, best_seconds)}
+
+
+def _keep_measured(known, budget: TimeBudget) -> None:
+    """What this worker's `budget` measured, added to `known` for the workers after it."""
+    if known is None:
+        return
+    with known.get_lock():
+        known[0] = max(known[0], budget.longest_trial())
+        if budget.best and budget.objective.better(budget.best[0], None if math.isnan(known[1]) else known[1]):
+            known[1], known[2] = budget.best
 
 
 def _threads(threads: int) -> None:

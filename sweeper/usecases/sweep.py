@@ -108,7 +108,8 @@ def _run_trials(plan: SweepPlan, listener: SweepListener, started: float, record
     dataset = load_data(plan)
     listener.data_loaded(dataset.describe_splits())
     # opening the store and the data count too
-    budget = TimeBudget(plan.timeout, started=started, retrainings=plan.space.retrainings)
+    budget = TimeBudget(plan.timeout, started=started, retrainings=plan.space.retrainings,
+                        objective=plan.space.objective)
     runner = TrialRunner(plan, dataset, recorder, listener, engine.top_values, engine.take_reaped,
                          out_of_time=budget.out_of_time)
     with long_lived_objects_frozen():
