@@ -94,6 +94,7 @@ def test_batches_come_in_another_order_at_every_epoch_the_same_orders_for_the_sa
     keras.utils.set_random_seed(0)
     assert _orders(batches(x, y, batch_size=4, shuffle=True), 3) == first
     assert _orders(batches(x, y, batch_size=4, shuffle=False), 1) == [[[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]]
+    assert int(batches(x, y, batch_size=4, shuffle=True).cardinality()) == 3  # Keras knows an epoch's steps
 
 
 def test_batches_are_not_autotuned():

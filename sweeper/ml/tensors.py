@@ -98,6 +98,8 @@ def batches(x, y, *, batch_size: int, shuffle: bool):
 
     pipeline = tf.data.Dataset.zip((indices.batch(per_gather), tf.data.Dataset.from_tensors((x, y)).repeat()))
     pipeline = pipeline.map(gathered, num_parallel_calls=tf.data.AUTOTUNE).flat_map(in_batches)
+    # known again after flat_map: Keras counts an epoch's steps from it (else it warns that the data ran out)
+    pipeline = pipeline.apply(tf.data.experimental.assert_cardinality(-(-count // batch_size)))
     pipeline = pipeline.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.autotune.enabled = False  # AUTOTUNE above then means as many as there are cores
