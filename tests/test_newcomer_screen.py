@@ -53,7 +53,7 @@ def test_the_summary_hints_work_as_typed_from_a_fresh_shell(tmp_path):
     # the banner: two lines, each within 80 columns, with the right plurals
     banner = result.stderr.splitlines()[:2]
     assert banner == ["Sweeping digits: study digits, 1 trial of up to 1 epoch",
-                      "Engine optuna, algorithm tpe, pruner median"]
+                      "Engine optuna, algorithm tpe, pruner median, Keras on tensorflow"]
 
 
 # -- 8. the final model's making is shown: the refit's epochs and each step -------------------------------

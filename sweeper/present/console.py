@@ -12,6 +12,7 @@ from rich.text import Text
 
 from sweeper.domain.events import SweepListener, SweepResult
 from sweeper.domain.wording import baseline_line, final_model_line, plural
+from sweeper.runtime.setup import keras_backend
 
 _SHOWN_PARAMS = ("n_layers", "learning_rate", "batch_size", "optimizer", "dropout", "activation")
 _PARAM_HEADERS = ("lr", "batch", "optimizer", "dropout", "activation")  # of _SHOWN_PARAMS[1:]
@@ -158,9 +159,10 @@ def banner(plan) -> str:
     """What a sweep is about to do, in two lines that fit 80 columns."""
     space = plan.space
     within = f", {_minutes(plan.timeout)} in all" if plan.timeout else ""  # the final model included
+    on = "" if plan.cluster else f", Keras on {keras_backend()}"  # a cluster's workers train on their own
     return (f"Sweeping [bold]{escape(plan.dataset)}[/]: study [bold]{escape(plan.study)}[/], "
             f"{plural(space.trials, 'trial')} of up to {plural(space.max_epochs, 'epoch')}{within}\n"
-            f"Engine {plan.backend}, algorithm {plan.algorithm}, pruner {plan.pruner}")
+            f"Engine {plan.backend}, algorithm {plan.algorithm}, pruner {plan.pruner}{on}")
 
 
 def _minutes(seconds: float) -> str:
