@@ -348,8 +348,8 @@ def dump_space(space: SearchSpace, comments: dict[str, list[str]] | None = None)
     objective = [f"  - {{metric: {o.metric}, direction: {o.direction}}}" for o in space.objectives] if space.cost \
         else [f"  metric: {space.objective.metric}", f"  direction: {space.objective.direction}"]
     model = [f"model: {space.model}", ""] if space.model else []
-    model += [f"keras_backend: {space.keras_backend}", ""] if space.keras_backend else []
-    lines = ["description: >", f"  {space.description}", "", "objective:", *objective, "", *model,
+    backend = [f"keras_backend: {space.keras_backend}", ""] if space.keras_backend else []
+    lines = ["description: >", f"  {space.description}", "", "objective:", *objective, "", *model, *backend,
              *note("trials"), f"trials: {space.trials}", f"max_epochs: {space.max_epochs}",
              f"patience: {space.patience}", *([f"ensemble: {space.ensemble}"] if space.ensemble > 1 else []), ""]
     lines += note("params") + ["params:"]

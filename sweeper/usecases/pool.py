@@ -430,7 +430,7 @@ def _keep_measured(known, budget: TimeBudget) -> None:
         return
     with known.get_lock():
         known[0] = max(known[0], budget.longest_trial())
-        if budget.best and budget.objective.better(budget.best[0], None if math.isnan(known[1]) else known[1]):
+        if budget.best and budget.objective.better(budget.best[0], known[1]):  # NaN: none known yet
             known[1], known[2] = budget.best
 
 
