@@ -186,23 +186,36 @@ def test_a_final_model_that_may_average_retrainings_keeps_room_for_each():
     assert averaging.final_model_seconds(100, 3) == 3 * 100 * LONGER_REFIT * FINAL_MODEL_TRIALS + FINISH_SECONDS
 
 
-def test_the_retrainings_after_the_first_are_sized_on_the_best_trial_whose_configuration_they_retrain():
+def test_the_retrainings_are_sized_on_the_best_trial_whose_configuration_they_retrain():
     clock = Clock()
     budget = TimeBudget(900, clock, retrainings=3, objective=ACCURACY)
     budget.timed(_trial(clock, 50, value=0.91))()  # the best trial
     budget.timed(_trial(clock, 100, value=0.85))()  # the longest, worse
     budget.timed(_trial(clock, 40, value=0.80))()
     assert budget.best_trial() == 50 and budget.longest_trial() == 100
-    kept = (100 + 2 * 50) * FINAL_MODEL_TRIALS * LONGER_REFIT + FINISH_SECONDS  # the first on the longest: 530 s
-    assert budget.final_model_seconds(100, 3, budget.best_trial()) == kept
-    clock.now = budget.deadline - (kept + 100 * LEAST_TRIAL_SHARE + 1)
-    assert budget.may_start_trial()  # sized on the longest trial alone (780 s), no trial would start
+    kept = 3 * 50 * FINAL_MODEL_TRIALS * LONGER_REFIT + FINISH_SECONDS  # 405 s, where the longest trial's is 780 s
+    assert budget.final_model_seconds(50, 3, budget.best_trial()) == kept
+    clock.now = budget.deadline - (kept + 100 * LEAST_TRIAL_SHARE + 1)  # and room for half the longest trial
+    assert budget.may_start_trial()
     clock.now += 2
     assert not budget.may_start_trial()
     told = TimeBudget(900, clock, retrainings=3, objective=ACCURACY, longest_known=100, best_known=(0.91, 50))
     assert told.best_trial() == 50  # a replacement worker starts with its predecessors' best trial
     told.timed(_trial(clock, 30, value=0.95))()
     assert told.best_trial() == 30 and told.longest_trial() == 100
+
+
+def test_a_trial_longer_than_the_best_is_stopped_before_it_eats_into_a_final_model_sized_on_itself():
+    clock = Clock()
+    budget = TimeBudget(900, clock, retrainings=3, objective=ACCURACY)
+    budget.timed(_trial(clock, 50, value=0.91))()
+    budget.timed(_trial(clock, 100, value=0.85))()
+    clock.now = budget.deadline - 456  # room for a trial: 405 s for the final model, 50 s for half the longest
+    assert budget.may_start_trial()
+    # 10 s epochs: after 40 s another leaves 406 >= 3 x 125 + 30, sized on the best trial; after 50 s it would
+    # leave 396 < (60 + 2 x 50) x 2.5 + 30 = 430, the first retraining sized on this trial, which may end best
+    assert _stopped_at(budget, clock, 20, 10) == 5
+    assert budget.time_left() == 406
 
 
 def test_a_space_averages_retrainings_only_when_its_trials_may_run_a_cosine_schedule():

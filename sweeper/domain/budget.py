@@ -1,8 +1,8 @@
 """A sweep's wall-clock budget (`--timeout`), the final model included: a trial starts only while the time left
-covers the final model (retrained on training + validation data for about the best trial's epochs, as many times as
-it may average retrainings, then evaluated and registered) and, before it, half the longest complete trial so far;
-a running trial that outlasts that stops training (keeping its best epoch) before an epoch that would reach into the
-final model's time."""
+covers the final model (the best trial so far retrained on training + validation data for about its epochs, as many
+times as it may average retrainings, then evaluated and registered) and, before it, half the longest complete trial
+so far; a running trial stops training (keeping its best epoch) before an epoch that would reach into the time of a
+final model sized on itself, when it ran longer than the best trial: only the running trial can become the best."""
 
 from __future__ import annotations
 
@@ -101,12 +101,12 @@ class TimeBudget:
     @staticmethod
     def final_model_seconds(trial_seconds: float, retrainings: int = 1, best_seconds: float | None = None) -> float:
         """The time kept for a final model of `retrainings` retrainings, and its finish: the first sized on a trial of
-        `trial_seconds` (the longest: whichever trial ends best), the others on the best trial so far (`best_seconds`,
-        default `trial_seconds`), whose configuration they retrain from other seeds. Several are made only of a best
-        trial retrained longer than it ran, so each is sized so (sized as one, a 15-minute sweep of Fashion-MNIST
-        kept 314 s, and its 40-epoch retraining left no room for a second; sized on the longest trial, a 92 s wide
-        trial on JAX kept room for three retrainings of 200 s where the best trial's took 115 s, and the sweep ended
-        6 minutes early: bench/RESULTS.md)."""
+        `trial_seconds` (the best so far, or the running one where that is longer: whichever trial ends best), the
+        others on the best trial so far (`best_seconds`, default `trial_seconds`), whose configuration they retrain
+        from other seeds. Several are made only of a best trial retrained longer than it ran, so each is sized so
+        (sized as one, a 15-minute sweep of Fashion-MNIST kept 314 s, and its 40-epoch retraining left no room for a
+        second; sized on the longest trial, a 92 s or 124 s wide trial on JAX kept room for retrainings of 200 s
+        where the best trial's took 115 s, and sweeps ended 5 to 6 minutes early: bench/RESULTS.md)."""
         longer = LONGER_REFIT if retrainings > 1 else 1
         others = (retrainings - 1) * (trial_seconds if best_seconds is None else best_seconds)
         return (trial_seconds + others) * FINAL_MODEL_TRIALS * longer + FINISH_SECONDS
@@ -117,24 +117,25 @@ class TimeBudget:
             return True
         if not longest:  # nothing measured yet: the first trial sizes the rest
             return left > 0
-        return left > longest * LEAST_TRIAL_SHARE + self.final_model_seconds(longest, self.retrainings,
-                                                                             self.best_trial())
+        best = self.best_trial() or longest
+        return left > longest * LEAST_TRIAL_SHARE + self.final_model_seconds(best, self.retrainings, best)
 
     def out_of_time(self) -> bool:
         """Called at each epoch's end: whether the running trial must stop training now, because after one more
-        epoch (as long as the last one) the time left would no longer cover the final model, sized on the longest
-        trial so far, this one and that epoch included (a first trial of a short budget, a wider model than any
-        before: either would otherwise push the final model past the deadline). Every retraining once a trial has
-        completed (without it, a 254 s trial started before the room grew took a third retraining's time on
-        Fashion-MNIST; bench/RESULTS.md); the first one only before: the first trial is never cut short for more."""
+        epoch (as long as the last one) the time left would no longer cover the final model, its first retraining
+        sized on the longer of the best trial so far and this one with that epoch (a first trial of a short budget,
+        a wider model than any before that ends best: either would otherwise push the final model past the
+        deadline). Every retraining once a trial has completed (without it, a 254 s trial started before the room
+        grew took a third retraining's time on Fashion-MNIST; bench/RESULTS.md); the first one only before: the
+        first trial is never cut short for more."""
         left = self.time_left()
         if left is None or self.running_since is None:
             return False
         now = self.clock()
         epoch, self.epoch_ended = now - (self.epoch_ended or self.running_since), now
         running, retrainings = now - self.running_since, self.retrainings if self.trial_seconds else 1
-        return left - epoch < self.final_model_seconds(max(self.longest_trial(), running + epoch), retrainings,
-                                                       self.best_trial())
+        first = max(self.best_trial() or self.longest_trial(), running + epoch)
+        return left - epoch < self.final_model_seconds(first, retrainings, self.best_trial())
 
     def timed(self, run_trial):
         """`run_trial`, its complete trials' wall times recorded."""
