@@ -35,7 +35,8 @@ def quiet_stderr():
 
 def import_keras() -> None:
     """Import Keras, its backend (`KERAS_BACKEND`) and TensorFlow without the start-up lines their C++ code writes
-    to stderr. TensorFlow too on JAX: Keras imports it whenever it is installed (to seed it, to save a model)."""
+    to stderr. TensorFlow too on JAX: Keras imports it whenever it is installed (to seed it, to save a model), but
+    in a sweep's JAX worker, which keeps it out (`runtime.setup.other_backend_kept_out`)."""
     from sweeper.runtime.setup import tensorflow_imported
 
     if "keras" not in sys.modules or "tensorflow" not in sys.modules:
@@ -43,6 +44,7 @@ def import_keras() -> None:
             import keras  # noqa: F401
 
             if importlib.util.find_spec("tensorflow") is not None:
-                import tensorflow  # noqa: F401
+                with contextlib.suppress(ImportError):  # kept out of a JAX worker (`other_backend_kept_out`)
+                    import tensorflow  # noqa: F401
     if "tensorflow" in sys.modules:
         tensorflow_imported()

@@ -4,6 +4,8 @@ command line does, and so do the worker processes it starts."""
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import logging
 import os
 import sys
@@ -130,3 +132,37 @@ def end_process(code: int | str | None = 0) -> None:
         except (OSError, ValueError):  # a closed pipe (`sweeper ... | head`): as at a normal exit, nothing to add
             pass
     os._exit(code or 0)
+
+
+def other_backend_kept_out() -> None:
+    """A worker imports only the Keras backend it trains on. On TensorFlow, not JAX, which TensorFlow imports
+    whenever it is installed (for its LiteRT converter's optional JAX input): 105 MiB of a worker's resident memory.
+    On JAX, not TensorFlow, which Keras imports whenever it is installed (to seed it, to convert its types when a
+    model is saved) and which a JAX worker never runs: 457 MiB (bench/RESULTS.md); a JAX worker then runs as on an
+    install without TensorFlow, which Keras supports. Only in worker processes: they are sweeper's own, and a user's
+    process keeps its modules. Formats that need TensorFlow are written by a process of their own (`ml.formats`)."""
+    backend = os.environ.get("KERAS_BACKEND")
+    if backend == "tensorflow" and "jax" not in sys.modules:
+        sys.modules["jax"] = None  # `import jax` raises ImportError, which TensorFlow expects when it is missing
+    elif backend == "jax" and "tensorflow" not in sys.modules:
+        sys.meta_path.insert(0, _NotImported("tensorflow"))
+
+
+class _NotImported(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """`import name` (and its submodules) raises ImportError, as where it is not installed. Not `sys.modules[name] =
+    None`: Keras takes a name there for a module imported (`"tensorflow" in sys.modules`) and would then import it."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == self.name or fullname.startswith(f"{self.name}."):
+            return importlib.machinery.ModuleSpec(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        raise ImportError(f"{spec.name} is not imported in a sweeper worker that trains on another Keras backend",
+                          name=spec.name)
+
+    def exec_module(self, module):  # never reached: create_module refuses
+        raise ImportError(module.__name__)

@@ -35,7 +35,7 @@ from sweeper.domain.events import SweepListener, SweepResult
 from sweeper.engines import Engine, LastTrial, make_engine
 from sweeper.runtime import interrupts
 from sweeper.runtime.heap import long_lived_objects_frozen, resident_mib
-from sweeper.runtime.setup import configure_process, end_process
+from sweeper.runtime.setup import configure_process, end_process, other_backend_kept_out
 from sweeper.store import SweepRecorder
 from sweeper.usecases.plan import SweepPlan
 
@@ -278,7 +278,7 @@ def _worker_main(plan, index, threads, clocks, messages, orders, parent_pid, sta
     budget, it waits to be told whether to make the final model."""
     if plan.quiet_workers:  # a process of its own: it quiets the libraries as its parent did
         configure_process(optuna=True)
-    _jax_kept_out()
+    other_backend_kept_out()
     with interrupts.installed():
         _die_with_parent(parent_pid)
         status, failures, parent_id = _DONE, 0, None
@@ -439,14 +439,6 @@ def _threads(threads: int) -> None:
     if os.environ.get("KERAS_BACKEND") == "jax" and "jax" not in sys.modules and threads < (os.cpu_count() or 1):
         flags = f"--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads={threads}"
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
-
-
-def _jax_kept_out() -> None:
-    """A worker that trains on TensorFlow never imports JAX, which TensorFlow imports whenever it is installed (for
-    its LiteRT converter's optional JAX input): 105 MiB of a worker's resident memory (bench/RESULTS.md). Only in
-    worker processes: they are sweeper's own, and a user's process keeps its modules."""
-    if os.environ.get("KERAS_BACKEND") == "tensorflow" and "jax" not in sys.modules:
-        sys.modules["jax"] = None  # `import jax` raises ImportError, which TensorFlow expects when it is missing
 
 
 def _tensorflow_threads(threads: int) -> None:
