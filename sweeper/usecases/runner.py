@@ -13,6 +13,7 @@ from sweeper.domain.space import Suggester
 from sweeper.engines import ShouldPrune, TrialPlan
 from sweeper.ml.data import Dataset
 from sweeper.runtime import interrupts
+from sweeper.runtime.heap import release_freed_memory
 from sweeper.store import SweepRecorder, TrialRun, describe_store
 from sweeper.usecases.plan import SweepPlan
 
@@ -123,6 +124,7 @@ class TrialRunner:
                 run.log_model(result.model)
         finally:
             keras.backend.clear_session()
+            release_freed_memory()
         return result.objective, costs[space.cost.metric] if space.cost else None, result.seconds
 
 
