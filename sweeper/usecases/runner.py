@@ -66,6 +66,7 @@ class TrialRunner:
             # the exception's traceback holds every frame of the training (the model, Keras' copies of the data)
             # in a cycle through this frame: broken here, they are freed now rather than by a full collection
             del error
+            release_freed_memory()  # what the trial freed, now that nothing holds its model
 
     def _ended(self, number: int, outcome: TrialOutcome, error: BaseException | None) -> TrialOutcome:
         """Tell the listener; raise what stops the sweep (an interrupt, a full disk, the failure cap)."""
@@ -124,7 +125,6 @@ class TrialRunner:
                 run.log_model(result.model)
         finally:
             keras.backend.clear_session()
-            release_freed_memory()
         return result.objective, costs[space.cost.metric] if space.cost else None, result.seconds
 
 
