@@ -85,3 +85,25 @@ def test_an_error_raised_while_handling_an_interrupt_exits_as_the_interrupt():
 
     result = CliRunner().invoke(migrate, [])
     assert (result.exit_code, result.output.strip()) == (130, "Interrupted.")
+
+
+def test_an_interrupt_inside_a_garbage_collection_callback_prints_no_traceback_and_still_stops():
+    """Ctrl-C that lands in a weakref callback (SQLAlchemy's, as a sweep's store is created) is swallowed by Python,
+    which prints "Exception ignored in ..." and a traceback; the interrupt is remembered and raised at the next
+    checkpoint, and nothing is printed."""
+    import subprocess
+    import sys
+
+    code = ("import os, signal, weakref\n"
+            "from sweeper.runtime.interrupts import check, installed\n"
+            "class Thing: pass\n"
+            "with installed():\n"
+            "    thing = Thing()\n"
+            "    ref = weakref.ref(thing, lambda r: os.kill(os.getpid(), signal.SIGINT) or sum(range(1000)))\n"
+            "    del thing\n"
+            "    print('swallowed', flush=True)\n"
+            "    check()\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout == "swallowed\n"  # Python went on past the callback
+    assert "KeyboardInterrupt" in result.stderr  # raised again by check(): the process stops
+    assert "Exception ignored" not in result.stderr and result.stderr.count("Traceback") == 1

@@ -8,7 +8,8 @@ background job inherits it, is taken back). Three rules make an interrupt safe:
   the store locked for the write that records the interrupted trial).
 - The first signal is remembered and `check()` raises it again at the next checkpoint (between trials,
   every few training batches): an interrupt that lands where Python swallows exceptions (a garbage
-  collection callback prints "Exception ignored in ...") still stops the process.
+  collection callback) still stops the process, and Python's "Exception ignored in ..." with its traceback
+  is not printed for it.
 - Later signals are ignored while the first is handled: recording the interrupted trial is not itself
   interrupted. A parent that must not wait kills its workers with SIGKILL after a deadline.
 """
@@ -16,6 +17,7 @@ background job inherits it, is taken back). Three rules make an interrupt safe:
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 
@@ -51,12 +53,26 @@ def installed():
         return
     _pending = _requested = None
     previous = {signum: signal.signal(signum, _handler) for signum in _SIGNALS}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _swallowed_interrupts_unsaid(sys.unraisablehook)
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        sys.unraisablehook = previous_hook
         _pending = _requested = None
+
+
+def _swallowed_interrupts_unsaid(hook):
+    """Python's hook for exceptions it cannot raise (in a garbage-collection or weakref callback), silent for the
+    interrupt this process received: it is raised again at the next checkpoint."""
+
+    def unraisable(report):
+        if _requested is not None and isinstance(report.exc_value, (KeyboardInterrupt, Terminated)):
+            return
+        hook(report)
+
+    return unraisable
 
 
 def request(exc: BaseException) -> None:
