@@ -6,8 +6,9 @@ about 740,000 once TensorFlow, MLflow and Optuna are imported, 0.43 s a collecti
 so it is frozen out of the collector's walk for the trials and handed back to it after them.
 
 What a trial freed stays in the C allocator's heap unless it is handed back to the system: glibc keeps it for
-later allocations, fragmented among the model's and XLA's buffers, and a JAX worker grew by 350 MiB over its first
-trial of Fashion-MNIST (bench/RESULTS.md).
+later allocations, fragmented among the model's and XLA's buffers (four trials in one JAX process: 1029 MiB
+after them, 780 with the trim). In a 15-minute sweep of Fashion-MNIST most of what a worker keeps after its first
+trial is live, not free, and the trim buys little there (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def resident_mib() -> float | None:
 
 def release_freed_memory() -> None:
     """Hand the memory the C allocator holds free back to the system (glibc's `malloc_trim`; nothing where the C
-    library has none): after a trial, so that the next one starts from the worker's own size, not its peak."""
+    library has none): after a trial, so that what it freed does not stay resident for the next one."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
