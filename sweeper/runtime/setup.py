@@ -141,11 +141,9 @@ def other_backend_kept_out() -> None:
     model is saved) and which a JAX worker never runs: 457 MiB (bench/RESULTS.md); a JAX worker then runs as on an
     install without TensorFlow, which Keras supports. Only in worker processes: they are sweeper's own, and a user's
     process keeps its modules. Formats that need TensorFlow are written by a process of their own (`ml.formats`)."""
-    backend = os.environ.get("KERAS_BACKEND")
-    if backend == "tensorflow" and "jax" not in sys.modules:
-        sys.modules["jax"] = None  # `import jax` raises ImportError, which TensorFlow expects when it is missing
-    elif backend == "jax" and "tensorflow" not in sys.modules:
-        sys.meta_path.insert(0, _NotImported("tensorflow"))
+    other = {"tensorflow": "jax", "jax": "tensorflow"}.get(os.environ.get("KERAS_BACKEND", ""))
+    if other and other not in sys.modules:
+        sys.meta_path.insert(0, _NotImported(other))  # ImportError, which either library expects when it is missing
 
 
 class _NotImported(importlib.abc.MetaPathFinder, importlib.abc.Loader):
