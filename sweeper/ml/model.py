@@ -48,6 +48,10 @@ def _mlp(params: dict, dataset: Dataset):
     linear model."""
     import keras
 
+    from sweeper.ml import initial
+
+    kernel, output, zeros, ones = (initial.drawn_by_numpy(name)
+                                   for name in (params["kernel_initializer"], "glorot_uniform", "zeros", "ones"))
     regularizer = keras.regularizers.L2(params["l2"]) if params.get("l2") else None
     normalised = params.get("batch_norm", False)
     layers = [keras.Input(shape=dataset.input_shape), keras.layers.Flatten()]
@@ -55,18 +59,19 @@ def _mlp(params: dict, dataset: Dataset):
         layers.append(_standardizer(dataset))
     for i in range(params["n_layers"]):
         layers.append(keras.layers.Dense(params[f"units_{i}"], activation=None if normalised else params["activation"],
-                                         use_bias=not normalised, kernel_initializer=params["kernel_initializer"],
+                                         use_bias=not normalised, kernel_initializer=kernel, bias_initializer=zeros,
                                          kernel_regularizer=regularizer, name=f"hidden_{i}"))
         if normalised:  # the normalisation's own shift replaces the Dense bias
-            layers.append(keras.layers.BatchNormalization(name=f"batch_norm_{i}"))
+            layers.append(keras.layers.BatchNormalization(
+                gamma_initializer=ones, beta_initializer=zeros, moving_mean_initializer=zeros,
+                moving_variance_initializer=ones, name=f"batch_norm_{i}"))
             layers.append(keras.layers.Activation(params["activation"], name=f"activation_{i}"))
         if params["dropout"] > 0:
             layers.append(keras.layers.Dropout(params["dropout"], name=f"dropout_{i}"))
-    if dataset.task == "classification":
-        layers.append(keras.layers.Dense(dataset.n_outputs, activation="softmax", name="output"))
-    else:
-        layers.append(keras.layers.Dense(1, name="output"))
-    return keras.Sequential(layers, name="sweeper_mlp")
+    classify = dataset.task == "classification"
+    layers.append(keras.layers.Dense(dataset.n_outputs if classify else 1, activation="softmax" if classify else None,
+                                     kernel_initializer=output, bias_initializer=zeros, name="output"))
+    return initial.keras_initializers_restored(keras.Sequential(layers, name="sweeper_mlp"))
 
 
 #: a feature varying less than this share of the most varying one is scaled as if it varied that much: the

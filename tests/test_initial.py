@@ -1,0 +1,66 @@
+"""Initial weights drawn by NumPy (sweeper.ml.initial): Keras' own distributions, reproducible from the seed, and a
+saved model that names Keras' initializers."""
+
+import keras
+import numpy as np
+import pytest
+
+from sweeper.ml.data import from_arrays
+from sweeper.ml.initial import drawn_by_numpy
+from sweeper.ml.model import build_model
+
+WIDE = (784, 1024)  # enough values for the spread to be known within 1%
+PARAMS = {"n_layers": 2, "units_0": 64, "units_1": 32, "learning_rate": 1e-3, "batch_size": 32, "optimizer": "adam",
+          "dropout": 0.0, "activation": "relu", "kernel_initializer": "he_normal", "l2": 0.0, "batch_norm": True}
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    return from_arrays(rng.random((60, 8, 8), dtype=np.float32), np.arange(60) % 3)
+
+
+@pytest.mark.parametrize("name", ["he_normal", "he_uniform", "glorot_uniform", "glorot_normal", "lecun_normal"])
+def test_numpy_draws_the_distribution_keras_would(name):
+    keras.utils.set_random_seed(0)
+    ours, theirs = np.asarray(drawn_by_numpy(name)(WIDE)), keras.ops.convert_to_numpy(keras.initializers.get(name)(WIDE))
+    assert ours.shape == WIDE and ours.dtype == np.float32
+    assert ours.std() == pytest.approx(theirs.std(), rel=0.01)
+    assert abs(ours.mean()) < 0.01 * theirs.std()
+    assert np.abs(ours).max() <= np.abs(theirs).max() * 1.01  # truncated (or bounded) where Keras' is
+    assert np.abs(ours).max() >= np.abs(theirs).max() * 0.95
+
+
+def test_zeros_ones_and_constants_are_what_they_say():
+    assert not np.asarray(drawn_by_numpy("zeros")((3,))).any()
+    assert (np.asarray(drawn_by_numpy("ones")((3,))) == 1).all()
+    assert (np.asarray(drawn_by_numpy(keras.initializers.Constant(0.5))((2, 2))) == 0.5).all()
+
+
+def test_an_initializer_numpy_does_not_draw_stays_keras_own():
+    assert isinstance(drawn_by_numpy("orthogonal"), keras.initializers.Orthogonal)
+    seeded = keras.initializers.HeNormal(seed=3)  # a seed the user chose: Keras' own stream
+    assert drawn_by_numpy(seeded) is seeded
+
+
+def test_the_mlps_weights_follow_the_seed(images):
+    def weights(seed):
+        keras.utils.set_random_seed(seed)
+        return [keras.ops.convert_to_numpy(w) for w in build_model(PARAMS, images).weights]
+
+    first, again, other = weights(1), weights(1), weights(2)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not np.array_equal(first[0], other[0])
+    assert first[0].std() == pytest.approx(np.sqrt(2 / 64), rel=0.1)  # he_normal over 64 inputs
+
+
+def test_a_saved_mlp_names_keras_initializers_and_loads_without_sweeper(images, tmp_path):
+    model = build_model(PARAMS, images)
+    kernels = [layer.kernel_initializer for layer in model.layers if hasattr(layer, "kernel_initializer")]
+    assert [type(k).__name__ for k in kernels] == ["HeNormal", "HeNormal", "GlorotUniform"]
+    assert "NumpyDrawn" not in str(model.to_json())
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")  # Keras alone, no custom objects
+    assert type(loaded.get_layer("hidden_0").kernel_initializer).__name__ == "HeNormal"
+    assert type(loaded.get_layer("batch_norm_0").gamma_initializer).__name__ == "Ones"
+    assert np.allclose(loaded.predict(images.x_test, verbose=0), model.predict(images.x_test, verbose=0))
