@@ -48,3 +48,16 @@ def test_memory_a_trial_freed_goes_back_to_the_system():
     start, freed, released = map(float, out.split())
     assert freed > start - 50  # free() alone keeps them
     assert released < start - 150
+
+
+def test_programs_jax_compiled_for_a_trial_are_dropped_after_it():
+    """A worker on JAX would otherwise keep every program it compiled (each trial's training step, each eager op at
+    each new shape) for its life."""
+    import subprocess
+    import sys
+
+    code = ("import jax, jax.numpy as jnp\nfrom sweeper.runtime.heap import release_freed_memory\n"
+            "step = jax.jit(lambda x: x * 2); step(jnp.ones(3)); step(jnp.ones(4)); before = step._cache_size()\n"
+            "release_freed_memory(); print(before, step._cache_size())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["2", "0"]

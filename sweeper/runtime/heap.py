@@ -19,6 +19,7 @@ import ctypes.util
 import functools
 import gc
 import os
+import sys
 from collections.abc import Iterator
 
 
@@ -44,8 +45,14 @@ def resident_mib() -> float | None:
 
 
 def release_freed_memory() -> None:
-    """Hand the memory the C allocator holds free back to the system (glibc's `malloc_trim`; nothing where the C
-    library has none): after a trial, so that what it freed does not stay resident for the next one."""
+    """Drop JAX's compiled programs, where JAX is imported, and hand the memory the C allocator holds free back to the
+    system (glibc's `malloc_trim`; nothing where the C library has none): after a trial, so that what it freed does
+    not stay resident for the next one. JAX keeps every program it compiled (a trial's training step, each eager op
+    at each shape) for the process's life, and a sweep's trials rarely repeat a shape; one that does is read back
+    from the persistent compilation cache."""
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        jax.clear_caches()
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
