@@ -50,6 +50,7 @@ class PeakSampler:
 
     def __init__(self, every: float = 0.5):
         self.peaks: dict[int, float] = {}
+        self.peaked_at: dict[int, float] = {}  # when (time.time()) each worker's peak was read
         self.readings: list[tuple[float, int, float]] = []  # (time.time(), pid, MiB)
         self.every, self.done = every, threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
@@ -59,7 +60,8 @@ class PeakSampler:
         while not self.done.wait(self.every):
             now = time.time()
             for pid, mib in worker_resident_mib().items():
-                self.peaks[pid] = max(self.peaks.get(pid, 0.0), mib)
+                if mib > self.peaks.get(pid, 0.0):
+                    self.peaks[pid], self.peaked_at[pid] = mib, now
                 self.readings.append((now, pid, mib))
 
     def at(self, pid: int, moment: float) -> float | None:
@@ -73,9 +75,10 @@ class PeakSampler:
         return self.peaks
 
 
-def trial_gaps(workdir: Path, study: str) -> list[tuple[int, str, bool, float, int, float]]:
+def trial_gaps(workdir: Path, study: str) -> list[tuple[int, str, bool, float, int, float, float]]:
     """Each trial's number, state, whether it began in another process than the trial before, the seconds
-    since that trial's run ended (0 for the first), its worker's pid and when it started (time.time())."""
+    since that trial's run ended (0 for the first), its worker's pid, when it started and when it ended
+    (time.time())."""
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
@@ -88,7 +91,7 @@ def trial_gaps(workdir: Path, study: str) -> list[tuple[int, str, bool, float, i
         new = before is not None and worker != before.data.tags.get("worker", "")
         pid = int(worker.split(":")[1]) if worker.count(":") == 2 else 0
         rows.append((int(run.data.tags["trial_number"]), run.data.tags.get("state", "?"), new, gap, pid,
-                     run.info.start_time / 1000))
+                     run.info.start_time / 1000, (run.info.end_time or run.info.start_time) / 1000))
         before = run
     return rows
 
@@ -118,16 +121,27 @@ def main():
         sys.exit(f"the sweep failed ({done.returncode}):\n{done.stderr[-3000:]}")
     print(f"sweeper {' '.join(search)} in {workdir}" +
           "".join(f" {name}={value}" for name, value in settings.items()))
-    print("worker peaks: " + ", ".join(f"{mib:.0f} MiB" for _, mib in sorted(peaks.items())) +
-          " (by pid)")
-    print_breakdown(breakdown(workdir, started, ended, study))
     rows = trial_gaps(workdir, study)
+    print("worker peaks: " + ", ".join(f"{mib:.0f} MiB ({phase_at(rows, sampler.peaked_at[pid])})"
+                                       for pid, mib in sorted(peaks.items())) + " (by pid)")
+    print_breakdown(breakdown(workdir, started, ended, study))
     print("gap before each trial: " + ", ".join(
-        f"{number} {state}{' (new worker)' if new else ''} {gap:.2f} s" for number, state, new, gap, _, _ in rows))
+        f"{number} {state}{' (new worker)' if new else ''} {gap:.2f} s" for number, state, new, gap, *_ in rows))
     print("worker's resident memory as each trial began: " + ", ".join(
         f"{number}{' (new worker)' if new else ''} {_mib(sampler.at(pid, start))}"
-        for number, _, new, _, pid, start in rows))
+        for number, _, new, _, pid, start, _ in rows))
     print(next((line for line in done.stdout.splitlines() if "test_accuracy" in line), "").strip())
+
+
+def phase_at(rows: list, moment: float) -> str:
+    """What the sweep was doing at `moment` (time.time()): which trial was running (or had just ended), the
+    start-up, or the final model (after the last trial's run)."""
+    started = [row for row in rows if row[5] <= moment]
+    if not started:
+        return "start-up"
+    if moment > max(row[6] for row in rows):
+        return "final model"
+    return f"trial {started[-1][0]}"
 
 
 def _mib(value: float | None) -> str:
