@@ -64,20 +64,3 @@ def test_a_saved_mlp_names_keras_initializers_and_loads_without_sweeper(images, 
     assert type(loaded.get_layer("hidden_0").kernel_initializer).__name__ == "HeNormal"
     assert type(loaded.get_layer("batch_norm_0").gamma_initializer).__name__ == "Ones"
     assert np.allclose(loaded.predict(images.x_test, verbose=0), model.predict(images.x_test, verbose=0))
-
-
-def test_a_retraining_clones_the_layers_with_new_weights_drawn_from_the_seed(images):
-    from sweeper.ml.initial import clone_drawn_by_numpy
-
-    trial = build_model(PARAMS, images)
-
-    def clone(seed):
-        keras.utils.set_random_seed(seed)
-        return clone_drawn_by_numpy(trial)
-
-    first, again = clone(5), clone(5)
-    assert first.get_config()["layers"] == trial.get_config()["layers"]  # Keras' initializers named, as before
-    kernel = keras.ops.convert_to_numpy(first.get_layer("hidden_0").kernel)
-    assert np.array_equal(kernel, keras.ops.convert_to_numpy(again.get_layer("hidden_0").kernel))
-    assert not np.array_equal(kernel, keras.ops.convert_to_numpy(trial.get_layer("hidden_0").kernel))
-    assert kernel.std() == pytest.approx(np.sqrt(2 / 64), rel=0.1)

@@ -42,19 +42,6 @@ def drawn_by_numpy(identifier):
     return NumpyDrawn()
 
 
-def clone_drawn_by_numpy(model):
-    """`keras.models.clone_model(model)`: its layers and settings, new weights, drawn by NumPy where `drawn_by_numpy`
-    draws them (a model's retraining from another seed)."""
-    import keras
-
-    def clone_layer(layer):
-        config = layer.get_config()
-        config.update({name: drawn_by_numpy(config[name]) for name in INITIALIZER_ATTRIBUTES if config.get(name)})
-        return layer.__class__.from_config(config)
-
-    return keras_initializers_restored(keras.models.clone_model(model, clone_function=clone_layer))
-
-
 def keras_initializers_restored(model):
     """`model` with each layer's initializers Keras' own again (its weights kept), for its saved configuration."""
     for layer in model.layers:
