@@ -13,6 +13,7 @@ from sweeper.domain.events import SweepListener, SweepResult
 from sweeper.domain.records import TrialRecord
 from sweeper.engines import Engine, make_engine
 from sweeper.ml.data import Dataset
+from sweeper.runtime.heap import release_freed_memory
 from sweeper.runtime.workers import this_worker
 from sweeper.store import SweepRecorder
 from sweeper.usecases.plan import SweepPlan
@@ -155,7 +156,9 @@ def _retrain(dataset: Dataset, best: TrialRecord, trial_model, epochs: int, rate
     started = time.perf_counter()
     model = refit(trial_model, dataset, epochs=epochs, batch_size=int(best.params.get("batch_size", 32)),
                   learning_rates=rates, seed=seed, epoch_hooks=[listener.refit_epoch_ended])
-    return _Refit(model, epochs, time.perf_counter() - started, seed, rates)
+    seconds = time.perf_counter() - started
+    release_freed_memory()  # its training's programs and buffers, before the next retraining compiles its own
+    return _Refit(model, epochs, seconds, seed, rates)
 
 
 def _left(plan: SweepPlan, time_left: TimeLeft | None) -> float | None:
