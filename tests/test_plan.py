@@ -83,3 +83,16 @@ def test_the_budget_is_the_space_files_then_the_studys_recorded_one_then_the_cal
     assert (recorded.trials, recorded.max_epochs, recorded.patience) == (9, 4, 1)  # the study's recorded budget
     given = make_plan("digits", trials=3).space
     assert (given.trials, given.max_epochs) == (3, 4)  # what the caller gave wins, the rest stays recorded
+
+
+def test_planning_a_sweep_in_a_new_folder_imports_no_mlflow(tmp_path):
+    """A new sweep's workers start once it is planned: asking whether a store exists must not first import MLflow
+    (1.6 s here, which every new sweep's start-up waited for)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom sweeper.usecases.plan import make_plan\nplan = make_plan('digits', timeout='15m')\n"
+            "print(plan.study, 'mlflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["digits", "False"]
+    assert not (tmp_path / "mlruns").exists()

@@ -41,14 +41,14 @@ def open_client(tracking_uri: str | None, *, create: bool = True) -> Any:
     commands that only read) a missing one is an error, and an existing one is opened without writing
     anything, so a read-only store can be read.
     """
-    import mlflow
-
     uri = tracking_uri or default_tracking_uri()
     if uri.startswith(("http://", "https://")):
         _check_server(uri)  # MLflow itself retries an unreachable server for minutes
     database = sqlite_path(uri)
     if database is not None:
         _check_sqlite_store(database, create)
+    import mlflow  # after the checks: a new sweep asks whether a store exists before it starts its workers
+
     try:
         client = mlflow.MlflowClient(uri)
         client.search_experiments(max_results=1)
