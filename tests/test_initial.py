@@ -64,3 +64,15 @@ def test_a_saved_mlp_names_keras_initializers_and_loads_without_sweeper(images, 
     assert type(loaded.get_layer("hidden_0").kernel_initializer).__name__ == "HeNormal"
     assert type(loaded.get_layer("batch_norm_0").gamma_initializer).__name__ == "Ones"
     assert np.allclose(loaded.predict(images.x_test, verbose=0), model.predict(images.x_test, verbose=0))
+
+
+def test_a_copy_rebuilt_for_an_average_names_keras_initializers_and_takes_the_members_weights(images):
+    from sweeper.ml.ensemble import average
+
+    members = [build_model(PARAMS, images) for _ in range(2)]
+    model = average(members, images, ["trial_000", "trial_001"])
+    assert "NumpyDrawn" not in str(model.to_json())
+    copy = model.get_layer("trial_001")
+    assert type(copy.get_layer("hidden_0").kernel_initializer).__name__ == "HeNormal"
+    assert all(np.array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+               for a, b in zip(copy.weights, members[1].weights, strict=True))

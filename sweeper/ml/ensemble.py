@@ -35,8 +35,10 @@ def _renamed(member: Any, name: str) -> Any:
     model's layers need distinct names), with its weights but without its training state (its optimizer)."""
     import keras
 
+    from sweeper.ml.initial import rebuilt_drawn_by_numpy
+
     try:  # from its architecture alone (cloning would compile the copy with the member's optimizer)
-        copy = type(member).from_config(member.get_config())
+        copy = rebuilt_drawn_by_numpy(member)
     except (TypeError, ValueError, NotImplementedError):  # a subclassed model of a user's builder
         copy = keras.models.clone_model(member)
     copy.set_weights(member.get_weights())

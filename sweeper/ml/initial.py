@@ -42,6 +42,17 @@ def drawn_by_numpy(identifier):
     return NumpyDrawn()
 
 
+def rebuilt_drawn_by_numpy(model):
+    """`model` built anew from its configuration (its architecture, not its weights nor its optimizer), its initial
+    weights drawn by NumPy (`drawn_by_numpy`) and its configuration naming Keras' initializers: a copy about to be
+    given another model's weights, for which Keras would compile its initializers again on JAX."""
+    config = model.get_config()
+    for layer in config.get("layers", []):
+        inner = layer.get("config", {})
+        inner.update({name: drawn_by_numpy(inner[name]) for name in INITIALIZER_ATTRIBUTES if inner.get(name)})
+    return keras_initializers_restored(type(model).from_config(config))
+
+
 def keras_initializers_restored(model):
     """`model` with each layer's initializers Keras' own again (its weights kept), for its saved configuration."""
     for layer in model.layers:
