@@ -6,7 +6,7 @@ from sweeper.domain.budget import (
     FINAL_MODEL_TRIALS,
     FINISH_SECONDS,
     LEAST_TRIAL_SHARE,
-    LONGER_REFIT,
+    LONGER_RETRAINING_TRIALS,
     RETRAINING_MARGIN,
     TimeBudget,
     another_retraining_fits,
@@ -182,8 +182,8 @@ def test_a_final_model_that_may_average_retrainings_keeps_room_for_each():
         budget.timed(_trial(clock, 100))()
     clock.now += 300  # 500 s left of each
     assert single.may_start_trial()  # a trial (50) and one retraining (125 + 30)
-    assert not averaging.may_start_trial()  # a trial (50) and three longer retrainings (3 * 250 + 30) do not fit
-    assert averaging.final_model_seconds(100, 3) == 3 * 100 * LONGER_REFIT * FINAL_MODEL_TRIALS + FINISH_SECONDS
+    assert not averaging.may_start_trial()  # a trial (50) and three longer retrainings (3 * 225 + 30) do not fit
+    assert averaging.final_model_seconds(100, 3) == 3 * 100 * LONGER_RETRAINING_TRIALS + FINISH_SECONDS
 
 
 def test_the_retrainings_are_sized_on_the_best_trial_whose_configuration_they_retrain():
@@ -193,7 +193,7 @@ def test_the_retrainings_are_sized_on_the_best_trial_whose_configuration_they_re
     budget.timed(_trial(clock, 100, value=0.85))()  # the longest, worse
     budget.timed(_trial(clock, 40, value=0.80))()
     assert budget.best_trial() == 50 and budget.longest_trial() == 100
-    kept = 3 * 50 * FINAL_MODEL_TRIALS * LONGER_REFIT + FINISH_SECONDS  # 405 s, where the longest trial's is 780 s
+    kept = 3 * 50 * LONGER_RETRAINING_TRIALS + FINISH_SECONDS  # 367.5 s, where the longest trial's is 705 s
     assert budget.final_model_seconds(50, 3, budget.best_trial()) == kept
     clock.now = budget.deadline - (kept + 100 * LEAST_TRIAL_SHARE + 1)  # and room for half the longest trial
     assert budget.may_start_trial()
@@ -210,12 +210,12 @@ def test_a_trial_longer_than_the_best_is_stopped_before_it_eats_into_a_final_mod
     budget = TimeBudget(900, clock, retrainings=3, objective=ACCURACY)
     budget.timed(_trial(clock, 50, value=0.91))()
     budget.timed(_trial(clock, 100, value=0.85))()
-    clock.now = budget.deadline - 456  # room for a trial: 405 s for the final model, 50 s for half the longest
+    clock.now = budget.deadline - 440  # room for a trial: 367.5 s for the final model, 50 s for half the longest
     assert budget.may_start_trial()
-    # 10 s epochs: after 40 s another leaves 406 >= 3 x 125 + 30, sized on the best trial; after 50 s it would
-    # leave 396 < (60 + 2 x 50) x 2.5 + 30 = 430, the first retraining sized on this trial, which may end best
+    # 10 s epochs: after 40 s another leaves 390 >= 3 x 112.5 + 30, sized on the best trial; after 50 s it would
+    # leave 380 < (60 + 2 x 50) x 2.25 + 30 = 390, the first retraining sized on this trial, which may end best
     assert _stopped_at(budget, clock, 20, 10) == 5
-    assert budget.time_left() == 406
+    assert budget.time_left() == 390
 
 
 def test_a_space_averages_retrainings_only_when_its_trials_may_run_a_cosine_schedule():
@@ -250,7 +250,7 @@ def _stopped_at(budget, clock, epochs, seconds_per_epoch):
 def test_a_first_trial_is_stopped_for_the_first_retraining_only_later_ones_for_every_retraining():
     clocks = Clock(), Clock()
     single, averaging = TimeBudget(900, clocks[0]), TimeBudget(900, clocks[1], retrainings=3)
-    # a 200 s first trial: one retraining of it (250 + 30) fits in the 700 s left, three (3 * 500 + 30) do not
+    # a 200 s first trial: one retraining of it (250 + 30) fits in the 700 s left, three (3 * 450 + 30) do not
     assert _stopped_at(single, clocks[0], 20, 10) is None and _stopped_at(averaging, clocks[1], 20, 10) is None
     assert not averaging.may_start_trial() and single.may_start_trial()
     clocks = Clock(), Clock()
@@ -260,4 +260,4 @@ def test_a_first_trial_is_stopped_for_the_first_retraining_only_later_ones_for_e
         assert budget.may_start_trial()
     # a second trial of 250 s: stopped once three retrainings of it would not fit, not for one
     assert _stopped_at(single, clocks[0], 25, 10) is None
-    assert _stopped_at(averaging, clocks[1], 25, 10) == 9  # 860 - 90 - 10 < 3 * (2 * 1.25 * 100) + 30; at 8 not yet
+    assert _stopped_at(averaging, clocks[1], 25, 10) == 10  # 860 - 100 - 10 < 3 * 2.25 * 110 + 30; at 9 not yet

@@ -57,6 +57,13 @@ def refit_epochs(best_epoch: int, max_epochs: int, *, cosine: bool, seconds_per_
     return max(best_epoch, longer)
 
 
+#: a retraining longer than its trial (LONGER_REFIT times its epochs, on ~9% more data, without the validation
+#: each trial epoch paid), against the trial's wall time: 1.86-2.17 measured (40-epoch retrainings of the hand
+#: recipe's 20-epoch trial on JAX, 103-111 s against 51-55 s, in four 15-minute sweeps). Sized at 2.5
+#: (FINAL_MODEL_TRIALS x LONGER_REFIT), four retrainings left 110-160 s of a 15-minute sweep unused
+#: (bench/RESULTS.md).
+LONGER_RETRAINING_TRIALS = 2.25
+
 #: another retraining of the best configuration (from another seed, to average with the first) starts only while the
 #: time left covers this many times the first one's training, and the finish after it
 RETRAINING_MARGIN = 1.1
@@ -107,9 +114,9 @@ class TimeBudget:
         (sized as one, a 15-minute sweep of Fashion-MNIST kept 314 s, and its 40-epoch retraining left no room for a
         second; sized on the longest trial, a 92 s or 124 s wide trial on JAX kept room for retrainings of 200 s
         where the best trial's took 115 s, and sweeps ended 5 to 6 minutes early: bench/RESULTS.md)."""
-        longer = LONGER_REFIT if retrainings > 1 else 1
+        per_trial = LONGER_RETRAINING_TRIALS if retrainings > 1 else FINAL_MODEL_TRIALS
         others = (retrainings - 1) * (trial_seconds if best_seconds is None else best_seconds)
-        return (trial_seconds + others) * FINAL_MODEL_TRIALS * longer + FINISH_SECONDS
+        return (trial_seconds + others) * per_trial + FINISH_SECONDS
 
     def may_start_trial(self) -> bool:
         left, longest = self.time_left(), self.longest_trial()
