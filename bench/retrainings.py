@@ -1,6 +1,6 @@
 """How many retrainings of one configuration the final model should average: a finished sweep's best trial
 retrained on training + validation data from each seed given, exactly as the sweep's final model retrains it
-(`sweeper.usecases.final.refit_schedule` and `sweeper.ml.train.refit`), then every window of consecutive seeds
+(`sweeper.usecases.final.refit_schedule` and `retrain`), then every window of consecutive seeds
 averaged on the test split.
 
 Run: [KERAS_BACKEND=jax] .venv/bin/python bench/retrainings.py --tracking-uri sqlite:///DIR/mlruns/mlflow.db
@@ -12,7 +12,6 @@ seconds, then each window's accuracy when its members' probabilities are average
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,28 +28,24 @@ def main():
     from sweeper.ml.quiet import import_keras
 
     import_keras()
+    from sweeper.domain.events import SweepListener
     from sweeper.ml.data import load_dataset
-    from sweeper.ml.train import refit
-    from sweeper.runtime.heap import release_freed_memory
     from sweeper.store import SweepRecorder
-    from sweeper.usecases.final import refit_schedule
+    from sweeper.usecases.final import best_or_none, refit_schedule, retrain
 
     recorder = SweepRecorder.open(args.study, args.tracking_uri)
-    best = recorder.store.best_or_none(recorder.record())
+    best = best_or_none(recorder)
     trial_model = recorder.store.load_trial_model(best)
     dataset = load_dataset(args.dataset).held()
     epochs, rates = refit_schedule(recorder.store, best, dataset, None)
     print(f"trial {best.number} of study {args.study}, retrained for {epochs} epochs", flush=True)
     probabilities = {}
     for seed in args.seeds:
-        started = time.perf_counter()
-        model = refit(trial_model, dataset, epochs=epochs, batch_size=int(best.params.get("batch_size", 32)),
-                      learning_rates=rates, seed=seed)
-        probabilities[seed] = model.predict(dataset.x_test, batch_size=1024, verbose=0)
+        retrained = retrain(dataset, best, trial_model, epochs, rates, seed, SweepListener())
+        probabilities[seed] = retrained.model.predict(dataset.x_test, batch_size=1024, verbose=0)
         print(f"seed {seed}: test accuracy {_accuracy(probabilities[seed], dataset.y_test):.4f} "
-              f"({time.perf_counter() - started:.0f} s)", flush=True)
-        del model
-        release_freed_memory()
+              f"({retrained.seconds:.0f} s)", flush=True)
+        del retrained
     seeds = list(probabilities)
     for size in range(2, len(seeds) + 1):
         windows = [seeds[start:start + size] for start in range(len(seeds) - size + 1)]

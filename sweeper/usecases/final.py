@@ -127,7 +127,7 @@ def _refit_best(plan: SweepPlan, dataset, recorder: SweepRecorder, best: TrialRe
     if not plan.refit or best.best_epoch < 1:
         return None
     epochs, rates = refit_schedule(recorder.store, best, dataset, _left(plan, time_left))
-    return _retrain(dataset, best, trial_model, epochs, rates, plan.seed, listener)
+    return retrain(dataset, best, trial_model, epochs, rates, plan.seed, listener)
 
 
 def _more_retrainings(plan: SweepPlan, dataset: Dataset, best: TrialRecord, trial_model, first: _Refit,
@@ -142,12 +142,12 @@ def _more_retrainings(plan: SweepPlan, dataset: Dataset, best: TrialRecord, tria
 
     done = [first]
     while len(done) < plan.space.ensemble and another_retraining_fits(_left(plan, time_left), done[-1].seconds):
-        done.append(_retrain(dataset, best, trial_model, first.epochs, first.learning_rates, first.seed + len(done),
+        done.append(retrain(dataset, best, trial_model, first.epochs, first.learning_rates, first.seed + len(done),
                              listener, member=len(done) + 1))
     return done[1:]
 
 
-def _retrain(dataset: Dataset, best: TrialRecord, trial_model, epochs: int, rates: dict, seed: int,
+def retrain(dataset: Dataset, best: TrialRecord, trial_model, epochs: int, rates: dict, seed: int,
              listener: SweepListener, member: int = 1) -> _Refit:
     """The best configuration trained afresh on train + val from `seed` (`member`: the how-manyth retraining)."""
     from sweeper.ml.train import refit
