@@ -77,8 +77,11 @@ def test_installed_command_trains_on_each_backend_and_its_model_exports_and_pred
     from .test_faults import runs
 
     cache = tmp_path / "cache"  # a user's first sweep: nothing compiled yet
-    result = run("search", "digits", "--trials", 2, "--max-epochs", 2, "--subset", 300, "--pruner", "none", "--keras-backend",
-                 keras_backend, cwd=tmp_path, env={"XDG_CACHE_HOME": str(cache), "JAX_COMPILATION_CACHE_DIR": None})
+    space = tmp_path / "jax.yaml"  # a space that names JAX: the user's --keras-backend wins over it
+    space.write_text((SPACES / "digits.yaml").read_text() + "keras_backend: jax\n")
+    result = run("search", "digits", "--space", space, "--trials", 2, "--max-epochs", 2, "--subset", 300, "--pruner",
+                 "none", "--keras-backend", keras_backend, cwd=tmp_path,
+                 env={"XDG_CACHE_HOME": str(cache), "JAX_COMPILATION_CACHE_DIR": None})
     assert result.returncode == 0, result.stderr
     assert any((cache / "sweeper" / "jax").glob("*")) == (keras_backend == "jax")  # JAX keeps what it compiled
     assert "Best trials by val_accuracy" in result.stdout and "models:/digits@champion" in result.stdout
@@ -94,23 +97,10 @@ def test_installed_command_trains_on_each_backend_and_its_model_exports_and_pred
     assert len(json.loads(predicted.stdout)) == 4
 
 
-def test_a_space_chooses_the_keras_backend_unless_the_user_did(tmp_path):
-    from .test_faults import runs
-
-    space = tmp_path / "jax.yaml"
-    space.write_text((SPACES / "digits.yaml").read_text() + "keras_backend: jax\n")
-    sweep = ("search", "digits", "--space", space, "--trials", 1, "--max-epochs", 1, "--subset", 300, "--pruner", "none")
-    for folder, chosen in (("space", ()), ("user", ("--keras-backend", "tensorflow"))):
-        (tmp_path / folder).mkdir()
-        result = run(*sweep, *chosen, cwd=tmp_path / folder, env={"KERAS_BACKEND": None})
-        assert result.returncode == 0, result.stderr
-    assert {r.data.tags["keras_backend"] for r in runs(tmp_path / "space")} == {"jax"}
-    assert {r.data.tags["keras_backend"] for r in runs(tmp_path / "user")} == {"tensorflow"}
-
-
 def test_a_jax_worker_never_imports_tensorflow_and_still_saves_and_registers_its_models(tmp_path):
     """TensorFlow, 457 MiB of a JAX worker's memory, stays out of it: each trial (the second of a worker's after its
-    first saved its model) and the final model (retrained, saved, registered) run without it."""
+    first saved its model) and the final model (retrained, saved, registered) run without it. The space chose JAX,
+    the user nothing."""
     from .test_faults import runs
 
     space, probe = tmp_path / "probe.yaml", tmp_path / "probe.txt"
@@ -125,6 +115,7 @@ def test_a_jax_worker_never_imports_tensorflow_and_still_saves_and_registers_its
     calls = [line.split() for line in probe.read_text().splitlines()]
     assert len(calls) == 4 and len({pid for pid, _ in calls}) == 2  # two workers, two trials each
     assert {imported for _, imported in calls} == {"jax"}
+    assert {r.data.tags["keras_backend"] for r in runs(tmp_path)} == {"jax"}
 
 
 def test_jax_compiles_without_a_cache_where_the_cache_cannot_be_made(tmp_path, monkeypatch):
