@@ -10,7 +10,7 @@ import pytest
 from sweeper.domain.errors import DatasetError
 from sweeper.ml.data import load_csv, load_dataset
 
-from .conftest import SMALL, sweeper
+from .conftest import sweeper
 
 
 def _table(path, rows, header=("a", "b", "y")):
@@ -128,9 +128,8 @@ def test_refit_on_a_subset_takes_the_same_share_of_the_validation_split():
     assert part.describe_splits() == "5,500 of 55,000 training examples, 5,000 validation, 10,000 test"
 
 
-def test_the_banner_says_which_examples_are_used(tmp_path):
-    result = sweeper("search", "fashion", "--trials", 1, *SMALL, cwd=tmp_path)
-    assert result.exit_code == 0, result.output
+def test_the_banner_says_which_examples_are_used(fashion_study):
+    _, result = fashion_study  # a sweep of 300 of the training images
     assert "Data: 300 of 55,000 training examples, 5,000 validation, 10,000 test" in result.output
 
 
