@@ -81,7 +81,7 @@ def test_installed_command_trains_on_each_backend_and_its_model_exports_and_pred
     space.write_text((SPACES / "digits.yaml").read_text() + "keras_backend: jax\n")
     result = run("search", "digits", "--space", space, "--trials", 2, "--max-epochs", 2, "--subset", 300, "--pruner",
                  "none", "--keras-backend", keras_backend, cwd=tmp_path,
-                 env={"XDG_CACHE_HOME": str(cache), "JAX_COMPILATION_CACHE_DIR": None})
+                 env={"XDG_CACHE_HOME": str(cache), "JAX_COMPILATION_CACHE_DIR": None, "KERAS_BACKEND": None})
     assert result.returncode == 0, result.stderr
     assert any((cache / "sweeper" / "jax").glob("*")) == (keras_backend == "jax")  # JAX keeps what it compiled
     assert "Best trials by val_accuracy" in result.stdout and "models:/digits@champion" in result.stdout
