@@ -143,12 +143,12 @@ def _more_retrainings(plan: SweepPlan, dataset: Dataset, best: TrialRecord, tria
     done = [first]
     while len(done) < plan.space.ensemble and another_retraining_fits(_left(plan, time_left), done[-1].seconds):
         done.append(retrain(dataset, best, trial_model, first.epochs, first.learning_rates, first.seed + len(done),
-                             listener, member=len(done) + 1))
+                            listener, member=len(done) + 1))
     return done[1:]
 
 
 def retrain(dataset: Dataset, best: TrialRecord, trial_model, epochs: int, rates: dict, seed: int,
-             listener: SweepListener, member: int = 1) -> _Refit:
+            listener: SweepListener, member: int = 1) -> _Refit:
     """The best configuration trained afresh on train + val from `seed` (`member`: the how-manyth retraining)."""
     from sweeper.ml.train import refit
 
