@@ -222,7 +222,7 @@ def main():
 
     keras.utils.set_random_seed(args.seed)
     found = {}
-    data = load_dataset("fashion").subset(args.subset)
+    data = load_dataset("fashion").subset(args.subset).as_inputs()  # arrays, as a user gives Keras
     accuracy, trials = ANCHORS[args.anchor](data, args, found, started + args.timeout)
     print(json.dumps({"test_accuracy": accuracy, "trials": trials,
                       "targets_reached_at": {str(t): found.get(t) for t in args.targets}}))

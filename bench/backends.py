@@ -41,7 +41,7 @@ def one_backend(epochs: int) -> dict:
     from sweeper.ml.model import build_model
     from sweeper.ml.train import COMPILE_OPTIONS
 
-    data = load_dataset("fashion")
+    data = load_dataset("fashion").as_inputs()
     keras.utils.set_random_seed(0)
     model = build_model(RECIPE, data, **COMPILE_OPTIONS)
     times = []

@@ -62,7 +62,7 @@ def main():
     quiet.import_keras()
     import keras
 
-    data = load_dataset("fashion")
+    data = load_dataset("fashion").as_inputs()
     outputs = []
     for seed in args.seeds:
         seconds, val, out = train(keras, data, args, seed)

@@ -69,14 +69,16 @@ def epoch_seconds(keras, dataset, batch, compile_options, fit_options, batch_cal
         callbacks.append(keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: float(logs["loss"])))
     from sweeper.ml.tensors import batches
 
-    if fit_options is BATCHES and keras.backend.backend() == "tensorflow":
-        data = {"x": batches(dataset.x_train, dataset.y_train, batch_size=batch, shuffle=True),
-                "validation_data": batches(dataset.x_val, dataset.y_val, batch_size=batch, shuffle=False)}
+    if fit_options is BATCHES:  # sweeper's feed: the images held as bytes, divided as they are fed
+        data = {"x": batches(dataset.x_train, dataset.y_train, batch_size=batch, shuffle=True,
+                             divisor=dataset.divisor), "shuffle": False,
+                "validation_data": batches(dataset.x_val, dataset.y_val, batch_size=batch, shuffle=False,
+                                           divisor=dataset.divisor)}
         fit_options = {}
-    else:  # on JAX, sweeper gives Keras the arrays, as Keras' default does
-        fit_options = {} if fit_options is BATCHES else fit_options
-        data = {"x": dataset.x_train, "y": dataset.y_train, "batch_size": batch,
-                "validation_data": (dataset.x_val, dataset.y_val)}
+    else:  # Keras' own feed of float arrays
+        floats = dataset.as_inputs()
+        data = {"x": floats.x_train, "y": floats.y_train, "batch_size": batch,
+                "validation_data": (floats.x_val, floats.y_val)}
     model.fit(**data, epochs=epochs + 1, verbose=0, callbacks=callbacks, **fit_options)
     durations = sorted(times[i + 1] - times[i] for i in range(2, len(times), 2))  # the first epoch warms up
     return durations[len(durations) // 2], times[1] - times[0]

@@ -42,7 +42,7 @@ def main():
     probabilities = {}
     for seed in args.seeds:
         retrained = retrain(dataset, best, trial_model, epochs, rates, seed, SweepListener())
-        probabilities[seed] = retrained.model.predict(dataset.x_test, batch_size=1024, verbose=0)
+        probabilities[seed] = retrained.model.predict(dataset.inputs(dataset.x_test), batch_size=1024, verbose=0)
         print(f"seed {seed}: test accuracy {_accuracy(probabilities[seed], dataset.y_test):.4f} "
               f"({retrained.seconds:.0f} s)", flush=True)
         del retrained

@@ -72,29 +72,34 @@ def test_installed_command_trains_on_each_backend_and_its_model_exports_and_pred
     import json
 
     import numpy as np
-    from sklearn.datasets import load_digits
+
+    from sweeper.ml.data import raw_arrays
 
     from .test_faults import runs
 
     cache = tmp_path / "cache"  # a user's first sweep: nothing compiled yet
     space = tmp_path / "jax.yaml"  # a space that names JAX: the user's --keras-backend wins over it
     space.write_text((SPACES / "digits.yaml").read_text() + "keras_backend: jax\n")
-    result = run("search", "digits", "--space", space, "--trials", 2, "--max-epochs", 2, "--subset", 300, "--pruner",
+    result = run("search", "fashion", "--space", space, "--trials", 2, "--max-epochs", 2, "--subset", 300, "--pruner",
                  "none", "--keras-backend", keras_backend, cwd=tmp_path,
                  env={"XDG_CACHE_HOME": str(cache), "JAX_COMPILATION_CACHE_DIR": None, "KERAS_BACKEND": None})
     assert result.returncode == 0, result.stderr
     assert any((cache / "sweeper" / "jax").glob("*")) == (keras_backend == "jax")  # JAX keeps what it compiled
-    assert "Best trials by val_accuracy" in result.stdout and "models:/digits@champion" in result.stdout
+    assert "Best trials by val_accuracy" in result.stdout and "models:/fashion@champion" in result.stdout
     assert (tmp_path / "mlruns" / "mlflow.db").is_file() and (tmp_path / "mlruns" / "optuna").is_dir()
-    assert {r.data.tags["keras_backend"] for r in runs(tmp_path)} == {keras_backend}
-    exported = run("export", "digits", "--out", "best", "--format", "keras", "--format", "tflite", cwd=tmp_path,
+    assert {r.data.tags["keras_backend"] for r in runs(tmp_path, "fashion")} == {keras_backend}
+    exported = run("export", "fashion", "--out", "best", "--format", "keras", "--format", "tflite", cwd=tmp_path,
                    env={"KERAS_BACKEND": keras_backend})  # on JAX, a TensorFlow process writes the tflite file
     assert exported.returncode == 0, exported.stderr
-    assert json.loads((tmp_path / "best" / "model.json").read_text())["trained_on"] == keras_backend
-    np.save(tmp_path / "four.npy", load_digits().images[:4])
-    predicted = run("predict", "best", "four.npy", "--json", cwd=tmp_path)
+    card = json.loads((tmp_path / "best" / "model.json").read_text())
+    assert card["trained_on"] == keras_backend
+    (_, _), (images, labels) = raw_arrays("fashion")  # the test images as bytes, as users have them
+    np.save(tmp_path / "test.npy", images)
+    predicted = run("predict", "best", "test.npy", "--json", cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr
-    assert len(json.loads(predicted.stdout)) == 4
+    classes = [row["class"] for row in json.loads(predicted.stdout)]
+    accuracy = np.mean(np.array(classes) == np.array(card["class_names"])[labels])
+    assert accuracy == pytest.approx(card["test_metrics"]["test_accuracy"], abs=2e-4)  # the inputs trained on
 
 
 def test_a_jax_worker_never_imports_tensorflow_and_still_saves_and_registers_its_models(tmp_path):

@@ -37,7 +37,13 @@ def test_fashion_is_the_real_dataset_split_and_scaled():
     ds = load_dataset("fashion")
     assert ds.x_train.shape == (55000, 28, 28) and ds.x_val.shape == (5000, 28, 28)
     assert ds.x_test.shape == (10000, 28, 28)
-    assert ds.x_train.dtype == np.float32 and 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
+    assert ds.x_train.dtype == np.uint8 and ds.divisor == 255  # held as bytes, a quarter of floats' memory
+    inputs = ds.inputs(ds.x_train[:100])  # what a model is given: the bytes divided
+    assert inputs.dtype == np.float32 and 0.0 <= inputs.min() and inputs.max() <= 1.0
+    assert np.array_equal(inputs, ds.x_train[:100] / np.float32(255))
+    floats = ds.as_inputs()
+    assert floats.divisor is None and floats.x_test.dtype == np.float32 and floats.inputs(floats.x_val) is floats.x_val
+    assert np.array_equal(floats.x_val, ds.inputs(ds.x_val)) and floats.preprocessing == ds.preprocessing
     assert ds.class_names[0] == "T-shirt/top" and ds.n_outputs == 10 and ds.task == "classification"
     assert sorted(np.unique(ds.y_val)) == list(range(10))
     again = data._image_dataset("fashion", data._load_idx(data._find_idx_dir(data._idx_dirs("fashion-mnist", True))),
@@ -133,3 +139,28 @@ def test_unknown_dataset_lists_the_known_ones():
     with pytest.raises(DatasetError, match="unknown dataset 'cifar'; expected one of fashion, mnist, digits, "
                                            "california or csv:PATH"):
         load_dataset("cifar")
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_bytes_are_fed_in_the_batches_keras_feeds_of_the_divided_floats(shuffle):
+    """On JAX and PyTorch the bytes reach the model through `DividedBatches`: the same batches, the same values and in
+    the same order for the same seed, as Keras' own feed gives of the floats (so that a sweep's models are the ones
+    it trained when the images were held as floats)."""
+    from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
+
+    from sweeper.ml.tensors import _divided_batches
+
+    rng = np.random.default_rng(3)
+    x, y = rng.integers(0, 256, (70, 3, 2), dtype=np.uint8), np.arange(70)
+    np.random.seed(11)
+    theirs = list(ArrayDataAdapter(x / np.float32(255), y, batch_size=32, shuffle=shuffle).get_numpy_iterator())
+    np.random.seed(11)
+    fed = _divided_batches()(x, y, batch_size=32, shuffle=shuffle, divisor=255)
+    fed.on_epoch_begin()
+    ours = [fed[i] for i in range(len(fed))]
+    assert [len(b[1]) for b in ours] == [32, 32, 6]
+    for (x_ours, y_ours), (x_theirs, y_theirs) in zip(ours, theirs, strict=True):
+        assert x_ours.dtype == np.float32 and np.array_equal(x_ours, x_theirs) and np.array_equal(y_ours, y_theirs)
+    fed.on_epoch_begin()
+    again = np.concatenate([fed[i][1] for i in range(len(fed))])
+    assert sorted(again) == list(range(70)) and (list(again) != list(np.concatenate([b[1] for b in ours]))) == shuffle

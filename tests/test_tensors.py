@@ -76,6 +76,18 @@ def test_training_on_a_held_dataset_is_training_on_its_arrays(digits):
         np.testing.assert_array_equal(a, b)
 
 
+def test_training_on_bytes_is_training_on_the_divided_floats():
+    """Fashion-MNIST's images, held as bytes, are divided in the pipeline: the same model as from the floats."""
+    fashion = load_dataset("fashion").subset(300)
+    fashion = dataclasses.replace(fashion, x_val=fashion.x_val[:500], y_val=fashion.y_val[:500])
+    objective = Objective("val_accuracy", "maximize")
+    on_floats = train_trial(PARAMS, fashion.as_inputs().held(), objective, max_epochs=2, patience=2, seed=3)
+    on_bytes = train_trial(PARAMS, fashion.held(), objective, max_epochs=2, patience=2, seed=3)
+    assert on_bytes.history == on_floats.history and fashion.held().for_fit("x_train").dtype.name == "uint8"
+    for a, b in zip(on_floats.model.get_weights(), on_bytes.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def _orders(pipeline, epochs):
     """The labels of each epoch's batches, epoch by epoch (a new iterator each, as Keras makes)."""
     return [[batch[1].numpy().tolist() for batch in pipeline] for _ in range(epochs)]

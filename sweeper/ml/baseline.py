@@ -27,9 +27,11 @@ def fit_baseline(dataset: Dataset) -> Baseline:
     """The baseline of `dataset`, fitted on its training + validation splits and scored on its test split."""
     from threadpoolctl import threadpool_limits
 
-    x, y = dataset.refit_arrays()
-    x, x_test = x.reshape(len(x), -1), dataset.x_test.reshape(len(dataset.x_test), -1)
+    (x, y), x_test = dataset.refit_arrays(), dataset.x_test
     linear = x.size <= LINEAR_MAX_VALUES
+    if linear:  # a linear model is fitted to the model's inputs (the majority and the mean need none)
+        x, x_test = dataset.inputs(x), dataset.inputs(x_test)
+    x, x_test = x.reshape(len(x), -1), x_test.reshape(len(x_test), -1)
     # One BLAS thread: for matrices this small, OpenBLAS's threads spin-wait for each other whenever TensorFlow or
     # another process holds a core (0.2 s on one thread against 5.7 s on two, 300 images on a busy machine).
     with threadpool_limits(limits=1, user_api="blas"):

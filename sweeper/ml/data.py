@@ -1,8 +1,9 @@
 """The dataset registry: a name (or `csv:PATH`) -> a `Dataset` with fixed train/val/test splits.
 
-Images are scaled to [0, 1]; tabular features are standardised with the training split's
-statistics. The validation split is carved from the training data with a fixed seed, so every
-trial of every sweep sees the same split; the test split is never used to select anything.
+Images are scaled to [0, 1] (Fashion-MNIST's and MNIST's held as bytes, divided as they are fed:
+`Dataset.inputs`); tabular features are standardised with the training split's statistics. The validation
+split is carved from the training data with a fixed seed, so every trial of every sweep sees the same split;
+the test split is never used to select anything.
 Each dataset is loaded once per process.
 """
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from sweeper.domain.errors import DatasetError
 from sweeper.domain.places import DATASETS_DIR
-from sweeper.ml.tensors import aligned_empty, in_place, shareable, shares_arrays
+from sweeper.ml.tensors import aligned_copy, aligned_empty, in_place, shareable, shares_arrays
 
 SPLIT_SEED = 42
 #: Where Debian's dataset-* packages put data (`apt-get install dataset-fashion-mnist`).
@@ -47,6 +48,10 @@ class Dataset:
     class_names: tuple[str, ...] | None = None
     preprocessing: dict = dataclasses.field(default_factory=dict)
     subset_of: int | None = None  # the training split's full size when only a subset of it is used
+    #: When set, the x splits hold raw values (pixel bytes) and a model's inputs are them divided by it, as they are
+    #: fed (`inputs`, `sweeper.ml.tensors.batches`): Fashion-MNIST's images as bytes take a quarter of the memory
+    #: of floats, 55 MiB against 219 in every worker (bench/RESULTS.md).
+    divisor: int | None = None
     tensors: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)  # see held()
 
     @property
@@ -56,6 +61,19 @@ class Dataset:
     @property
     def n_outputs(self) -> int:
         return len(self.class_names) if self.class_names else 1
+
+    def inputs(self, x: np.ndarray) -> np.ndarray:
+        """What a model is given for `x`, rows of one of this dataset's x splits: `x` itself, or its values divided
+        by `divisor` as float32."""
+        return x if self.divisor is None else np.divide(x, np.float32(self.divisor), dtype=np.float32)
+
+    def as_inputs(self) -> Dataset:
+        """The dataset with its x splits as a model's inputs (float copies where the arrays are bytes), for code that
+        gives Keras the arrays itself."""
+        if self.divisor is None:
+            return self
+        return dataclasses.replace(self, x_train=self.inputs(self.x_train), x_val=self.inputs(self.x_val),
+                                   x_test=self.inputs(self.x_test), divisor=None)
 
     def metadata(self) -> dict:
         """What a user of a model trained on this dataset needs to feed it and read its outputs."""
@@ -178,17 +196,16 @@ def _image_dataset(name, arrays, source, class_names) -> Dataset:
     order = np.random.default_rng(SPLIT_SEED).permutation(len(x_full))
     n_val = max(1, len(x_full) // 12)  # 5,000 of 60,000, as the classic tutorial does
     val, train = order[:n_val], order[n_val:]
-    # float32 arrays written once (astype-then-divide wrote two, and the fresh pages cost seconds here), aligned so
-    # that a backend tensor can read them in place (held()); the training and validation images one after the other
-    # in one array, so that the final model's data (both) is a view of them, not a copy (refit_arrays)
-    scale = lambda x, out: np.divide(x, np.float32(255), out=out)  # noqa: E731
-    images = aligned_empty(x_full.shape, np.float32)
-    x_train = scale(x_full[train], images[:len(train)])
-    x_val = scale(x_full[val], images[len(train):])
+    # the bytes, aligned so that a backend tensor can read them in place (held()); the training and validation images
+    # one after the other in one array, so that the final model's data (both) is a view of them, not a copy
+    # (refit_arrays)
+    images = aligned_empty(x_full.shape, x_full.dtype)
+    x_train = np.take(x_full, train, axis=0, out=images[:len(train)])
+    x_val = np.take(x_full, val, axis=0, out=images[len(train):])
     return Dataset(name, "classification", x_train, y_full[train].astype(np.int32),
-                   x_val, y_full[val].astype(np.int32), scale(x_test, aligned_empty(x_test.shape, np.float32)),
-                   y_test.astype(np.int32), source, tuple(class_names),
-                   {"kind": "image", "scale": 1 / 255, "shape": list(x_full.shape[1:])})
+                   x_val, y_full[val].astype(np.int32), shareable(x_test), y_test.astype(np.int32), source,
+                   tuple(class_names), {"kind": "image", "scale": 1 / 255, "shape": list(x_full.shape[1:])},
+                   divisor=255)
 
 
 def _load_idx(directory: Path):
@@ -443,7 +460,11 @@ def _carve(x: np.ndarray, y: np.ndarray, task: str) -> tuple[tuple, tuple]:
 def _prepared(name: str, task: str, pairs: dict, names, *, image: bool, label: str) -> Dataset:
     """The splits scaled (images) or standardised with the training split's statistics (tables)."""
     xs = [pairs[key][0] for key in ("train", "validation", "test")]
-    if image:
+    divisor = None
+    if image and all(a.dtype == np.uint8 for a in xs):  # held as they are, divided as they are fed
+        divisor, prep = 255, {"kind": "image", "scale": 1 / 255, "shape": list(xs[0].shape[1:])}
+        xs = [aligned_copy(a) for a in xs]  # the caller's arrays stay theirs
+    elif image:
         scale = _image_scale(xs[0])
         xs = [a.astype(np.float32) * scale for a in xs]
         prep = {"kind": "image", "scale": scale, "shape": list(xs[0].shape[1:])}
@@ -454,7 +475,7 @@ def _prepared(name: str, task: str, pairs: dict, names, *, image: bool, label: s
         prep = {"kind": "tabular", "features": features, "mean": mean.tolist(), "std": std.tolist()}
     dtype = np.int32 if task == "classification" else np.float32
     ys = [pairs[key][1].astype(dtype) for key in ("train", "validation", "test")]
-    return Dataset(name, task, xs[0], ys[0], xs[1], ys[1], xs[2], ys[2], "NumPy arrays", names, prep)
+    return Dataset(name, task, xs[0], ys[0], xs[1], ys[1], xs[2], ys[2], "NumPy arrays", names, prep, divisor=divisor)
 
 
 def _image_scale(x: np.ndarray) -> float:
@@ -473,14 +494,14 @@ def keep(dataset: Dataset) -> str:
     digest = hashlib.sha256()
     for array in (getattr(dataset, split) for split in SPLITS):
         digest.update(np.ascontiguousarray(array).tobytes())
-    digest.update(json.dumps([dataset.task, dataset.class_names, dataset.preprocessing]).encode())
+    digest.update(json.dumps([dataset.task, dataset.class_names, dataset.preprocessing, dataset.divisor]).encode())
     fingerprint = digest.hexdigest()[:16]
     path = DATASETS_DIR / f"{fingerprint}.npz"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.partial-{os.getpid()}.npz")
         meta = {"task": dataset.task, "class_names": dataset.class_names, "preprocessing": dataset.preprocessing,
-                "source": dataset.source}
+                "source": dataset.source, "divisor": dataset.divisor}
         np.savez(partial, x_train=dataset.x_train, y_train=dataset.y_train, x_val=dataset.x_val,
                  y_val=dataset.y_val, x_test=dataset.x_test, y_test=dataset.y_test, meta=json.dumps(meta))
         os.replace(partial, path)  # whole or not at all
@@ -499,7 +520,7 @@ def _load_kept(name: str) -> Dataset:
         arrays = {key: kept[key] for key in SPLITS}
     names = tuple(meta["class_names"]) if meta["class_names"] else None
     return Dataset(name, meta["task"], **arrays, source=meta["source"], class_names=names,
-                   preprocessing=meta["preprocessing"])
+                   preprocessing=meta["preprocessing"], divisor=meta.get("divisor"))
 
 
 def _refuse_missing(frame, label) -> None:

@@ -48,7 +48,8 @@ def _renamed(member: Any, name: str) -> Any:
 
 
 def validation_predictions(model: Any, dataset: Dataset) -> np.ndarray:
-    return np.asarray(model.predict(dataset.x_val, verbose=0, batch_size=PREDICT_BATCH), dtype=np.float64)
+    predicted = model.predict(dataset.inputs(dataset.x_val), verbose=0, batch_size=PREDICT_BATCH)
+    return np.asarray(predicted, dtype=np.float64)
 
 
 def choose_members(predicted: Sequence[np.ndarray], dataset: Dataset, objective: Objective) -> list[int]:

@@ -88,6 +88,8 @@ def _standardizer(dataset: Dataset):
 
     x = dataset.x_train.reshape(len(dataset.x_train), -1)
     mean, std = x.mean(axis=0, dtype=np.float64), x.std(axis=0, dtype=np.float64)
+    if dataset.divisor is not None:  # of the model's inputs, the held values divided
+        mean, std = mean / dataset.divisor, std / dataset.divisor
     std = np.maximum(std, LEAST_SCALE * std.max()) if std.max() > 0 else np.ones_like(std)
     return keras.layers.Rescaling(scale=(1 / std).astype("float32"), offset=(-mean / std).astype("float32"),
                                   name="standardize")

@@ -17,6 +17,8 @@ autotuning, a 12 s epoch of Fashion-MNIST took up to 8 s more, and `fit` returne
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from sweeper.runtime.setup import keras_backend
@@ -40,6 +42,11 @@ def shareable(array: np.ndarray) -> np.ndarray:
         return array
     if array.flags.c_contiguous and array.flags.writeable and array.ctypes.data % ALIGNMENT == 0:
         return array
+    return aligned_copy(array)
+
+
+def aligned_copy(array: np.ndarray) -> np.ndarray:
+    """A copy of `array` that a tensor can read in place (see `shareable`)."""
     copy = aligned_empty(array.shape, array.dtype)
     copy[...] = array
     return copy
@@ -68,13 +75,16 @@ def _shared_tensor(array: np.ndarray):
     return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
 
 
-def batches(x, y, *, batch_size: int, shuffle: bool):
-    """(x, y) in batches for Keras to train or evaluate on: on TensorFlow a tf.data pipeline over their memory, in
-    another order at each iteration (epoch) when `shuffle` (the last batch may be smaller), without autotuning;
-    elsewhere None (Keras slices the arrays itself). The rows of several batches are gathered at once (a gather per
-    batch, 1,719 an epoch of Fashion-MNIST at batch 32, cost a fixed 0.4 ms each: bench/RESULTS.md)."""
+def batches(x, y, *, batch_size: int, shuffle: bool, divisor: int | None = None):
+    """(x, y) in batches for Keras to train or evaluate on, x divided by `divisor` as float32 when one is given
+    (images held as bytes): on TensorFlow a tf.data pipeline over their memory, in another order at each iteration
+    (epoch) when `shuffle` (the last batch may be smaller), without autotuning; elsewhere, bytes in a
+    `DividedBatches`, and None for other arrays (Keras slices them itself). On TensorFlow the rows of several
+    batches are gathered at once (a gather per batch, 1,719 an epoch of Fashion-MNIST at batch 32, cost a fixed
+    0.4 ms each: bench/RESULTS.md)."""
     if not shares_arrays():
-        return None
+        return None if divisor is None else _divided_batches()(x, y, batch_size=batch_size, shuffle=shuffle,
+                                                                divisor=divisor)
     import tensorflow as tf
 
     x, y = (in_place(part) if isinstance(part, np.ndarray) else part for part in (x, y))
@@ -85,7 +95,8 @@ def batches(x, y, *, batch_size: int, shuffle: bool):
     per_gather = batch_size * max(1, GATHERED_ROWS // batch_size)
 
     def gathered(rows, data):
-        return tuple(tf.gather(part, rows) for part in data)
+        x_rows, y_rows = (tf.gather(part, rows) for part in data)
+        return (x_rows if divisor is None else tf.cast(x_rows, tf.float32) / divisor), y_rows
 
     def in_batches(*parts):
         """A gathered stretch of rows as its batches: the whole ones as slices of one reshape, then the rest."""
@@ -105,3 +116,34 @@ def batches(x, y, *, batch_size: int, shuffle: bool):
     options.autotune.enabled = False  # AUTOTUNE above then means as many as there are cores
     options.experimental_optimization.apply_default_optimizations = False  # as Keras: no graph rewrite per iterator
     return pipeline.with_options(options)
+
+
+@functools.cache
+def _divided_batches():
+    """The class of Keras' batches of bytes divided as they are given (its base class needs Keras, imported here)."""
+    import keras
+
+    class DividedBatches(keras.utils.PyDataset):
+        """(x, y) in batches of x's rows divided by `divisor` as float32, y's as they are, made as Keras asks for
+        them (in its training thread: no workers). Shuffled, the rows follow a permutation drawn at each epoch's
+        start from NumPy's global generator, as Keras' own feed of arrays draws it: the batches are the ones it
+        gave when the arrays held the divided values."""
+
+        def __init__(self, x, y, *, batch_size: int, shuffle: bool, divisor: int):
+            super().__init__()
+            self.x, self.y, self.batch_size, self.shuffle, self.divisor = x, y, batch_size, shuffle, divisor
+            self.order = None
+
+        def __len__(self) -> int:
+            return -(-len(self.x) // self.batch_size)
+
+        def on_epoch_begin(self) -> None:
+            if self.shuffle:
+                self.order = np.random.permutation(len(self.x))
+
+        def __getitem__(self, index: int):
+            start, stop = index * self.batch_size, (index + 1) * self.batch_size
+            rows = slice(start, stop) if self.order is None else self.order[start:stop]
+            return np.divide(self.x[rows], np.float32(self.divisor), dtype=np.float32), self.y[rows]
+
+    return DividedBatches

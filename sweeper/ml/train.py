@@ -63,10 +63,11 @@ def train_trial(params: dict, dataset: Dataset, objective: Objective, *, max_epo
     callbacks += [_hooks(epoch_hooks), _stop_when(stop_when)]
     started = time.perf_counter()
     try:
-        fit = model.fit(**_inputs(dataset.for_fit("x_train"), dataset.for_fit("y_train"), params["batch_size"]),
+        fit = model.fit(**_inputs(dataset.for_fit("x_train"), dataset.for_fit("y_train"), params["batch_size"],
+                                  divisor=dataset.divisor),
                         epochs=max_epochs, initial_epoch=initial_epoch, verbose=0, callbacks=callbacks,
                         validation_data=_validation(dataset.for_fit("x_val"), dataset.for_fit("y_val"),
-                                                    params["batch_size"]))
+                                                    params["batch_size"], divisor=dataset.divisor))
     except TrialPruned as exc:
         exc.train_seconds = time.perf_counter() - started
         raise
@@ -139,22 +140,22 @@ def refit(trial_model, dataset: Dataset, *, epochs: int, batch_size: int, learni
     model.compile_from_config({**trial_model.get_compile_config(), **COMPILE_OPTIONS})  # a fresh optimizer
     x, y = dataset.refit_arrays()
     schedule = keras.callbacks.LearningRateScheduler(lambda epoch, rate: learning_rates.get(epoch + 1, rate))
-    model.fit(**_inputs(x, y, batch_size), epochs=epochs, verbose=0,
+    model.fit(**_inputs(x, y, batch_size, divisor=dataset.divisor), epochs=epochs, verbose=0,
               callbacks=[_stop_on_nan(), _checkpoint(), schedule, _hooks(epoch_hooks)])
     return model
 
 
-def _inputs(x, y, batch_size: int, shuffle: bool = True) -> dict:
+def _inputs(x, y, batch_size: int, shuffle: bool = True, divisor: int | None = None) -> dict:
     """Keras' `fit` or `evaluate` arguments for (x, y) in batches (`sweeper.ml.tensors.batches`)."""
-    pipeline = batches(x, y, batch_size=batch_size, shuffle=shuffle)
+    pipeline = batches(x, y, batch_size=batch_size, shuffle=shuffle, divisor=divisor)
     if pipeline is None:
         return {"x": x, "y": y, "batch_size": batch_size}
     return {"x": pipeline, "shuffle": False} if shuffle else {"x": pipeline}  # it shuffles: Keras' would warn
 
 
-def _validation(x, y, batch_size: int):
+def _validation(x, y, batch_size: int, divisor: int | None = None):
     """Keras' `validation_data` for (x, y), in batches of `batch_size` as Keras' own would be."""
-    pipeline = batches(x, y, batch_size=batch_size, shuffle=False)
+    pipeline = batches(x, y, batch_size=batch_size, shuffle=False, divisor=divisor)
     return (x, y) if pipeline is None else pipeline
 
 
@@ -178,10 +179,10 @@ def evaluate(model, dataset: Dataset) -> dict[str, float]:
     from sweeper.ml.losses import plain
 
     scores = model.evaluate(**_inputs(dataset.for_fit("x_test"), dataset.for_fit("y_test"), PREDICT_BATCH,
-                                      shuffle=False), verbose=0, return_dict=True)
+                                      shuffle=False, divisor=dataset.divisor), verbose=0, return_dict=True)
     config = model.get_compile_config() or {}
     if plain(config) is not config:
-        predicted = model.predict(dataset.for_fit("x_test"), verbose=0, batch_size=PREDICT_BATCH)
+        predicted = model.predict(dataset.inputs(dataset.x_test), verbose=0, batch_size=PREDICT_BATCH)
         scores["loss"] = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(dataset.y_test, predicted))
     return {f"test_{k}": float(v) for k, v in scores.items()}
 
@@ -191,7 +192,7 @@ def model_costs(model, dataset: Dataset, *, latency: bool = False) -> dict[str, 
     median wall time in milliseconds of predicting one example, over 50 calls after 5 to warm up."""
     costs = {"param_count": float(model.count_params())}
     if latency:
-        example = dataset.x_test[:1]
+        example = dataset.inputs(dataset.x_test[:1])
         for _ in range(5):
             model.predict_on_batch(example)
         times = []

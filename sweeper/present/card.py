@@ -31,7 +31,7 @@ def library_versions() -> dict[str, str]:
 
 def confusion_matrix(model, dataset) -> np.ndarray:
     """Rows: true class, columns: predicted class, counts on the test split."""
-    predicted = model.predict(dataset.x_test, verbose=0, batch_size=PREDICT_BATCH).argmax(axis=1)
+    predicted = model.predict(dataset.inputs(dataset.x_test), verbose=0, batch_size=PREDICT_BATCH).argmax(axis=1)
     n = len(dataset.class_names)
     return np.bincount(dataset.y_test.astype(int) * n + predicted, minlength=n * n).reshape(n, n)
 

@@ -227,7 +227,7 @@ def _layer_summary(layer) -> str:
 
 
 def _write_formats(model, formats, staging: Path, dataset: Dataset, say) -> dict:
-    x = dataset.x_test[:CHECKED_INPUTS]
+    x = dataset.inputs(dataset.x_test[:CHECKED_INPUTS])
     files = {}
     for name in formats:
         fmt = FORMATS[name]

@@ -94,7 +94,7 @@ def finish(plan: SweepPlan, dataset: Dataset, engine: Engine, recorder: SweepRec
             recorder.log_final_model(model, final.epochs if final else 0, best.run_id, tags.get("ensemble_of"),
                                      tags.get("refit_seeds"))
         listener.final_step(f"logging and registering models:/{recorder.study}@champion")
-        version = recorder.log_best_model(model, dataset.x_test[:5], registered_from=best.run_id,
+        version = recorder.log_best_model(model, dataset.inputs(dataset.x_test[:5]), registered_from=best.run_id,
                                           metadata=dataset.metadata())
         metrics.update(test, **{f"best_{plan.space.objective.metric}": best.value})
         tags.update(best_trial_number=best.number, best_run_id=best.run_id, model_version=version,

@@ -91,7 +91,8 @@ def range_test(params: dict, dataset: Dataset, *, start_lr: float = 1e-6, end_lr
     for step, rate in enumerate(rates):
         model.optimizer.learning_rate.assign(float(rate))
         index = rng.integers(0, len(dataset.x_train), batch)
-        loss = float(model.train_on_batch(dataset.x_train[index], dataset.y_train[index], return_dict=True)["loss"])
+        scores = model.train_on_batch(dataset.inputs(dataset.x_train[index]), dataset.y_train[index], return_dict=True)
+        loss = float(scores["loss"])
         if not math.isfinite(loss):
             diverged = True
             break
