@@ -135,7 +135,7 @@ def test_an_api_export_reloads_to_the_test_accuracy_it_reports(fashion_study, tm
     folder = s.export(tmp_path / "api-export")
     code = ("import sys, numpy as np, keras; from sweeper.ml.data import load_dataset; d = load_dataset('fashion'); "
             "m = keras.saving.load_model(sys.argv[1]); "
-            "print(float(np.mean(m.predict(d.x_test, verbose=0).argmax(1) == d.y_test)))")
+            "print(float(np.mean(m.predict(d.inputs(d.x_test), verbose=0).argmax(1) == d.y_test)))")
     fresh = subprocess.run([sys.executable, "-c", code, str(folder / "model.keras")], capture_output=True, text=True,
                            check=True)
     assert float(fresh.stdout.split()[-1]) == pytest.approx(s.test_metrics["test_accuracy"], abs=1e-4)

@@ -30,7 +30,7 @@ def exported(fashion_study, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fashion():
-    return load_dataset("fashion")
+    return load_dataset("fashion").as_inputs()  # the images as a model is given them
 
 
 @pytest.fixture(scope="module")

@@ -212,7 +212,7 @@ def test_export_writes_a_model_that_reproduces_the_logged_test_accuracy(fashion_
     assert champion.run_id == parent.info.run_id
     code = ("import sys, numpy as np, keras; from sweeper.ml.data import load_dataset; d = load_dataset('fashion'); "
             "m = keras.saving.load_model(sys.argv[1]); "
-            "print(float(np.mean(m.predict(d.x_test, verbose=0).argmax(1) == d.y_test)))")
+            "print(float(np.mean(m.predict(d.inputs(d.x_test), verbose=0).argmax(1) == d.y_test)))")
     fresh = subprocess.run([sys.executable, "-c", code, str(out / "model.keras")], capture_output=True, text=True,
                            check=True)
     assert float(fresh.stdout.strip().splitlines()[-1]) == pytest.approx(
