@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,7 +150,8 @@ def test_predict_from_the_registry_uri(fashion_study, test_images):
     assert row["class"] in load_dataset("fashion").class_names and 0.1 <= row["probability"] <= 1
 
 
-def test_mlflow_models_predict_serves_the_champion_from_a_fresh_shell(fashion_study, fashion, tmp_path):
+def test_mlflow_models_predict_serves_the_champion_from_a_fresh_shell(fashion_study, fashion, tmp_path,
+                                                                      monkeypatch):
     workdir, _ = fashion_study
     (tmp_path / "input.json").write_text(json.dumps({"inputs": fashion.x_test[:3].tolist()}))
     env = {"PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin", "HOME": str(tmp_path),
@@ -160,6 +162,14 @@ def test_mlflow_models_predict_serves_the_champion_from_a_fresh_shell(fashion_st
     assert done.returncode == 0, done.stderr[-2000:]
     predictions = np.array(json.loads(done.stdout)["predictions"])  # stdout holds the result only: it pipes
     assert predictions.shape == (3, 10) and np.allclose(predictions.sum(axis=1), 1, atol=1e-4)
+    import mlflow
+    import yaml
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])  # the registry's too
+    logged = mlflow.artifacts.download_artifacts("models:/fashion@champion", dst_path=str(tmp_path / "champion"))
+    mlmodel = yaml.safe_load((Path(logged) / "MLmodel").read_text())  # logged without MLflow's serving check, but
+    assert "python_function" in mlmodel["flavors"] and mlmodel["signature"]["inputs"]  # whole: flavor, signature,
+    assert (Path(logged) / mlmodel["saved_input_example_info"]["artifact_path"]).is_file()  # and the example
 
 
 def test_the_registry_gets_a_version_only_when_a_sweep_improves_the_best(tmp_path):
