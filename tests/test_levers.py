@@ -131,3 +131,13 @@ def test_a_gelu_model_is_refused_by_the_onnx_format_with_a_clear_error(digits, t
     with pytest.raises(ExportError, match=r"^the onnx format cannot hold this model: onnxruntime refuses the "
                                           r"converted file \(.*Erfc.*\); the keras, savedmodel and tflite formats can"):
         onnx.load(tmp_path / "model.onnx")
+
+
+@pytest.mark.parametrize("rows", [1, 784, 1024, 1025, 5000, 10000, 10001, 55000])
+def test_a_split_is_predicted_in_as_few_batches_as_the_cap_allows_all_of_one_size_where_it_divides(rows):
+    from sweeper.ml.model import PREDICT_BATCH, predict_batch
+
+    batch = predict_batch(rows)
+    assert batch <= PREDICT_BATCH and -(-rows // batch) == -(-rows // PREDICT_BATCH)  # no more steps than the cap's
+    if rows in (5000, 10000):  # Fashion-MNIST's validation and test splits: one shape, one compile on JAX
+        assert rows % batch == 0

@@ -11,7 +11,7 @@ import numpy as np
 
 from sweeper.domain.space import Objective
 from sweeper.ml.data import Dataset
-from sweeper.ml.model import PREDICT_BATCH, loss_and_metrics
+from sweeper.ml.model import loss_and_metrics, predict_batch
 
 
 def average(members: Sequence[Any], dataset: Dataset, names: Sequence[str]) -> Any:
@@ -48,7 +48,8 @@ def _renamed(member: Any, name: str) -> Any:
 
 
 def validation_predictions(model: Any, dataset: Dataset) -> np.ndarray:
-    predicted = model.predict(dataset.inputs(dataset.x_val), verbose=0, batch_size=PREDICT_BATCH)
+    x = dataset.inputs(dataset.x_val)
+    predicted = model.predict(x, verbose=0, batch_size=predict_batch(len(x)))
     return np.asarray(predicted, dtype=np.float64)
 
 

@@ -10,9 +10,17 @@ from typing import Any
 from sweeper.domain.errors import SweeperError
 from sweeper.ml.data import Dataset
 
-#: examples per step when a trained model predicts or is evaluated: Keras' default of 32 makes evaluating the
-#: test split cost 0.7-1.3 s where 1,024 costs 0.35-0.4 s (bench/RESULTS.md)
+#: at most this many examples per step when a trained model predicts or is evaluated: Keras' default of 32 makes
+#: evaluating the test split cost 0.7-1.3 s where 1,024 costs 0.35-0.4 s (bench/RESULTS.md)
 PREDICT_BATCH = 1024
+
+
+def predict_batch(rows: int) -> int:
+    """The batch size for predicting or evaluating `rows` examples: at most PREDICT_BATCH, the batches as even as
+    they can be, so that a split whose size allows it (Fashion-MNIST's 10,000 test images: 10 of 1,000, not 9 of
+    1,024 and one of 784) runs in batches of one shape; on JAX each shape is compiled, 0.3 s of a model's first
+    evaluation on the test split (bench/RESULTS.md)."""
+    return -(-rows // -(-rows // PREDICT_BATCH)) if rows > 0 else PREDICT_BATCH
 
 #: builders given in memory (a notebook's function), by the name their space records: this process only
 _LOCAL_BUILDERS: dict[str, Callable] = {}

@@ -12,7 +12,7 @@ from typing import Any
 from sweeper.domain.errors import TrialFailed, TrialPruned
 from sweeper.domain.space import Objective
 from sweeper.ml.data import Dataset
-from sweeper.ml.model import PREDICT_BATCH, build_model
+from sweeper.ml.model import build_model, predict_batch
 from sweeper.ml.tensors import batches
 from sweeper.runtime import interrupts
 
@@ -178,11 +178,12 @@ def evaluate(model, dataset: Dataset) -> dict[str, float]:
 
     from sweeper.ml.losses import plain
 
-    scores = model.evaluate(**_inputs(dataset.for_fit("x_test"), dataset.for_fit("y_test"), PREDICT_BATCH,
-                                      shuffle=False, divisor=dataset.divisor), verbose=0, return_dict=True)
+    batch = predict_batch(len(dataset.x_test))
+    scores = model.evaluate(**_inputs(dataset.for_fit("x_test"), dataset.for_fit("y_test"), batch, shuffle=False,
+                                      divisor=dataset.divisor), verbose=0, return_dict=True)
     config = model.get_compile_config() or {}
     if plain(config) is not config:
-        predicted = model.predict(dataset.inputs(dataset.x_test), verbose=0, batch_size=PREDICT_BATCH)
+        predicted = model.predict(dataset.inputs(dataset.x_test), verbose=0, batch_size=batch)
         scores["loss"] = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(dataset.y_test, predicted))
     return {f"test_{k}": float(v) for k, v in scores.items()}
 

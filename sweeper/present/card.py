@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from sweeper.domain.wording import baseline_line
-from sweeper.ml.model import PREDICT_BATCH
+from sweeper.ml.model import predict_batch
 
 CARD_FILE, CARD_JSON = "MODEL_CARD.md", "model.json"
 CONFUSION_PNG, CURVES_PNG = "confusion_matrix.png", "learning_curves.png"
@@ -31,7 +31,8 @@ def library_versions() -> dict[str, str]:
 
 def confusion_matrix(model, dataset) -> np.ndarray:
     """Rows: true class, columns: predicted class, counts on the test split."""
-    predicted = model.predict(dataset.inputs(dataset.x_test), verbose=0, batch_size=PREDICT_BATCH).argmax(axis=1)
+    x = dataset.inputs(dataset.x_test)
+    predicted = model.predict(x, verbose=0, batch_size=predict_batch(len(x))).argmax(axis=1)
     n = len(dataset.class_names)
     return np.bincount(dataset.y_test.astype(int) * n + predicted, minlength=n * n).reshape(n, n)
 
