@@ -25,6 +25,8 @@ from sweeper.domain.places import DATASETS_DIR
 from sweeper.ml.tensors import aligned_copy, aligned_empty, in_place, shareable, shares_arrays
 
 SPLIT_SEED = 42
+#: what a byte image's values are divided by, for a model's inputs in [0, 1]
+PIXEL_MAX = 255
 #: Where Debian's dataset-* packages put data (`apt-get install dataset-fashion-mnist`).
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -204,8 +206,8 @@ def _image_dataset(name, arrays, source, class_names) -> Dataset:
     x_val = np.take(x_full, val, axis=0, out=images[len(train):])
     return Dataset(name, "classification", x_train, y_full[train].astype(np.int32),
                    x_val, y_full[val].astype(np.int32), shareable(x_test), y_test.astype(np.int32), source,
-                   tuple(class_names), {"kind": "image", "scale": 1 / 255, "shape": list(x_full.shape[1:])},
-                   divisor=255)
+                   tuple(class_names), {"kind": "image", "scale": 1 / PIXEL_MAX, "shape": list(x_full.shape[1:])},
+                   divisor=PIXEL_MAX)
 
 
 def _load_idx(directory: Path):
@@ -462,7 +464,7 @@ def _prepared(name: str, task: str, pairs: dict, names, *, image: bool, label: s
     xs = [pairs[key][0] for key in ("train", "validation", "test")]
     divisor = None
     if image and all(a.dtype == np.uint8 for a in xs):  # held as they are, divided as they are fed
-        divisor, prep = 255, {"kind": "image", "scale": 1 / 255, "shape": list(xs[0].shape[1:])}
+        divisor, prep = PIXEL_MAX, {"kind": "image", "scale": 1 / PIXEL_MAX, "shape": list(xs[0].shape[1:])}
         xs = [aligned_copy(a) for a in xs]  # the caller's arrays stay theirs
     elif image:
         scale = _image_scale(xs[0])

@@ -11,7 +11,7 @@ import numpy as np
 
 from sweeper.domain.space import Objective
 from sweeper.ml.data import Dataset
-from sweeper.ml.model import loss_and_metrics, predict_batch
+from sweeper.ml.model import loss_and_metrics, predictions
 
 
 def average(members: Sequence[Any], dataset: Dataset, names: Sequence[str]) -> Any:
@@ -48,9 +48,7 @@ def _renamed(member: Any, name: str) -> Any:
 
 
 def validation_predictions(model: Any, dataset: Dataset) -> np.ndarray:
-    x = dataset.inputs(dataset.x_val)
-    predicted = model.predict(x, verbose=0, batch_size=predict_batch(len(x)))
-    return np.asarray(predicted, dtype=np.float64)
+    return np.asarray(predictions(model, dataset.inputs(dataset.x_val)), dtype=np.float64)
 
 
 def choose_members(predicted: Sequence[np.ndarray], dataset: Dataset, objective: Objective) -> list[int]:

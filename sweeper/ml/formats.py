@@ -20,7 +20,7 @@ import numpy as np
 
 from sweeper.domain.choices import FORMATS as FORMAT_NAMES
 from sweeper.domain.errors import ExportError
-from sweeper.ml.model import predict_batch
+from sweeper.ml.model import predictions
 from sweeper.ml.quiet import quiet_stderr
 
 #: Largest absolute difference in outputs allowed between a written file and the in-memory model.
@@ -79,7 +79,7 @@ class KerasFormat(Format):
 
     def load(self, path):
         loaded = load_keras(path)
-        return lambda x: loaded.predict(x, verbose=0, batch_size=predict_batch(len(x)))
+        return lambda x: predictions(loaded, x)
 
 
 class SavedModelFormat(Format):
@@ -166,7 +166,7 @@ def write_and_check(fmt: Format, model, path: Path, x: np.ndarray) -> float:
     with quiet_stderr():
         fmt.write(model, path)
         got = np.asarray(fmt.load(path)(x), dtype=np.float64)
-    expected = model.predict(x, verbose=0, batch_size=predict_batch(len(x)))
+    expected = predictions(model, x)
     got = got.reshape(expected.shape)
     difference = float(np.max(np.abs(got - expected))) if len(x) else 0.0
     if not difference <= TOLERANCE:

@@ -22,6 +22,11 @@ def predict_batch(rows: int) -> int:
     evaluation on the test split (bench/RESULTS.md)."""
     return -(-rows // -(-rows // PREDICT_BATCH)) if rows > 0 else PREDICT_BATCH
 
+
+def predictions(model, x):
+    """`model`'s outputs for the examples `x`, in `predict_batch` batches."""
+    return model.predict(x, verbose=0, batch_size=predict_batch(len(x)))
+
 #: builders given in memory (a notebook's function), by the name their space records: this process only
 _LOCAL_BUILDERS: dict[str, Callable] = {}
 

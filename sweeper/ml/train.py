@@ -12,7 +12,7 @@ from typing import Any
 from sweeper.domain.errors import TrialFailed, TrialPruned
 from sweeper.domain.space import Objective
 from sweeper.ml.data import Dataset
-from sweeper.ml.model import build_model, predict_batch
+from sweeper.ml.model import build_model, predict_batch, predictions
 from sweeper.ml.tensors import batches
 from sweeper.runtime import interrupts
 
@@ -183,7 +183,7 @@ def evaluate(model, dataset: Dataset) -> dict[str, float]:
                                       divisor=dataset.divisor), verbose=0, return_dict=True)
     config = model.get_compile_config() or {}
     if plain(config) is not config:
-        predicted = model.predict(dataset.inputs(dataset.x_test), verbose=0, batch_size=batch)
+        predicted = predictions(model, dataset.inputs(dataset.x_test))
         scores["loss"] = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(dataset.y_test, predicted))
     return {f"test_{k}": float(v) for k, v in scores.items()}
 

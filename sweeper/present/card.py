@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from sweeper.domain.wording import baseline_line
-from sweeper.ml.model import predict_batch
+from sweeper.ml.model import predictions
 
 CARD_FILE, CARD_JSON = "MODEL_CARD.md", "model.json"
 CONFUSION_PNG, CURVES_PNG = "confusion_matrix.png", "learning_curves.png"
@@ -31,8 +31,7 @@ def library_versions() -> dict[str, str]:
 
 def confusion_matrix(model, dataset) -> np.ndarray:
     """Rows: true class, columns: predicted class, counts on the test split."""
-    x = dataset.inputs(dataset.x_test)
-    predicted = model.predict(x, verbose=0, batch_size=predict_batch(len(x))).argmax(axis=1)
+    predicted = predictions(model, dataset.inputs(dataset.x_test)).argmax(axis=1)
     n = len(dataset.class_names)
     return np.bincount(dataset.y_test.astype(int) * n + predicted, minlength=n * n).reshape(n, n)
 

@@ -409,9 +409,9 @@ def _retry_once(call, *args):
 class _PyfuncUnchecked:
     """MLflow's pyfunc flavor for `Model.log` (what `pyfunc.log_model` calls) without MLflow's check that the input
     example serves, which `pyfunc.log_model` cannot turn off (its `save_model` refuses `Model.log`'s
-    `validate_serving_input`): the check loads the model just saved and predicts the example in this process, 1.7 s
-    of a sweep's finish for an average of four models on JAX (its compiles; bench/RESULTS.md), and only warns when
-    it fails. `mlflow models predict` on the champion is tested instead (tests/test_export.py)."""
+    `validate_serving_input`): the check loads the model just saved and predicts the example in this process, about
+    2 s of a sweep's finish for an average of four models on JAX (its compiles; bench/RESULTS.md), and only warns
+    when it fails. `mlflow models predict` on the champion is tested instead (tests/test_export.py)."""
 
     __name__ = "mlflow.pyfunc"
 

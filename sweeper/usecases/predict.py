@@ -10,7 +10,7 @@ import numpy as np
 
 from sweeper.domain.errors import ExportError
 from sweeper.ml.formats import KerasFormat
-from sweeper.ml.model import predict_batch
+from sweeper.ml.model import predictions
 from sweeper.present.card import CARD_JSON
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -29,7 +29,7 @@ class Predictor:
         return tuple(self.metadata["input_shape"])
 
     def predict(self, names: list[str], x: np.ndarray) -> list[dict]:
-        outputs = self.model.predict(x, verbose=0, batch_size=predict_batch(len(x)))
+        outputs = predictions(self.model, x)
         if self.metadata["task"] != "classification":
             return [{"input": name, "value": float(out[0])} for name, out in zip(names, outputs, strict=True)]
         classes = self.metadata["class_names"]
