@@ -1,6 +1,8 @@
 """Initial weights drawn by NumPy (sweeper.ml.initial): Keras' own distributions, reproducible from the seed, and a
 saved model that names Keras' initializers."""
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -76,3 +78,61 @@ def test_a_copy_rebuilt_for_an_average_names_keras_initializers_and_takes_the_me
     assert type(copy.get_layer("hidden_0").kernel_initializer).__name__ == "HeNormal"
     assert all(np.array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
                for a, b in zip(copy.weights, members[1].weights, strict=True))
+
+
+@contextlib.contextmanager
+def keras_draws_nothing():
+    """Keras' own variance-scaling draws made to fail: whatever builds a model within draws with NumPy."""
+    def refused(self, shape, dtype=None):
+        raise AssertionError(f"Keras drew initial weights of shape {shape}")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(keras.initializers.VarianceScaling, "__call__", refused)
+        yield
+
+
+def _trained(images, seed=0):
+    from sweeper.ml.train import COMPILE_OPTIONS
+
+    keras.utils.set_random_seed(seed)
+    model = build_model({**PARAMS, "optimizer": "adamw"}, images, **COMPILE_OPTIONS)
+    model.fit(images.x_train, images.y_train, epochs=1, verbose=0)
+    return model
+
+
+def test_a_saved_model_loads_as_keras_loads_it_without_keras_drawing_weights(images, tmp_path):
+    from sweeper.ml.formats import load_keras
+
+    _trained(images).save(tmp_path / "model.keras")
+    with keras_draws_nothing():
+        ours = load_keras(tmp_path / "model.keras")
+    theirs = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    assert ours.to_json() == theirs.to_json() and "NumpyDrawn" not in ours.to_json()
+    assert ours.get_compile_config() == theirs.get_compile_config()
+    assert int(ours.optimizer.iterations) == int(theirs.optimizer.iterations) > 0
+    for a, b in zip(ours.weights + ours.optimizer.variables, theirs.weights + theirs.optimizer.variables, strict=True):
+        assert np.array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)), a.path
+
+
+def test_an_averaged_model_loads_its_nested_members_without_keras_drawing_weights(images, tmp_path):
+    from sweeper.ml.ensemble import average
+    from sweeper.ml.formats import load_keras
+
+    model = average([build_model(PARAMS, images) for _ in range(2)], images, ["trial_000", "trial_001"])
+    model.save(tmp_path / "model.keras")
+    with keras_draws_nothing():
+        loaded = load_keras(tmp_path / "model.keras")
+    assert type(loaded.get_layer("trial_001").get_layer("hidden_0").kernel_initializer).__name__ == "HeNormal"
+    assert np.array_equal(loaded.predict(images.x_test, verbose=0), model.predict(images.x_test, verbose=0))
+
+
+def test_a_retraining_draws_its_initial_weights_with_numpy_from_its_seed(images):
+    from sweeper.ml.train import refit
+
+    trial = _trained(images)
+    with keras_draws_nothing():
+        first, again, other = (refit(trial, images, epochs=1, batch_size=32, learning_rates={}, seed=seed)
+                               for seed in (1, 1, 2))
+    assert all(np.array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+               for a, b in zip(first.weights, again.weights, strict=True))
+    assert not np.array_equal(keras.ops.convert_to_numpy(first.weights[0]), keras.ops.convert_to_numpy(other.weights[0]))

@@ -33,14 +33,10 @@ def average(members: Sequence[Any], dataset: Dataset, names: Sequence[str]) -> A
 def _renamed(member: Any, name: str) -> Any:
     """A copy of the member under a name of its own (every trial's MLP is called sweeper_mlp, and a functional
     model's layers need distinct names), with its weights but without its training state (its optimizer)."""
-    import keras
 
-    from sweeper.ml.initial import rebuilt_drawn_by_numpy
+    from sweeper.ml.initial import fresh_copy
 
-    try:  # from its architecture alone (cloning would compile the copy with the member's optimizer)
-        copy = rebuilt_drawn_by_numpy(member)
-    except (TypeError, ValueError, NotImplementedError):  # a subclassed model of a user's builder
-        copy = keras.models.clone_model(member)
+    copy = fresh_copy(member)  # its architecture alone (cloning would compile the copy with the member's optimizer)
     copy.set_weights(member.get_weights())
     copy.name = name
     copy.trainable = False

@@ -58,12 +58,12 @@ class Format:
 
 
 def load_keras(path):
-    """A `.keras` file as a Keras model (safe mode: no code is run from the file)."""
-    import keras
-
+    """A `.keras` file as a Keras model (safe mode: no code is run from the file), its layers not drawing initial
+    weights with Keras (`initial.loaded_drawn_by_numpy`)."""
     import sweeper.ml.losses  # noqa: F401  (a trial's model may have trained with sweeper's loss)
+    from sweeper.ml.initial import loaded_drawn_by_numpy
 
-    return keras.saving.load_model(path, safe_mode=True)
+    return loaded_drawn_by_numpy(path)
 
 
 def save_keras(model, path) -> None:

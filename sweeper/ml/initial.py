@@ -10,7 +10,9 @@ model's configuration names Keras' initializer, and loads without sweeper. Initi
 
 from __future__ import annotations
 
+import json
 import math
+import zipfile
 
 import numpy as np
 
@@ -45,21 +47,64 @@ def drawn_by_numpy(identifier):
 def rebuilt_drawn_by_numpy(model):
     """`model` built anew from its configuration (its architecture, not its weights nor its optimizer), its initial
     weights drawn by NumPy (`drawn_by_numpy`) and its configuration naming Keras' initializers: a copy about to be
-    given another model's weights, for which Keras would compile its initializers again on JAX."""
+    given another model's weights or trained afresh, for which Keras would compile its initializers again on JAX."""
     config = model.get_config()
-    for layer in config.get("layers", []):
-        inner = layer.get("config", {})
-        inner.update({name: drawn_by_numpy(inner[name]) for name in INITIALIZER_ATTRIBUTES if inner.get(name)})
+    _layers_drawn_by_numpy(config)
     return keras_initializers_restored(type(model).from_config(config))
 
 
+def fresh_copy(model):
+    """`model`'s architecture with new initial weights (`rebuilt_drawn_by_numpy`), or Keras' clone of it where its
+    configuration does not rebuild it (a subclassed model of a user's builder)."""
+    import keras
+
+    try:
+        return rebuilt_drawn_by_numpy(model)
+    except (TypeError, ValueError, NotImplementedError):
+        return keras.models.clone_model(model)
+
+
+#: what Keras writes into a `.keras` file of a model without assets
+PLAIN_ARCHIVE = {"config.json", "metadata.json", "model.weights.h5"}
+
+
+def loaded_drawn_by_numpy(path):
+    """A `.keras` file loaded as `keras.saving.load_model(path, safe_mode=True)` loads it, but with the layers'
+    initial weights, which the file's replace at once, drawn by NumPy: Keras' own draws compile per shape on JAX
+    (0.95 s for the hand recipe's MLP, bench/RESULTS.md). A file with assets is Keras' to load."""
+    import keras
+    from keras.src.saving.serialization_lib import ObjectSharingScope  # as Keras' own loading rebuilds shared objects
+
+    with zipfile.ZipFile(path) as archive:
+        if set(archive.namelist()) != PLAIN_ARCHIVE:
+            return keras.saving.load_model(path, safe_mode=True)
+        config = json.loads(archive.read("config.json"))
+    _layers_drawn_by_numpy(config.get("config", {}))
+    with ObjectSharingScope():
+        model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    keras_initializers_restored(model).load_weights(path)
+    return model
+
+
+def _layers_drawn_by_numpy(config: dict) -> None:
+    """A model's configuration (`get_config()`, or the inner one of a saved file) with its layers' initializers,
+    nested models' included, drawn by NumPy (changed in place)."""
+    for layer in config.get("layers", []):
+        inner = layer.get("config", {})
+        inner.update({name: drawn_by_numpy(inner[name]) for name in INITIALIZER_ATTRIBUTES if inner.get(name)})
+        _layers_drawn_by_numpy(inner)
+
+
 def keras_initializers_restored(model):
-    """`model` with each layer's initializers Keras' own again (its weights kept), for its saved configuration."""
+    """`model` with each layer's initializers, nested models' included, Keras' own again (its weights kept), for
+    its saved configuration."""
     for layer in model.layers:
         for name in INITIALIZER_ATTRIBUTES:
             drawn = getattr(layer, name, None)
             if hasattr(drawn, "keras_initializer"):
                 setattr(layer, name, drawn.keras_initializer)
+        if hasattr(layer, "layers"):
+            keras_initializers_restored(layer)
     return model
 
 

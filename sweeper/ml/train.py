@@ -135,8 +135,10 @@ def refit(trial_model, dataset: Dataset, *, epochs: int, batch_size: int, learni
     (under a subset, the same share of the validation split as of the training one)."""
     import keras
 
+    from sweeper.ml.initial import fresh_copy
+
     keras.utils.set_random_seed(seed)
-    model = keras.models.clone_model(trial_model)  # same layers and settings, new weights
+    model = fresh_copy(trial_model)  # same layers and settings, new weights drawn as a trial's are
     model.compile_from_config({**trial_model.get_compile_config(), **COMPILE_OPTIONS})  # a fresh optimizer
     x, y = dataset.refit_arrays()
     schedule = keras.callbacks.LearningRateScheduler(lambda epoch, rate: learning_rates.get(epoch + 1, rate))
