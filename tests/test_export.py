@@ -170,6 +170,8 @@ def test_mlflow_models_predict_serves_the_champion_from_a_fresh_shell(fashion_st
     mlmodel = yaml.safe_load((Path(logged) / "MLmodel").read_text())  # logged without MLflow's serving check, but
     assert "python_function" in mlmodel["flavors"] and mlmodel["signature"]["inputs"]  # whole: flavor, signature,
     assert (Path(logged) / mlmodel["saved_input_example_info"]["artifact_path"]).is_file()  # and the example
+    assert json.loads(mlmodel["signature"]["outputs"]) == [  # the outputs' spec, read without predicting
+        {"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 10]}}]
 
 
 def test_the_registry_gets_a_version_only_when_a_sweep_improves_the_best(tmp_path):

@@ -351,8 +351,9 @@ class SweepRecorder:
         from mlflow.models import infer_signature
 
         from sweeper.ml.formats import save_keras
+        from sweeper.ml.model import outputs_like
 
-        signature = infer_signature(example, model.predict(example, verbose=0))
+        signature = infer_signature(example, outputs_like(model, example))
         with tempfile.TemporaryDirectory() as tmp, files.fluent(self.uri), \
                 mlflow.start_run(run_id=self.parent_id, experiment_id=self.experiment_id):
             saved = Path(tmp) / "model.keras"
