@@ -3,6 +3,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -260,6 +261,43 @@ def test_predict_refuses_bad_input_with_one_line(exported, tmp_path, make, line)
     result = sweeper("predict", out, make(tmp_path))
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.strip() == line.format(d=tmp_path)
+
+
+def _damaged_weights(folder):
+    """model.keras with its weights file replaced by bytes that are not HDF5."""
+    import zipfile
+
+    original = (folder / "model.keras").read_bytes()
+    (folder / "original.keras").write_bytes(original)
+    with zipfile.ZipFile(folder / "original.keras") as source, zipfile.ZipFile(folder / "model.keras", "w") as out:
+        for name in source.namelist():
+            out.writestr(name, b"not hdf5" if name.endswith(".h5") else source.read(name))
+
+
+@pytest.mark.parametrize("damage,line", [
+    (lambda d: (d / "model.keras").write_bytes((d / "model.keras").read_bytes()[:100_000]),
+     "Error: {d}/model.keras: not a readable Keras model (File is not a zip file); export the model again with "
+     "`sweeper export`"),
+    (_damaged_weights, "Error: {d}/model.keras: not a readable Keras model ("),
+    (lambda d: (d / "model.json").write_text("{"),
+     "Error: {d}/model.json: not a readable model card (Expecting property name enclosed in double quotes: line 1 "
+     "column 2 (char 1)); export the model again with `sweeper export`"),
+    (lambda d: (d / "model.json").write_text("[]"),
+     "Error: {d}/model.json: not a readable model card (a JSON list, not an object); export the model again with "
+     "`sweeper export`"),
+    (lambda d: (d / "model.json").write_text(json.dumps({"task": "classification", "input_shape": [28, 28]})),
+     "Error: {d}/model.json: not a readable model card (no class_names in it); export the model again with "
+     "`sweeper export`"),
+], ids=["truncated-model", "damaged-weights", "card-not-json", "card-not-an-object", "card-without-classes"])
+def test_predict_refuses_a_damaged_export_folder_with_one_line(exported, tmp_path, damage, line):
+    out, _ = exported
+    folder = tmp_path / "damaged"
+    shutil.copytree(out, folder)
+    damage(folder)
+    result = sweeper("predict", folder, tmp_path)
+    assert result.exit_code == 1 and "Traceback" not in result.output and "unexpected" not in result.output
+    assert result.output.strip().startswith(line.format(d=folder))
+    assert result.output.strip().endswith("; export the model again with `sweeper export`")
 
 
 def test_predict_refuses_a_folder_that_is_not_an_export(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from sweeper.ml.model import predictions
 from sweeper.present.card import CARD_JSON
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+CARD_KEYS = ("task", "input_shape")  # what every prediction reads from model.json
 
 
 @dataclass
@@ -45,10 +47,36 @@ def load_predictor(model_ref: str, tracking_uri: str | None = None) -> Predictor
     if not (folder / KerasFormat.filename).is_file() or not (folder / CARD_JSON).is_file():
         raise ExportError(f"{model_ref} is not an export folder (expected {KerasFormat.filename} and {CARD_JSON} in "
                           f"it, as `sweeper export` writes) nor a models:/NAME@ALIAS or models:/NAME/VERSION URI")
+    metadata = _card(folder / CARD_JSON)
+    return Predictor(_model(folder / KerasFormat.filename), metadata, str(folder))
+
+
+def _card(path: Path) -> dict:
+    """An export folder's model card (model.json), with what a prediction reads from it."""
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+        raise _damaged(path, "model card", exc) from exc
+    if not isinstance(card, dict):
+        raise _damaged(path, "model card", f"a JSON {type(card).__name__}, not an object")
+    needed = CARD_KEYS + (("class_names",) if card.get("task") == "classification" else ())
+    missing = [key for key in needed if key not in card]
+    if missing:
+        raise _damaged(path, "model card", f"no {', '.join(missing)} in it")
+    return card
+
+
+def _model(path: Path):
     from sweeper.ml.formats import load_keras
 
-    metadata = json.loads((folder / CARD_JSON).read_text())
-    return Predictor(load_keras(folder / KerasFormat.filename), metadata, str(folder))
+    try:
+        return load_keras(path)
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError) as exc:  # truncated, not a zip, not Keras'
+        raise _damaged(path, "Keras model", exc) from exc
+
+
+def _damaged(path: Path, what: str, why) -> ExportError:
+    return ExportError(f"{path}: not a readable {what} ({why}); export the model again with `sweeper export`")
 
 
 def _from_registry(uri: str, tracking_uri: str | None) -> Predictor:
