@@ -300,6 +300,20 @@ def test_predict_refuses_a_damaged_export_folder_with_one_line(exported, tmp_pat
     assert result.output.strip().endswith("; export the model again with `sweeper export`")
 
 
+def test_export_names_a_model_damaged_in_the_store_and_writes_nothing(tmp_path):
+    result = sweeper("search", "digits", "--study", "damaged", "--trials", 1, "--max-epochs", 1, "--subset", 200,
+                     "--no-refit", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    trial_model, = [p for p in (tmp_path / "mlruns").rglob("model.keras") if "models" not in p.parts]
+    trial_model.write_bytes(b"garbage")
+    run_id = trial_model.parts[-4]
+    exported = sweeper("export", "damaged", "--out", tmp_path / "out", cwd=tmp_path)
+    assert exported.exit_code == 1 and not (tmp_path / "out").exists()
+    assert exported.output.strip().splitlines()[-1] == (
+        f"Error: {trial_model.relative_to(tmp_path)}: not a readable Keras model (File is not a zip file), damaged "
+        f"since run {run_id} saved it; restore the file, or run the sweep again under another --study")
+
+
 def test_predict_refuses_a_folder_that_is_not_an_export(tmp_path):
     result = sweeper("predict", tmp_path, tmp_path)
     assert result.exit_code == 1

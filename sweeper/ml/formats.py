@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,6 +56,11 @@ class Format:
 
     def load(self, path: Path) -> Predict:
         raise NotImplementedError
+
+
+# what loading a damaged .keras file raises: truncated or not a zip, its weights not HDF5, its configuration not
+# Keras'
+UNREADABLE_KERAS_FILE = (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError)
 
 
 def load_keras(path):

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sweeper.domain.errors import disk_full
+from sweeper.domain.errors import StoreError, disk_full
 
 
 def log_keras(client: Any, run_id: str, model: Any, artifact: str) -> None:
@@ -38,8 +38,13 @@ def _artifact_place(client, run_id: str, artifact: str) -> str:
 
 
 def load_keras_artifact(client: Any, run_id: str, artifact: str) -> Any:
-    """A run's Keras model artifact, loaded."""
-    from sweeper.ml.formats import load_keras
+    """A run's Keras model artifact, loaded; a damaged one is a StoreError that names its place."""
+    from sweeper.ml.formats import UNREADABLE_KERAS_FILE, load_keras
 
     with tempfile.TemporaryDirectory() as tmp:
-        return load_keras(client.download_artifacts(run_id, artifact, tmp))
+        try:
+            return load_keras(client.download_artifacts(run_id, artifact, tmp))
+        except UNREADABLE_KERAS_FILE as exc:
+            raise StoreError(f"{_artifact_place(client, run_id, artifact)}: not a readable Keras model ({exc}), "
+                             f"damaged since run {run_id} saved it; restore the file, or run the sweep again under "
+                             f"another --study") from exc

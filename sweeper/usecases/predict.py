@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from sweeper.domain.errors import ExportError
-from sweeper.ml.formats import KerasFormat
+from sweeper.ml.formats import UNREADABLE_KERAS_FILE, KerasFormat
 from sweeper.ml.model import predictions
 from sweeper.present.card import CARD_JSON
 
@@ -71,7 +70,7 @@ def _model(path: Path):
 
     try:
         return load_keras(path)
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError) as exc:  # truncated, not a zip, not Keras'
+    except UNREADABLE_KERAS_FILE as exc:
         raise _damaged(path, "Keras model", exc) from exc
 
 
