@@ -58,8 +58,7 @@ class Format:
         raise NotImplementedError
 
 
-# what loading a damaged .keras file raises: truncated or not a zip, its weights not HDF5, its configuration not
-# Keras'
+#: what loading a damaged .keras file raises (truncated, not a zip, weights not HDF5, a configuration not Keras')
 UNREADABLE_KERAS_FILE = (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError)
 
 
