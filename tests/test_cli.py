@@ -105,7 +105,8 @@ def test_installed_command_trains_on_each_backend_and_its_model_exports_and_pred
 def test_a_jax_worker_never_imports_tensorflow_and_still_saves_and_registers_its_models(tmp_path):
     """TensorFlow, 457 MiB of a JAX worker's memory, stays out of it: each trial (the second of a worker's after its
     first saved its model) and the final model (retrained, saved, registered) run without it. The space chose JAX,
-    the user nothing."""
+    the user nothing. Keras' extras stay out too, but for what the worker itself needs: scikit-learn, which loads
+    the digits after Keras was imported without it."""
     from .test_faults import runs
 
     space, probe = tmp_path / "probe.yaml", tmp_path / "probe.txt"
@@ -118,9 +119,27 @@ def test_a_jax_worker_never_imports_tensorflow_and_still_saves_and_registers_its
     parent, = [r for r in runs(tmp_path) if r.data.tags["run_kind"] == "search"]
     assert parent.data.metrics["refit_epochs"] == 1 and parent.data.tags["model_version"] == "1"
     calls = [line.split() for line in probe.read_text().splitlines()]
-    assert len(calls) == 4 and len({pid for pid, _ in calls}) == 2  # two workers, two trials each
-    assert {imported for _, imported in calls} == {"jax"}
+    assert len(calls) == 4 and len({pid for pid, _, _ in calls}) == 2  # two workers, two trials each
+    assert {imported for _, imported, _ in calls} == {"jax"}
+    assert {extras for _, _, extras in calls} == {"sklearn"}
     assert {r.data.tags["keras_backend"] for r in runs(tmp_path)} == {"jax"}
+
+
+KERAS_IMPORT = ("import sys\nfrom sweeper.runtime import setup\n{worker}"
+                "with setup.keras_extras_kept_out():\n    import keras\n"
+                "print(sorted(name for name in setup.KERAS_EXTRAS if name in sys.modules))\n"
+                "import sklearn.linear_model, matplotlib.pyplot\nprint(keras.src.wrappers.fixes.sklearn is None)")
+
+
+@pytest.mark.parametrize("worker, kept", [(True, "[]\nTrue"), (False, "['IPython', 'matplotlib', 'sklearn']\nFalse")])
+def test_keras_imports_without_its_extras_only_in_a_worker_and_they_import_after(worker, kept):
+    """A worker's Keras is imported without scikit-learn, matplotlib and IPython (1.0-1.2 s, 78 MiB), which import
+    as usual afterwards; a user's process (or a Dask worker's) keeps Keras' extras, its scikit-learn wrappers."""
+    code = KERAS_IMPORT.format(worker="setup.other_backend_kept_out()\n" if worker else "")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == kept
 
 
 def test_jax_compiles_without_a_cache_where_the_cache_cannot_be_made(tmp_path, monkeypatch):

@@ -4,12 +4,14 @@ command line does, and so do the worker processes it starts."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
 import importlib.machinery
 import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 
 from sweeper.domain.choices import KERAS_BACKENDS
 
@@ -140,10 +142,35 @@ def other_backend_kept_out() -> None:
     On JAX, not TensorFlow, which Keras imports whenever it is installed (to seed it, to convert its types when a
     model is saved) and which a JAX worker never runs: 457 MiB (bench/RESULTS.md); a JAX worker then runs as on an
     install without TensorFlow, which Keras supports. Only in worker processes: they are sweeper's own, and a user's
-    process keeps its modules. Formats that need TensorFlow are written by a process of their own (`ml.formats`)."""
+    process keeps its modules (this process is one from now on: `keras_extras_kept_out`). Formats that need
+    TensorFlow are written by a process of their own (`ml.formats`)."""
+    global _own_worker
+    _own_worker = True
     other = {"tensorflow": "jax", "jax": "tensorflow"}.get(os.environ.get("KERAS_BACKEND", ""))
     if other and other not in sys.modules:
         sys.meta_path.insert(0, _NotImported(other))  # ImportError, which either library expects when it is missing
+
+
+_own_worker = False  # whether this process is a worker process sweeper started (`other_backend_kept_out`)
+
+#: what `import keras` imports whenever it is installed, for what a sweep's worker never does with Keras (its
+#: scikit-learn wrappers, its image galleries, its file editor's notebook display) and nothing else in a worker
+#: imports before a sweep's end: 1.0-1.2 s and 78 MiB of a JAX worker's start-up (bench/RESULTS.md)
+KERAS_EXTRAS = ("sklearn", "matplotlib", "IPython")
+
+
+@contextlib.contextmanager
+def keras_extras_kept_out() -> Iterator[None]:
+    """In the block (a worker's `import keras`), `KERAS_EXTRAS` not yet imported raise ImportError, which Keras
+    takes for not installed; after it they import as usual, for the code that needs them (a baseline's
+    scikit-learn, MLflow's notebook check). Only in sweeper's own worker processes (`other_backend_kept_out`): in a
+    user's or a Dask worker's process, Keras keeps its extras."""
+    kept_out = [_NotImported(name) for name in KERAS_EXTRAS if _own_worker and name not in sys.modules]
+    sys.meta_path[:0] = kept_out
+    try:
+        yield
+    finally:
+        sys.meta_path[:] = [finder for finder in sys.meta_path if finder not in kept_out]
 
 
 class _NotImported(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -159,8 +186,7 @@ class _NotImported(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return None
 
     def create_module(self, spec):
-        raise ImportError(f"{spec.name} is not imported in a sweeper worker that trains on another Keras backend",
-                          name=spec.name)
+        raise ImportError(f"{spec.name} is not imported in this sweeper worker", name=spec.name)
 
     def exec_module(self, module):  # never reached: create_module refuses
         raise ImportError(module.__name__)

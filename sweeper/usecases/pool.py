@@ -35,7 +35,7 @@ from sweeper.domain.events import SweepListener, SweepResult
 from sweeper.engines import Engine, LastTrial, make_engine
 from sweeper.runtime import interrupts
 from sweeper.runtime.heap import long_lived_objects_frozen, resident_mib
-from sweeper.runtime.setup import configure_process, end_process, other_backend_kept_out
+from sweeper.runtime.setup import configure_process, end_process, keras_extras_kept_out, other_backend_kept_out
 from sweeper.store import SweepRecorder
 from sweeper.usecases.plan import SweepPlan
 
@@ -373,7 +373,8 @@ def ready_to_train(plan: SweepPlan, threads: int, listener: SweepListener) -> Da
     from sweeper.usecases.final import load_data
 
     _threads(threads)
-    import_keras()
+    with keras_extras_kept_out():
+        import_keras()
     _tensorflow_threads(threads)
     dataset = load_data(plan)
     listener.data_loaded(dataset.describe_splits())
