@@ -89,15 +89,15 @@ def weights_through_a_file() -> Iterator[None]:
     version has no such switch)."""
     from keras.src.saving import saving_lib
 
-    chooses = getattr(saving_lib, "is_memory_sufficient", None)
-    if chooses is None:
+    keras_choice = getattr(saving_lib, "is_memory_sufficient", None)
+    if keras_choice is None:
         yield
         return
     saving_lib.is_memory_sufficient = lambda model: False
     try:
         yield
     finally:
-        saving_lib.is_memory_sufficient = chooses
+        saving_lib.is_memory_sufficient = keras_choice
 
 
 class KerasFormat(Format):

@@ -136,6 +136,9 @@ def end_process(code: int | str | None = 0) -> None:
     os._exit(code or 0)
 
 
+_own_worker = False  # whether this process is a worker process sweeper started (`other_backend_kept_out`)
+
+
 def other_backend_kept_out() -> None:
     """A worker imports only the Keras backend it trains on. On TensorFlow, not JAX, which TensorFlow imports
     whenever it is installed (for its LiteRT converter's optional JAX input): 105 MiB of a worker's resident memory.
@@ -151,11 +154,9 @@ def other_backend_kept_out() -> None:
         sys.meta_path.insert(0, _NotImported(other))  # ImportError, which either library expects when it is missing
 
 
-_own_worker = False  # whether this process is a worker process sweeper started (`other_backend_kept_out`)
-
 #: what `import keras` imports whenever it is installed, for what a sweep's worker never does with Keras (its
-#: scikit-learn wrappers, its image galleries, its file editor's notebook display) and nothing else in a worker
-#: imports before a sweep's end: 1.0-1.2 s and 78 MiB of a JAX worker's start-up (bench/RESULTS.md)
+#: scikit-learn wrappers, its image galleries, its file editor's notebook display); a Fashion-MNIST worker imports
+#: none of them otherwise before the finish: 1.0-1.2 s and 78 MiB of a JAX worker's start-up (bench/RESULTS.md)
 KERAS_EXTRAS = ("sklearn", "matplotlib", "IPython")
 
 
