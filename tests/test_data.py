@@ -63,6 +63,19 @@ def test_sweeper_data_dir_comes_first(tmp_path, monkeypatch):
     assert ds.source == str(tmp_path / "fashion-mnist") and len(ds.x_train) + len(ds.x_val) == 120
 
 
+def test_image_splits_hold_every_training_image_once_beside_its_own_label(tmp_path, monkeypatch):
+    write_mnist_files(tmp_path / "fashion-mnist")
+    images = read_idx(tmp_path / "fashion-mnist" / "train-images-idx3-ubyte.gz").copy()
+    images[:, 0, 0] = np.arange(len(images))  # each image marked with its row, whose label is row % 10
+    write_idx(tmp_path / "fashion-mnist" / "train-images-idx3-ubyte.gz", images)
+    monkeypatch.setenv("SWEEPER_DATA_DIR", str(tmp_path))
+    ds = load_dataset("fashion")
+    rows = np.concatenate([ds.x_train[:, 0, 0], ds.x_val[:, 0, 0]]).astype(int)
+    assert sorted(rows) == list(range(120)) and len(ds.x_val) == 10
+    assert np.array_equal(rows % 10, np.concatenate([ds.y_train, ds.y_val]))
+    assert np.array_equal(np.concatenate([ds.x_train, ds.x_val]), images[rows])
+
+
 def test_mnist_reads_idx_files(tmp_path, monkeypatch):
     write_mnist_files(tmp_path / "mnist")
     monkeypatch.setenv("SWEEPER_DATA_DIR", str(tmp_path))

@@ -200,10 +200,11 @@ def _image_dataset(name, arrays, source, class_names) -> Dataset:
     val, train = order[:n_val], order[n_val:]
     # the bytes, aligned so that a backend tensor can read them in place (held()); the training and validation images
     # one after the other in one array, so that the final model's data (both) is a view of them, not a copy
-    # (refit_arrays)
+    # (refit_arrays). mode="clip": the indices are a permutation, always in range, and NumPy's default ("raise")
+    # takes into a buffer first, then copies it to `out`: 0.2-0.9 s here against 0.015 s.
     images = aligned_empty(x_full.shape, x_full.dtype)
-    x_train = np.take(x_full, train, axis=0, out=images[:len(train)])
-    x_val = np.take(x_full, val, axis=0, out=images[len(train):])
+    x_train = np.take(x_full, train, axis=0, out=images[:len(train)], mode="clip")
+    x_val = np.take(x_full, val, axis=0, out=images[len(train):], mode="clip")
     return Dataset(name, "classification", x_train, y_full[train].astype(np.int32),
                    x_val, y_full[val].astype(np.int32), shareable(x_test), y_test.astype(np.int32), source,
                    tuple(class_names), {"kind": "image", "scale": 1 / PIXEL_MAX, "shape": list(x_full.shape[1:])},
