@@ -2,6 +2,7 @@
 saved model that names Keras' initializers."""
 
 import contextlib
+import os
 
 import keras
 import numpy as np
@@ -136,3 +137,80 @@ def test_a_retraining_draws_its_initial_weights_with_numpy_from_its_seed(images)
     assert all(np.array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
                for a, b in zip(first.weights, again.weights, strict=True))
     assert not np.array_equal(keras.ops.convert_to_numpy(first.weights[0]), keras.ops.convert_to_numpy(other.weights[0]))
+
+
+def test_truncated_draws_are_the_ones_the_plain_rejection_loop_makes():
+    """Only the draws made again are looked at again: the same values, and the same stream left, as drawing the
+    whole array again and again until none is outside would make (models of earlier versions, seeds kept)."""
+    from sweeper.ml.initial import TRUNCATION, _truncated_normal
+
+    def plain(shape):
+        values = np.random.standard_normal(shape)
+        outside = np.abs(values) > TRUNCATION
+        while outside.any():
+            values[outside] = np.random.standard_normal(int(outside.sum()))
+            outside = np.abs(values) > TRUNCATION
+        return values
+
+    for shape in [(784, 300), (5,), (3, 4, 5)]:
+        np.random.seed(7)
+        expected, after = plain(shape), np.random.random()
+        np.random.seed(7)
+        assert np.array_equal(_truncated_normal(shape), expected) and np.random.random() == after
+        assert np.abs(expected).max() <= TRUNCATION
+
+
+def test_the_optimizer_is_built_with_the_model_its_state_zeros(images):
+    model = build_model({**PARAMS, "optimizer": "adamw", "ema": 0.99}, images)
+    optimizer = model.optimizer
+    assert optimizer.built and "add_variable" not in vars(optimizer)  # Keras' own method again
+    state = [v for v in optimizer.variables if v.name.endswith(("momentum", "velocity", "average"))]
+    assert len(state) == 3 * len(model.trainable_variables)
+    assert all(not keras.ops.convert_to_numpy(v).any() for v in state)
+    weights = [keras.ops.convert_to_numpy(w).copy() for w in model.trainable_variables]
+    model.fit(images.x_train, images.y_train, epochs=1, verbose=0)
+    assert not np.array_equal(keras.ops.convert_to_numpy(model.trainable_variables[0]), weights[0])
+
+
+def test_on_jax_a_model_of_new_widths_and_its_optimizer_are_built_without_compiling(tmp_path):
+    """Keras' conversion of the initial values and its zeros for the optimizer's state each compile a program per
+    shape on JAX, and a sweep's trials rarely repeat a width: 0.1-0.3 s a trial (bench/RESULTS.md)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import logging, jax, numpy as np
+compiled = []
+class Counted(logging.Handler):
+    def emit(self, record):
+        compiled.append(record.getMessage().startswith("Compiling"))
+jax.config.update("jax_log_compiles", True)
+logging.getLogger("jax").addHandler(Counted())
+from sweeper.ml.data import from_arrays
+from sweeper.ml.model import build_model
+images = from_arrays(np.random.default_rng(0).random((60, 8, 8), dtype=np.float32), np.arange(60) % 3)
+params = {{**{PARAMS!r}, "optimizer": "adamw", "ema": 0.99}}
+build_model(params, images)  # what any first model compiles once (the optimizer's step counter, the metrics)
+before = sum(compiled)
+build_model({{**params, "units_0": 37, "units_1": 19}}, images)
+print(sum(compiled) - before)
+"""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_COMPILATION_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split()[-1] == "0"
+
+
+def test_a_loaded_file_and_a_copy_for_an_average_hold_the_weights_with_nothing_drawn(images, tmp_path):
+    from sweeper.ml.initial import copy_with_weights, loaded_drawn_by_numpy
+
+    model = build_model(PARAMS, images)
+    model.save(tmp_path / "model.keras")
+    stream = np.random.get_state()[1].copy()
+    loaded, copy = loaded_drawn_by_numpy(tmp_path / "model.keras"), copy_with_weights(model)
+    assert np.array_equal(np.random.get_state()[1], stream)  # their weights replaced at once: none drawn first
+    for other in (loaded, copy):
+        assert all(np.array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+                   for a, b in zip(other.weights, model.weights, strict=True))
+        assert type(other.get_layer("hidden_0").kernel_initializer).__name__ == "HeNormal"
+        assert type(other.get_layer("batch_norm_0").moving_variance_initializer).__name__ == "Ones"
+    assert getattr(copy, "optimizer", None) is None

@@ -33,10 +33,9 @@ def average(members: Sequence[Any], dataset: Dataset, names: Sequence[str]) -> A
 def _renamed(member: Any, name: str) -> Any:
     """A copy of the member under a name of its own (every trial's MLP is called sweeper_mlp, and a functional
     model's layers need distinct names), with its weights but without its training state (its optimizer)."""
-    from sweeper.ml.initial import fresh_copy
+    from sweeper.ml.initial import copy_with_weights
 
-    copy = fresh_copy(member)  # its architecture alone (cloning would compile the copy with the member's optimizer)
-    copy.set_weights(member.get_weights())
+    copy = copy_with_weights(member)  # not a clone: Keras' would compile the copy with the member's optimizer
     copy.name = name
     copy.trainable = False
     return copy

@@ -2,10 +2,13 @@
 
 On JAX, Keras draws each initial weight with a jitted random op, compiled again for every new shape: building the
 hand recipe's 784-1001-500-10 MLP took 0.6-1.4 s, against 0.009 s at a width built before (bench/RESULTS.md), and
-nearly every trial of a sweep samples new widths. NumPy draws the same distributions in milliseconds. A layer
-built here gets Keras' own initializer back once its weights exist (`keras_initializers_restored`), so a saved
-model's configuration names Keras' initializer, and loads without sweeper. Initializers NumPy does not draw here
-(any but Keras' variance-scaling family, zeros, ones and constants) are Keras' own, unchanged.
+nearly every trial of a sweep samples new widths. NumPy draws the same distributions in milliseconds, and on JAX
+its values become a variable's by `jax.device_put`, a copy: Keras' conversion (`jnp.asarray`) compiles a program
+per shape too. A layer built here gets Keras' own initializer back once its weights exist
+(`keras_initializers_restored`), so a saved model's configuration names Keras' initializer, and loads without
+sweeper. Initializers NumPy does not draw here (any but Keras' variance-scaling family, zeros, ones and constants)
+are Keras' own, unchanged. An optimizer's state (Adam's moments, the weights' average) starts from zeros, which
+`optimizer_built` has NumPy make as well, before `fit` would have Keras make them per shape.
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ INITIALIZER_ATTRIBUTES = ("kernel_initializer", "bias_initializer", "gamma_initi
                           "moving_mean_initializer", "moving_variance_initializer")
 
 
-def drawn_by_numpy(identifier):
+def drawn_by_numpy(identifier, *, zeros: bool = False):
     """Keras' initializer named or given by `identifier`, its values drawn by NumPy where it knows the
-    distribution (the random stream is NumPy's global one, which `keras.utils.set_random_seed` seeds)."""
+    distribution (the random stream is NumPy's global one, which `keras.utils.set_random_seed` seeds); `zeros`:
+    zeros in place of any initializer's values, for a weight about to be given another's (nothing drawn)."""
     import keras
 
     initializer = keras.initializers.get(identifier)
-    draw = _numpy_draw(initializer)
+    draw = np.zeros if zeros else _numpy_draw(initializer)
     if draw is None:
         return initializer
 
@@ -39,17 +43,48 @@ def drawn_by_numpy(identifier):
         keras_initializer = initializer
 
         def __call__(self, shape, dtype=None):
-            return draw(tuple(shape)).astype(keras.backend.standardize_dtype(dtype or "float32"))
+            return _as_variable_value(draw(tuple(shape)).astype(keras.backend.standardize_dtype(dtype or "float32")))
 
     return NumpyDrawn()
 
 
-def rebuilt_drawn_by_numpy(model):
+def _as_variable_value(values: np.ndarray):
+    """`values` as a Keras variable takes them without a compile: on JAX a JAX array, elsewhere as they are."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return values
+    import jax
+
+    return jax.device_put(values)
+
+
+def optimizer_built(model) -> None:
+    """`model`'s optimizer given its state for the model's trainable weights now, as `fit` would at its start, the
+    zeros that state starts from made by NumPy (`drawn_by_numpy`). A model not built yet (a builder's subclassed
+    model, built by its first call) is left to `fit`."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or optimizer.built or not model.built:
+        return
+    add_variable = optimizer.add_variable
+
+    def added_by_numpy(shape, initializer="zeros", **options):
+        return add_variable(shape, initializer=drawn_by_numpy(initializer), **options)
+
+    optimizer.add_variable = added_by_numpy  # this optimizer's only, while it builds
+    try:
+        optimizer.build(model.trainable_variables)
+    finally:
+        del optimizer.add_variable
+
+
+def rebuilt_drawn_by_numpy(model, *, zeros: bool = False):
     """`model` built anew from its configuration (its architecture, not its weights nor its optimizer), its initial
-    weights drawn by NumPy (`drawn_by_numpy`) and its configuration naming Keras' initializers: a copy about to be
-    given another model's weights or trained afresh, for which Keras would compile its initializers again on JAX."""
+    weights drawn by NumPy (`drawn_by_numpy`; `zeros`: all zero, for a copy about to be given another model's
+    weights) and its configuration naming Keras' initializers: a copy for which Keras would compile its
+    initializers again on JAX."""
     config = model.get_config()
-    _layers_drawn_by_numpy(config)
+    _layers_drawn_by_numpy(config, zeros)
     return keras_initializers_restored(type(model).from_config(config))
 
 
@@ -64,14 +99,29 @@ def fresh_copy(model):
         return keras.models.clone_model(model)
 
 
+def copy_with_weights(model):
+    """`model`'s architecture holding its weights, without its optimizer: rebuilt from zeros
+    (`rebuilt_drawn_by_numpy`), or Keras' clone where its configuration does not rebuild it, then given the model's
+    own arrays (NumPy copies of them would be converted back per shape, a compile each on JAX)."""
+    import keras
+
+    try:
+        copy = rebuilt_drawn_by_numpy(model, zeros=True)
+    except (TypeError, ValueError, NotImplementedError):
+        copy = keras.models.clone_model(model)
+    for mine, theirs in zip(copy.weights, model.weights, strict=True):
+        mine.assign(theirs.value)
+    return copy
+
+
 #: what Keras writes into a `.keras` file of a model without assets
 PLAIN_ARCHIVE = {"config.json", "metadata.json", "model.weights.h5"}
 
 
 def loaded_drawn_by_numpy(path):
     """A `.keras` file loaded as `keras.saving.load_model(path, safe_mode=True)` loads it, but with the layers'
-    initial weights, which the file's replace at once, drawn by NumPy: Keras' own draws compile per shape on JAX
-    (0.95 s for the hand recipe's MLP, bench/RESULTS.md). A file with assets is Keras' to load."""
+    initial weights, which the file's replace at once, zeros made by NumPy: Keras' own draws compile per shape on
+    JAX (0.95 s for the hand recipe's MLP, bench/RESULTS.md). A file with assets is Keras' to load."""
     import keras
     from keras.src.saving.serialization_lib import ObjectSharingScope  # as Keras' own loading rebuilds shared objects
 
@@ -79,20 +129,21 @@ def loaded_drawn_by_numpy(path):
         if set(archive.namelist()) != PLAIN_ARCHIVE:
             return keras.saving.load_model(path, safe_mode=True)
         config = json.loads(archive.read("config.json"))
-    _layers_drawn_by_numpy(config.get("config", {}))
+    _layers_drawn_by_numpy(config.get("config", {}), zeros=True)
     with ObjectSharingScope():
         model = keras.saving.deserialize_keras_object(config, safe_mode=True)
     keras_initializers_restored(model).load_weights(path)
     return model
 
 
-def _layers_drawn_by_numpy(config: dict) -> None:
+def _layers_drawn_by_numpy(config: dict, zeros: bool = False) -> None:
     """A model's configuration (`get_config()`, or the inner one of a saved file) with its layers' initializers,
-    nested models' included, drawn by NumPy (changed in place)."""
+    nested models' included, drawn by NumPy (`zeros`: zeros instead; changed in place)."""
     for layer in config.get("layers", []):
         inner = layer.get("config", {})
-        inner.update({name: drawn_by_numpy(inner[name]) for name in INITIALIZER_ATTRIBUTES if inner.get(name)})
-        _layers_drawn_by_numpy(inner)
+        inner.update({name: drawn_by_numpy(inner[name], zeros=zeros)
+                      for name in INITIALIZER_ATTRIBUTES if inner.get(name)})
+        _layers_drawn_by_numpy(inner, zeros)
 
 
 def keras_initializers_restored(model):
@@ -139,10 +190,12 @@ def _variance_scaled(initializer, shape: tuple) -> np.ndarray:
 
 
 def _truncated_normal(shape: tuple) -> np.ndarray:
-    """Standard normal draws within TRUNCATION standard deviations (those outside drawn again)."""
+    """Standard normal draws within TRUNCATION standard deviations (those outside drawn again, in order; only the
+    draws made again are looked at again)."""
     values = np.random.standard_normal(shape)
-    outside = np.abs(values) > TRUNCATION
-    while outside.any():
-        values[outside] = np.random.standard_normal(int(outside.sum()))
-        outside = np.abs(values) > TRUNCATION
+    flat = values.reshape(-1)
+    again = np.flatnonzero(np.abs(flat) > TRUNCATION)
+    while again.size:
+        flat[again] = drawn = np.random.standard_normal(again.size)
+        again = again[np.abs(drawn) > TRUNCATION]
     return values

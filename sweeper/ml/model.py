@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sweeper.domain.errors import SweeperError
+from sweeper.ml import initial
 from sweeper.ml.data import Dataset
 
 #: at most this many examples per step when a trained model predicts or is evaluated: Keras' default of 32 makes
@@ -66,6 +67,7 @@ def build_model(params: dict, dataset: Dataset, *, builder: str | None = None, *
         _check_output(model, info, builder)
     loss, metrics = loss_and_metrics(dataset.task, params.get("label_smoothing", 0.0))
     model.compile(optimizer=make_optimizer(params), loss=loss, metrics=metrics, **compile_options)
+    initial.optimizer_built(model)
     return model
 
 
@@ -74,8 +76,6 @@ def _mlp(params: dict, dataset: Dataset):
     optionally batch-normalised before its activation), dropout, task-shaped output; no hidden layer at all is a
     linear model."""
     import keras
-
-    from sweeper.ml import initial
 
     kernel, output, zeros, ones = (initial.drawn_by_numpy(name)
                                    for name in (params["kernel_initializer"], "glorot_uniform", "zeros", "ones"))

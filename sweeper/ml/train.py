@@ -54,8 +54,7 @@ def train_trial(params: dict, dataset: Dataset, objective: Objective, *, max_epo
 
     keras.utils.set_random_seed(seed)
     model = build_model(params, dataset, builder=builder, **COMPILE_OPTIONS)
-    if weights_in:
-        model.optimizer.build(model.trainable_variables)  # so that its state (e.g. Adam's moments) loads too
+    if weights_in:  # the optimizer is built (`build_model`): its state (e.g. Adam's moments) loads too
         model.load_weights(weights_in)
     stopper = _early_stopping(params, objective, patience=patience, max_epochs=max_epochs)
     callbacks = [_stop_on_nan(), _checkpoint(), *_averaged_weights(model), stopper]
@@ -137,11 +136,12 @@ def refit(trial_model, dataset: Dataset, *, epochs: int, batch_size: int, learni
     (under a subset, the same share of the validation split as of the training one)."""
     import keras
 
-    from sweeper.ml.initial import fresh_copy
+    from sweeper.ml.initial import fresh_copy, optimizer_built
 
     keras.utils.set_random_seed(seed)
     model = fresh_copy(trial_model)  # same layers and settings, new weights drawn as a trial's are
     model.compile_from_config({**trial_model.get_compile_config(), **COMPILE_OPTIONS})  # a fresh optimizer
+    optimizer_built(model)
     x, y = dataset.refit_arrays()
     schedule = keras.callbacks.LearningRateScheduler(lambda epoch, rate: learning_rates.get(epoch + 1, rate))
     model.fit(**_inputs(x, y, batch_size, divisor=dataset.divisor), epochs=epochs, verbose=0,
