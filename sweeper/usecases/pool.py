@@ -167,10 +167,12 @@ class WorkerPool:
                     continue
                 if status == _DONE:
                     orders.put(_EXIT)
-                process.join()
+                # the successor goes first: the replaced process's exit (its threads, MLflow's exit handlers) need
+                # not hold up its first trial
                 if status == _RECYCLE:
                     self._replace(index)
-                elif status not in (_DONE, _INTERRUPTED):
+                process.join()
+                if status not in (_DONE, _RECYCLE, _INTERRUPTED):
                     errors.append((index, status))
         except KeyboardInterrupt as exc:
             stop([process for process, _ in self.workers.values()],
