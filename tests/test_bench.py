@@ -27,3 +27,15 @@ def test_quality_bench_runs_sweeper_and_the_anchors(tmp_path, tool):
     assert re.search(rf"^{tool} +test mean 0\.\d{{4}} ", done.stdout, re.M)  # the summary
     if tool == "sweeper":
         assert "not training" in rows[tool].group(0) and "worker peak" in rows[tool].group(0)
+
+
+def test_worker_start_bench_times_each_piece_of_a_workers_start_up():
+    done = subprocess.run([sys.executable, str(BENCH / "worker_start.py"), "--repeats", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    pieces = re.findall(r"^(.+?) +(\d+\.\d{3}) s\b", done.stdout, re.M)
+    assert [name for name, _ in pieces] == ["import ml_dtypes", "import keras (JAX worker)",
+                                            "Fashion-MNIST read and split", "import mlflow, open the store",
+                                            "sum of the medians"], done.stdout
+    assert all(float(seconds) > 0 for _, seconds in pieces)
+    assert re.search(r"^import ml_dtypes .*\(\d+\.\d+\.\d+\)$", done.stdout, re.M)  # its version beside
