@@ -88,27 +88,21 @@ def rebuilt_drawn_by_numpy(model, *, zeros: bool = False):
     return keras_initializers_restored(type(model).from_config(config))
 
 
-def fresh_copy(model):
-    """`model`'s architecture with new initial weights (`rebuilt_drawn_by_numpy`), or Keras' clone of it where its
-    configuration does not rebuild it (a subclassed model of a user's builder)."""
+def fresh_copy(model, *, zeros: bool = False):
+    """`model`'s architecture with new initial weights (`rebuilt_drawn_by_numpy`; `zeros`: all zero), or Keras'
+    clone of it where its configuration does not rebuild it (a subclassed model of a user's builder)."""
     import keras
 
     try:
-        return rebuilt_drawn_by_numpy(model)
+        return rebuilt_drawn_by_numpy(model, zeros=zeros)
     except (TypeError, ValueError, NotImplementedError):
         return keras.models.clone_model(model)
 
 
 def copy_with_weights(model):
-    """`model`'s architecture holding its weights, without its optimizer: rebuilt from zeros
-    (`rebuilt_drawn_by_numpy`), or Keras' clone where its configuration does not rebuild it, then given the model's
-    own arrays (NumPy copies of them would be converted back per shape, a compile each on JAX)."""
-    import keras
-
-    try:
-        copy = rebuilt_drawn_by_numpy(model, zeros=True)
-    except (TypeError, ValueError, NotImplementedError):
-        copy = keras.models.clone_model(model)
+    """`model`'s architecture holding its weights, without its optimizer: a fresh copy from zeros (`fresh_copy`)
+    given the model's own arrays (NumPy copies of them would be converted back per shape, a compile each on JAX)."""
+    copy = fresh_copy(model, zeros=True)
     for mine, theirs in zip(copy.weights, model.weights, strict=True):
         mine.assign(theirs.value)
     return copy

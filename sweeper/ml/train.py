@@ -54,7 +54,9 @@ def train_trial(params: dict, dataset: Dataset, objective: Objective, *, max_epo
 
     keras.utils.set_random_seed(seed)
     model = build_model(params, dataset, builder=builder, **COMPILE_OPTIONS)
-    if weights_in:  # the optimizer is built (`build_model`): its state (e.g. Adam's moments) loads too
+    if weights_in:
+        if not model.optimizer.built:  # `build_model` builds it, unless a builder's model is built at its first call
+            model.optimizer.build(model.trainable_variables)  # so that its state (e.g. Adam's moments) loads too
         model.load_weights(weights_in)
     stopper = _early_stopping(params, objective, patience=patience, max_epochs=max_epochs)
     callbacks = [_stop_on_nan(), _checkpoint(), *_averaged_weights(model), stopper]
