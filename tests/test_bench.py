@@ -39,3 +39,16 @@ def test_worker_start_bench_times_each_piece_of_a_workers_start_up():
                                             "sum of the medians"], done.stdout
     assert all(float(seconds) > 0 for _, seconds in pieces)
     assert re.search(r"^import ml_dtypes .*\(\d+\.\d+\.\d+\)$", done.stdout, re.M)  # its version beside
+
+
+def test_step_floor_bench_prints_each_piece_of_an_epoch_against_the_ideal():
+    done = subprocess.run([sys.executable, str(BENCH / "step_floor.py"), "--batches", "32", "--images", "2048"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = re.findall(r"^(\S.+?) +(\d+\.\d{3}) s = +(\d+\.\d)x$", done.stdout, re.M)
+    assert [name for name, *_ in rows] == [
+        "matmuls alone, a call per step", "matmuls alone, 64 steps a scan", "matmuls alone, 64 steps a scan (bfloat16)",
+        "Keras' train_step, a call per step", "Keras' train_step, 64 steps a scan, rows gathered in it",
+        "Keras' fit as sweeper calls it (no validation)"], done.stdout
+    assert all(float(seconds) > 0 and float(ratio) > 0 for _, seconds, ratio in rows)
+    assert re.search(r"ideal epoch \d+\.\d{3} s \(2048 images\)", done.stdout)
