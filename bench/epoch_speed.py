@@ -5,13 +5,15 @@ The ideal is the epoch's floating-point work (6 x parameters x images: forward, 
 inputs and weights) at this machine's float32 matmul rate, measured in this same run with
 TensorFlow on a large square matmul (the best of five rounds). Each variant is one way of calling Keras' fit;
 `sweeper` is what sweeper's trainer does (`sweeper.train.COMPILE_OPTIONS`, with its NaN check after each
-execution, and its batches from `sweeper.ml.tensors.batches`; before 084dc7e Keras' own; on JAX, Keras' own
-slices of the arrays). On JAX the ideal is still TensorFlow's matmul rate: the machine's, not the backend's.
-Figures are medians of the timed epochs after a warm-up epoch; the warm-up epoch's own time (tracing, XLA
-compilation) is shown beside them, since every trial pays it once.
+execution, and its training data from `sweeper.ml.train.training_inputs`: on JAX the steps scanned over the
+arrays on the device, `sweeper.ml.steps`; elsewhere the batches of `sweeper.ml.tensors.batches`, as on JAX too
+before 0000000; before 084dc7e Keras' own). On JAX the ideal is still TensorFlow's matmul rate: the machine's,
+not the backend's. Figures are medians of the timed epochs after a warm-up epoch; the warm-up epoch's own time
+(tracing, XLA compilation) is shown beside them, since every trial pays it once.
 """
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -21,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sweeper.ml import quiet
 
-BATCHES = {"batches": True}  # the data in batches from sweeper.ml.tensors.batches, as sweeper's trainer gives it
+BATCHES = {"batches": True}  # the data in batches from sweeper.ml.tensors.batches, as sweeper gave it before 0000000
+TRAINER = {"trainer": True}  # the data as sweeper's trainer gives it (sweeper.ml.train.training_inputs)
 
 VARIANTS = {
     # name: (compile options, fit options, batch-level callback)
@@ -34,7 +37,8 @@ VARIANTS = {
     "steps_per_execution=16, XLA": ({"steps_per_execution": 16, "jit_compile": True}, {}, False),
     "steps_per_execution=64, XLA": ({"steps_per_execution": 64, "jit_compile": True}, {}, False),
     "sweeper before 084dc7e (Keras' batches)": (None, {}, True),
-    "sweeper (COMPILE_OPTIONS, tensors.batches)": (None, BATCHES, True),
+    "sweeper before 0000000 (tensors.batches)": (None, BATCHES, True),
+    "sweeper (COMPILE_OPTIONS, training_inputs)": (None, TRAINER, True),
 }
 
 
@@ -73,18 +77,22 @@ def epoch_seconds(keras, dataset, batch, compile_options, fit_options, batch_cal
     if batch_callback:
         callbacks.append(keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: float(logs["loss"])))
     from sweeper.ml.tensors import batches
+    from sweeper.ml.train import training_inputs
 
-    if fit_options is BATCHES:  # sweeper's feed: the images held as bytes, divided as they are fed
-        data = {"x": batches(dataset.x_train, dataset.y_train, batch_size=batch, shuffle=True,
-                             divisor=dataset.divisor), "shuffle": False,
-                "validation_data": batches(dataset.x_val, dataset.y_val, batch_size=batch, shuffle=False,
-                                           divisor=dataset.divisor)}
-        fit_options = {}
-    else:  # Keras' own feed of float arrays
-        floats = dataset.as_inputs()
-        data = {"x": floats.x_train, "y": floats.y_train, "batch_size": batch,
-                "validation_data": (floats.x_val, floats.y_val)}
-    model.fit(**data, epochs=epochs + 1, verbose=0, callbacks=callbacks, **fit_options)
+    with contextlib.ExitStack() as stack:
+        if fit_options in (BATCHES, TRAINER):  # sweeper's feeds: the images held as bytes, divided as they are fed
+            data = ({"x": batches(dataset.x_train, dataset.y_train, batch_size=batch, shuffle=True,
+                                  divisor=dataset.divisor), "shuffle": False} if fit_options is BATCHES else
+                    stack.enter_context(training_inputs(model, dataset.x_train, dataset.y_train, batch,
+                                                        divisor=dataset.divisor)))
+            data["validation_data"] = batches(dataset.x_val, dataset.y_val, batch_size=batch, shuffle=False,
+                                              divisor=dataset.divisor)
+            fit_options = {}
+        else:  # Keras' own feed of float arrays
+            floats = dataset.as_inputs()
+            data = {"x": floats.x_train, "y": floats.y_train, "batch_size": batch,
+                    "validation_data": (floats.x_val, floats.y_val)}
+        model.fit(**data, epochs=epochs + 1, verbose=0, callbacks=callbacks, **fit_options)
     durations = sorted(times[i + 1] - times[i] for i in range(2, len(times), 2))  # the first epoch warms up
     return durations[len(durations) // 2], times[1] - times[0]
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from sweeper.domain.errors import TrialFailed, TrialPruned
 from sweeper.domain.space import Objective
+from sweeper.ml import steps
 from sweeper.ml.data import Dataset
 from sweeper.ml.model import build_model, predict_batch, predictions
 from sweeper.ml.tensors import batches
@@ -66,11 +68,11 @@ def train_trial(params: dict, dataset: Dataset, objective: Objective, *, max_epo
     callbacks += [_hooks(epoch_hooks), _stop_when(stop_when)]
     started = time.perf_counter()
     try:
-        fit = model.fit(**_inputs(dataset.for_fit("x_train"), dataset.for_fit("y_train"), params["batch_size"],
-                                  divisor=dataset.divisor),
-                        epochs=max_epochs, initial_epoch=initial_epoch, verbose=0, callbacks=callbacks,
-                        validation_data=_validation(dataset.for_fit("x_val"), dataset.for_fit("y_val"),
-                                                    params["batch_size"], divisor=dataset.divisor))
+        with training_inputs(model, dataset.for_fit("x_train"), dataset.for_fit("y_train"), params["batch_size"],
+                             divisor=dataset.divisor) as inputs:
+            fit = model.fit(**inputs, epochs=max_epochs, initial_epoch=initial_epoch, verbose=0, callbacks=callbacks,
+                            validation_data=_validation(dataset.for_fit("x_val"), dataset.for_fit("y_val"),
+                                                        params["batch_size"], divisor=dataset.divisor))
     except TrialPruned as exc:
         exc.train_seconds = time.perf_counter() - started
         raise
@@ -146,9 +148,21 @@ def refit(trial_model, dataset: Dataset, *, epochs: int, batch_size: int, learni
     optimizer_built(model)
     x, y = dataset.refit_arrays()
     schedule = keras.callbacks.LearningRateScheduler(lambda epoch, rate: learning_rates.get(epoch + 1, rate))
-    model.fit(**_inputs(x, y, batch_size, divisor=dataset.divisor), epochs=epochs, verbose=0,
-              callbacks=[_stop_on_nan(), _checkpoint(), schedule, _hooks(epoch_hooks)])
+    with training_inputs(model, x, y, batch_size, divisor=dataset.divisor) as inputs:
+        model.fit(**inputs, epochs=epochs, verbose=0,
+                  callbacks=[_stop_on_nan(), _checkpoint(), schedule, _hooks(epoch_hooks)])
     return model
+
+
+@contextlib.contextmanager
+def training_inputs(model, x, y, batch_size: int, divisor: int | None = None) -> Iterator[dict]:
+    """Keras' `fit` arguments for `model` to train on (x, y), shuffled, for the length of the block: on JAX the
+    steps scanned over the arrays on the device (`sweeper.ml.steps`), elsewhere `_inputs`' batches."""
+    if not steps.applies(model, x, y):
+        yield _inputs(x, y, batch_size, divisor=divisor)
+        return
+    with steps.scanned_training(model, x, y, batch_size=batch_size, divisor=divisor) as row_groups:
+        yield {"x": row_groups, "shuffle": False}  # it shuffles: Keras' would warn
 
 
 def _inputs(x, y, batch_size: int, shuffle: bool = True, divisor: int | None = None) -> dict:
