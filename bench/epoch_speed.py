@@ -7,7 +7,7 @@ TensorFlow on a large square matmul (the best of five rounds). Each variant is o
 `sweeper` is what sweeper's trainer does (`sweeper.train.COMPILE_OPTIONS`, with its NaN check after each
 execution, and its training data from `sweeper.ml.train.training_inputs`: on JAX the steps scanned over the
 arrays on the device, `sweeper.ml.steps`; elsewhere the batches of `sweeper.ml.tensors.batches`, as on JAX too
-before 0000000; before 084dc7e Keras' own). On JAX the ideal is still TensorFlow's matmul rate: the machine's,
+before a067283; before 084dc7e Keras' own). On JAX the ideal is still TensorFlow's matmul rate: the machine's,
 not the backend's. Figures are medians of the timed epochs after a warm-up epoch; the warm-up epoch's own time
 (tracing, XLA compilation) is shown beside them, since every trial pays it once.
 """
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sweeper.ml import quiet
 
-BATCHES = {"batches": True}  # the data in batches from sweeper.ml.tensors.batches, as sweeper gave it before 0000000
+BATCHES = {"batches": True}  # the data in batches from sweeper.ml.tensors.batches, as sweeper gave it before a067283
 TRAINER = {"trainer": True}  # the data as sweeper's trainer gives it (sweeper.ml.train.training_inputs)
 
 VARIANTS = {
@@ -37,7 +37,7 @@ VARIANTS = {
     "steps_per_execution=16, XLA": ({"steps_per_execution": 16, "jit_compile": True}, {}, False),
     "steps_per_execution=64, XLA": ({"steps_per_execution": 64, "jit_compile": True}, {}, False),
     "sweeper before 084dc7e (Keras' batches)": (None, {}, True),
-    "sweeper before 0000000 (tensors.batches)": (None, BATCHES, True),
+    "sweeper before a067283 (tensors.batches)": (None, BATCHES, True),
     "sweeper (COMPILE_OPTIONS, training_inputs)": (None, TRAINER, True),
 }
 
