@@ -1,14 +1,16 @@
-"""On JAX, an epoch's training steps as a few XLA programs of up to 64 steps each (a `lax.scan`) over the training
-arrays held on the device, each step gathering its rows (and dividing images held as bytes) inside the program.
+"""On JAX, an epoch's steps as XLA programs of up to 64 steps each (a loop inside the program) over the arrays held
+on the device, each step gathering its rows (and dividing images held as bytes) inside the program: the training
+steps, and the validation's.
 
 Keras' own loop on JAX calls one compiled step per batch from Python, each batch sliced, divided and copied to the
-device before it: an epoch of the 784-300-100-10 MLP at batch 32 took 1.27 s that way against 0.96 s here, 0.59 s
-against 0.49 s at batch 128 (bench/epoch_speed.py, bench/RESULTS.md). Keras' `fit` still drives the epochs, the
-callbacks and the validation: only the model's train function is replaced, for the length of one `fit`, and the
-data it is given is the epoch's order of rows, drawn as sweeper's batches of bytes draw it (a permutation from
-NumPy's global generator at each epoch's start). The model is built before `fit` (Keras' own build takes a first
-batch, for which those batches drew one order more). The sums inside a scanned step may round differently from a
-step compiled alone: the same batches train to the same weights within rounding (tests/test_steps.py).
+device before it: an epoch of the 784-300-100-10 MLP at batch 32 took 1.34 s that way against 1.03 s here, 0.59 s
+against 0.51 s at batch 128 (bench/epoch_speed.py, bench/RESULTS.md). Keras' `fit` still drives the epochs, the
+callbacks and the validation: only the model's train and test functions are replaced, for the length of one
+`fit`, and the data they are given is each epoch's order of rows, drawn for training as sweeper's batches of bytes
+draw it (a permutation from NumPy's global generator at each epoch's start). The model is built before `fit`
+(Keras' own build takes a first batch, for which those batches drew one order more). The sums inside a step in a
+loop may round differently from a step compiled alone: the same batches train to the same weights within rounding
+(tests/test_steps.py).
 """
 
 from __future__ import annotations
@@ -26,47 +28,57 @@ STEPS_PER_PROGRAM = 64
 NUMERIC = "iuf"
 
 
-def applies(model, x, y) -> bool:
-    """Whether `model` can train on (x, y) this way: on JAX, compiled, one array of numbers each for x and y."""
+def applies(model, *arrays) -> bool:
+    """Whether `model` can train this way on `arrays`: on JAX, compiled, each an array of numbers."""
     return (keras_backend() == "jax" and all(isinstance(part, np.ndarray) and part.dtype.kind in NUMERIC
-                                             for part in (x, y))
+                                             for part in arrays)
             and not model.run_eagerly and bool(model.jit_compile) and hasattr(model, "_symbolic_build"))
 
 
 @contextlib.contextmanager
-def scanned_training(model, x, y, *, batch_size: int, divisor: int | None = None) -> Iterator:
-    """For the length of the block, `model` trains on (x, y) held on the device (x divided by `divisor` as float32
-    when one is given) in programs of STEPS_PER_PROGRAM steps; yields what `fit` is given as x, with
-    `shuffle=False` (the rows' order is drawn at each epoch). Requires `applies(model, x, y)`."""
-    import jax
-
+def on_device(model, train: tuple, validation: tuple | None = None, *, batch_size: int,
+              divisor: int | None = None) -> Iterator[dict]:
+    """For the length of the block, `model` trains on `train` (x, y) and is validated on `validation`, both held on
+    the device (x divided by `divisor` as float32 when one is given), in programs of STEPS_PER_PROGRAM steps; yields
+    Keras' `fit` arguments for them. Requires `applies(model, *train, *validation)`."""
+    x, y = train
     first = x[:batch_size] if divisor is None else np.divide(x[:batch_size], np.float32(divisor), dtype=np.float32)
     model._symbolic_build(data_batch=(first, y[:batch_size]))  # Keras would build from a batch of our row numbers
-    model.train_function = _train_function(model, jax.device_put(x), jax.device_put(y), divisor)
+    model.train_function = _looped(model, model.train_step, *train, divisor)
+    inputs = {"x": _row_groups()(len(x), batch_size, shuffle=True), "shuffle": False}  # it shuffles: Keras' warns
+    if validation is not None:
+        model.test_function = _looped(model, model.test_step, *validation, divisor)
+        inputs["validation_data"] = _row_groups()(len(validation[0]), batch_size, shuffle=False)
     try:
-        yield _row_groups()(len(x), batch_size)
-    finally:
-        model.train_function = None  # Keras makes its own at the next fit; the arrays on the device are let go
+        yield inputs
+    finally:  # Keras makes its own at the next fit or evaluate; the arrays on the device are let go
+        model.train_function = model.test_function = None
 
 
-def _train_function(model, x, y, divisor: int | None):
-    """Keras' train function on JAX (state, iterator) -> (logs, state), running each group of row numbers that the
-    iterator gives as one program, as many groups as the model's steps_per_execution."""
+def _looped(model, step_function, x, y, divisor: int | None):
+    """Keras' train or test function on JAX, (state, iterator) -> (logs, state), for `step_function` (the model's
+    train_step or test_step): each group of row numbers that the iterator gives runs as one program, as many groups
+    as the model's steps_per_execution."""
     import jax
     import jax.numpy as jnp
 
     def steps(state, groups, x, y):
-        def step(state, rows):
+        def step(index, carried):
+            state, _ = carried
+            rows = groups[index]
             inputs = x[rows] if divisor is None else x[rows].astype(jnp.float32) / divisor
-            logs, state = model.train_step(state, (inputs, y[rows]))
+            logs, state = step_function(state, (inputs, y[rows]))
             return state, logs
 
-        state, logs = jax.lax.scan(step, state, groups)
-        return jax.tree.map(lambda log: log[-1], logs), state
+        logs = jax.tree.map(lambda log: jnp.zeros(log.shape, log.dtype),  # what the first step overwrites
+                            jax.eval_shape(step, 0, (state, None))[1])
+        state, logs = jax.lax.fori_loop(0, jnp.sum(groups[:, 0] >= 0), step, (state, logs))
+        return logs, state
 
     program = jax.jit(steps, donate_argnums=0)  # the arrays are arguments: as constants they would be compiled in
+    x, y = jax.device_put(x), jax.device_put(y)
 
-    def train_function(state, iterator):
+    def function(state, iterator):
         logs = None
         try:
             for _ in range(model.steps_per_execution):
@@ -76,7 +88,7 @@ def _train_function(model, x, y, divisor: int | None):
             pass
         return logs, state
 
-    return train_function
+    return function
 
 
 @functools.cache
@@ -85,13 +97,15 @@ def _row_groups():
     import keras
 
     class RowGroups(keras.utils.PyDataset):
-        """An epoch's row numbers as groups of STEPS_PER_PROGRAM batches (batch_size x steps), the last group
-        shorter and the last batch, if smaller, a group of its own; in a new order at each epoch's start, drawn
-        from NumPy's global generator as `sweeper.ml.tensors`' batches draw it."""
+        """An epoch's row numbers as groups of STEPS_PER_PROGRAM batches (steps x batch_size), the last group
+        filled up with batches of -1 that are not run (so that its whole batches run in the same program as the
+        others': a loop of fewer steps would compile one more, 1-1.7 s for the hand recipe's model), and the last
+        batch, if smaller, a group of its own. Shuffled, in a new order at each epoch's start, drawn from NumPy's
+        global generator as `sweeper.ml.tensors`' batches draw it."""
 
-        def __init__(self, rows: int, batch_size: int):
+        def __init__(self, rows: int, batch_size: int, *, shuffle: bool):
             super().__init__()
-            self.rows, self.batch_size = rows, batch_size
+            self.rows, self.batch_size, self.shuffle = rows, batch_size, shuffle
             self.order = np.arange(rows, dtype=np.int32)
             whole = rows // batch_size
             self.groups = [(start, min(STEPS_PER_PROGRAM, whole - start))
@@ -103,11 +117,14 @@ def _row_groups():
             return len(self.groups)
 
         def on_epoch_begin(self) -> None:
-            self.order = np.random.permutation(self.rows).astype(np.int32)
+            if self.shuffle:
+                self.order = np.random.permutation(self.rows).astype(np.int32)
 
         def __getitem__(self, index: int) -> np.ndarray:
             start, steps = self.groups[index]
-            rows = self.order[start * self.batch_size:(start + steps) * self.batch_size]
-            return rows.reshape(steps, -1)
+            rows = self.order[start * self.batch_size:(start + steps) * self.batch_size].reshape(steps, -1)
+            if steps == 1 or steps == STEPS_PER_PROGRAM:
+                return rows
+            return np.concatenate([rows, np.full((STEPS_PER_PROGRAM - steps, self.batch_size), -1, np.int32)])
 
     return RowGroups

@@ -68,11 +68,10 @@ def train_trial(params: dict, dataset: Dataset, objective: Objective, *, max_epo
     callbacks += [_hooks(epoch_hooks), _stop_when(stop_when)]
     started = time.perf_counter()
     try:
-        with training_inputs(model, dataset.for_fit("x_train"), dataset.for_fit("y_train"), params["batch_size"],
+        with training_inputs(model, (dataset.for_fit("x_train"), dataset.for_fit("y_train")),
+                             (dataset.for_fit("x_val"), dataset.for_fit("y_val")), batch_size=params["batch_size"],
                              divisor=dataset.divisor) as inputs:
-            fit = model.fit(**inputs, epochs=max_epochs, initial_epoch=initial_epoch, verbose=0, callbacks=callbacks,
-                            validation_data=_validation(dataset.for_fit("x_val"), dataset.for_fit("y_val"),
-                                                        params["batch_size"], divisor=dataset.divisor))
+            fit = model.fit(**inputs, epochs=max_epochs, initial_epoch=initial_epoch, verbose=0, callbacks=callbacks)
     except TrialPruned as exc:
         exc.train_seconds = time.perf_counter() - started
         raise
@@ -148,21 +147,26 @@ def refit(trial_model, dataset: Dataset, *, epochs: int, batch_size: int, learni
     optimizer_built(model)
     x, y = dataset.refit_arrays()
     schedule = keras.callbacks.LearningRateScheduler(lambda epoch, rate: learning_rates.get(epoch + 1, rate))
-    with training_inputs(model, x, y, batch_size, divisor=dataset.divisor) as inputs:
+    with training_inputs(model, (x, y), batch_size=batch_size, divisor=dataset.divisor) as inputs:
         model.fit(**inputs, epochs=epochs, verbose=0,
                   callbacks=[_stop_on_nan(), _checkpoint(), schedule, _hooks(epoch_hooks)])
     return model
 
 
 @contextlib.contextmanager
-def training_inputs(model, x, y, batch_size: int, divisor: int | None = None) -> Iterator[dict]:
-    """Keras' `fit` arguments for `model` to train on (x, y), shuffled, for the length of the block: on JAX the
-    steps scanned over the arrays on the device (`sweeper.ml.steps`), elsewhere `_inputs`' batches."""
-    if not steps.applies(model, x, y):
-        yield _inputs(x, y, batch_size, divisor=divisor)
+def training_inputs(model, train: tuple, validation: tuple | None = None, *, batch_size: int,
+                    divisor: int | None = None) -> Iterator[dict]:
+    """Keras' `fit` arguments for `model` to train on `train` (x, y), shuffled, and be validated on `validation`, for
+    the length of the block: on JAX, steps looped over the arrays on the device (`sweeper.ml.steps`), elsewhere
+    `_inputs`' batches."""
+    if steps.applies(model, *train, *(validation or ())):
+        with steps.on_device(model, train, validation, batch_size=batch_size, divisor=divisor) as inputs:
+            yield inputs
         return
-    with steps.scanned_training(model, x, y, batch_size=batch_size, divisor=divisor) as row_groups:
-        yield {"x": row_groups, "shuffle": False}  # it shuffles: Keras' would warn
+    inputs = _inputs(*train, batch_size, divisor=divisor)
+    if validation is not None:
+        inputs["validation_data"] = _validation(*validation, batch_size, divisor=divisor)
+    yield inputs
 
 
 def _inputs(x, y, batch_size: int, shuffle: bool = True, divisor: int | None = None) -> dict:
