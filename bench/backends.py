@@ -1,6 +1,8 @@
 """Keras backends side by side: seconds per epoch and per trial of fashion.yaml's start configuration (the hand
 recipe: 784-1024-512-10, batch normalisation, AdamW, label smoothing, batch 256) through sweeper's own model
-builder and compile options, on TensorFlow and on JAX, each in a fresh process, one after the other.
+builder, compile options and feed (`sweeper.ml.train.training_inputs`: on JAX the steps looped over the arrays on the
+device; until 26e4bd7 Keras' own feed of float arrays), on TensorFlow and on JAX, each in a fresh process, one after
+the other.
 
 Run: .venv/bin/python bench/backends.py [--epochs 4] [--backends tensorflow jax jax]
 Each process is set up as sweeper's (`configure_process`: on JAX, its persistent compilation cache), so a second
@@ -39,9 +41,9 @@ def one_backend(epochs: int) -> dict:
 
     from sweeper.ml.data import load_dataset
     from sweeper.ml.model import build_model
-    from sweeper.ml.train import COMPILE_OPTIONS
+    from sweeper.ml.train import COMPILE_OPTIONS, training_inputs
 
-    data = load_dataset("fashion").as_inputs()
+    data = load_dataset("fashion")
     keras.utils.set_random_seed(0)
     model = build_model(RECIPE, data, **COMPILE_OPTIONS)
     times = []
@@ -53,8 +55,10 @@ def one_backend(epochs: int) -> dict:
         def on_epoch_end(self, epoch, logs=None):
             times.append(time.perf_counter() - self.started)
 
-    model.fit(data.x_train, data.y_train, batch_size=RECIPE["batch_size"], epochs=epochs, verbose=0,
-              validation_data=(data.x_val, data.y_val), callbacks=[Clock()])
+    batch = RECIPE["batch_size"]
+    with training_inputs(model, (data.x_train, data.y_train), (data.x_val, data.y_val), batch_size=batch,
+                         divisor=data.divisor) as inputs:
+        model.fit(**inputs, epochs=epochs, verbose=0, callbacks=[Clock()])
     return {"backend": keras.backend.backend(), "epochs": times}
 
 

@@ -5,8 +5,8 @@ The ideal is the epoch's floating-point work (6 x parameters x images: forward, 
 inputs and weights) at this machine's float32 matmul rate, measured in this same run with
 TensorFlow on a large square matmul (the best of five rounds). Each variant is one way of calling Keras' fit;
 `sweeper` is what sweeper's trainer does (`sweeper.train.COMPILE_OPTIONS`, with its NaN check after each
-execution, and its training data from `sweeper.ml.train.training_inputs`: on JAX the steps scanned over the
-arrays on the device, `sweeper.ml.steps`; elsewhere the batches of `sweeper.ml.tensors.batches`, as on JAX too
+execution, and its data from `sweeper.ml.train.training_inputs`: on JAX the steps looped over the arrays on the
+device, `sweeper.ml.steps`; elsewhere the batches of `sweeper.ml.tensors.batches`, as on JAX too
 before a067283; before 084dc7e Keras' own). On JAX the ideal is still TensorFlow's matmul rate: the machine's,
 not the backend's. Figures are medians of the timed epochs after a warm-up epoch; the warm-up epoch's own time
 (tracing, XLA compilation) is shown beside them, since every trial pays it once.
@@ -80,13 +80,16 @@ def epoch_seconds(keras, dataset, batch, compile_options, fit_options, batch_cal
     from sweeper.ml.train import training_inputs
 
     with contextlib.ExitStack() as stack:
-        if fit_options in (BATCHES, TRAINER):  # sweeper's feeds: the images held as bytes, divided as they are fed
-            data = ({"x": batches(dataset.x_train, dataset.y_train, batch_size=batch, shuffle=True,
-                                  divisor=dataset.divisor), "shuffle": False} if fit_options is BATCHES else
-                    stack.enter_context(training_inputs(model, dataset.x_train, dataset.y_train, batch,
-                                                        divisor=dataset.divisor)))
-            data["validation_data"] = batches(dataset.x_val, dataset.y_val, batch_size=batch, shuffle=False,
-                                              divisor=dataset.divisor)
+        if fit_options is TRAINER:  # sweeper's trainer: the images held as bytes, divided as they are fed
+            data = stack.enter_context(training_inputs(model, (dataset.x_train, dataset.y_train),
+                                                       (dataset.x_val, dataset.y_val), batch_size=batch,
+                                                       divisor=dataset.divisor))
+            fit_options = {}
+        elif fit_options is BATCHES:
+            data = {"x": batches(dataset.x_train, dataset.y_train, batch_size=batch, shuffle=True,
+                                 divisor=dataset.divisor), "shuffle": False,
+                    "validation_data": batches(dataset.x_val, dataset.y_val, batch_size=batch, shuffle=False,
+                                               divisor=dataset.divisor)}
             fit_options = {}
         else:  # Keras' own feed of float arrays
             floats = dataset.as_inputs()
