@@ -1,12 +1,14 @@
 """Parallel scaling: trials per hour of `sweeper search --jobs 1` against `--jobs 2` on this machine's cores.
 
-Run: .venv/bin/python bench/scaling.py [--trials 10] [--max-epochs 6] [--jobs 1 2]
+Run: .venv/bin/python bench/scaling.py [--trials 10] [--max-epochs 6] [--jobs 1 2] [--output DIR]
 Runs the same default sweep (Optuna TPE + median pruning, full Fashion-MNIST; one final retraining) with each
 --jobs in a fresh folder, one after the other, and prints wall time, trials and epochs trained per hour, and
-the best validation and test accuracy, so that throughput is compared at the quality it bought.
+the best validation and test accuracy, so that throughput is compared at the quality it bought. With --output,
+each sweep's own output (its trials' lines and times) is kept in DIR/jobs-N.log, to see where a slow run's time went.
 """
 
 import argparse
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -19,14 +21,15 @@ BIN = Path(sys.executable).parent
 def sweep(jobs: int, args) -> dict:
     from mlflow import MlflowClient
 
-    with tempfile.TemporaryDirectory(prefix=f"bench-jobs{jobs}-") as workdir:
+    with tempfile.TemporaryDirectory(prefix=f"bench-jobs{jobs}-") as workdir, contextlib.ExitStack() as stack:
+        log = stack.enter_context(Path(args.output, f"jobs-{jobs}.log").open("w")) if args.output else None
         started = time.time()
         # --ensemble 1: one retraining at the end, as before the final model averaged retrainings (made by one
         # worker, it is the same serial time at every --jobs)
         subprocess.run([str(BIN / "sweeper"), "search", "fashion", "--trials", str(args.trials), "--max-epochs",
                         str(args.max_epochs), "--jobs", str(jobs), "--seed", str(args.seed), "--ensemble", "1"],
                        cwd=workdir,
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                       check=True, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
         wall = time.time() - started
         client = MlflowClient(f"sqlite:///{workdir}/mlruns/mlflow.db")
         runs = client.search_runs([client.get_experiment_by_name("fashion").experiment_id], max_results=10_000)
@@ -43,7 +46,10 @@ def main():
     parser.add_argument("--max-epochs", type=int, default=6)
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", help="a folder to keep each sweep's output in (jobs-N.log)")
     args = parser.parse_args()
+    if args.output:
+        Path(args.output).mkdir(parents=True, exist_ok=True)
     results = {}
     for jobs in args.jobs:
         r = results[jobs] = sweep(jobs, args)
