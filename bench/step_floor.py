@@ -8,7 +8,8 @@ Each row is seconds per epoch (the full batches of `--images` training images) a
   (no dispatch), then the same scan in bfloat16 (the speed of the dots at these shapes, not of the model);
 - Keras' own `train_step` (SGD), jitted, one call per step on a batch already on the device, then 64 steps in one
   `lax.scan` with the rows gathered and scaled inside the program (no dispatch, no feed);
-- Keras' `fit` as sweeper's trainer calls it (`COMPILE_OPTIONS`, `sweeper.ml.tensors.batches`), without validation.
+- Keras' `fit` as sweeper's trainer calls it (`COMPILE_OPTIONS`, `sweeper.ml.train.training_inputs`: since a067283
+  its steps looped over the arrays on the device, before it `sweeper.ml.tensors.batches`), without validation.
 XLA's CPU flags apply through XLA_FLAGS, and one core through `taskset -c 0`: compare their rows as ratios to the
 plain run's, measured one after the other. Compare only ratios measured in one run.
 """
@@ -123,8 +124,7 @@ def train_step_rows(keras, dataset, batch: int, steps: int) -> dict[str, float]:
 
 
 def fit_row(keras, dataset, batch: int) -> dict[str, float]:
-    from sweeper.ml.tensors import batches
-    from sweeper.ml.train import COMPILE_OPTIONS
+    from sweeper.ml.train import COMPILE_OPTIONS, training_inputs
 
     keras.utils.set_random_seed(0)
     model = classic_model(keras, COMPILE_OPTIONS)
@@ -132,10 +132,11 @@ def fit_row(keras, dataset, batch: int) -> dict[str, float]:
     clock = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: times.append(time.perf_counter()),
                                            on_epoch_end=lambda epoch, logs: times.append(time.perf_counter()))
     nan_check = keras.callbacks.LambdaCallback(on_train_batch_end=lambda step, logs: float(logs["loss"]))
-    feed = batches(dataset.x_train, dataset.y_train, batch_size=batch, shuffle=True, divisor=dataset.divisor)
-    model.fit(feed, epochs=3, verbose=0, callbacks=[clock, nan_check])
+    with training_inputs(model, (dataset.x_train, dataset.y_train), batch_size=batch,
+                         divisor=dataset.divisor) as inputs:
+        model.fit(**inputs, epochs=3, verbose=0, callbacks=[clock, nan_check])
     epochs = sorted(times[i + 1] - times[i] for i in range(2, len(times), 2))  # the first epoch compiles
-    scale = (len(dataset.x_train) // batch) / len(feed)  # to the full batches that the other rows count
+    scale = (len(dataset.x_train) // batch) / -(-len(dataset.x_train) // batch)  # to the full batches counted
     return {"Keras' fit as sweeper calls it (no validation)": epochs[0] * scale}
 
 
