@@ -3,8 +3,8 @@ on the device, each step gathering its rows (and dividing images held as bytes) 
 steps, and the validation's.
 
 Keras' own loop on JAX calls one compiled step per batch from Python, each batch sliced, divided and copied to the
-device before it: an epoch of the 784-300-100-10 MLP at batch 32 took 1.34 s that way against 1.03 s here, 0.59 s
-against 0.51 s at batch 128 (bench/epoch_speed.py, bench/RESULTS.md). Keras' `fit` still drives the epochs, the
+device before it: an epoch of the 784-300-100-10 MLP at batch 32 took 1.46 s that way against 1.05 s here, 0.66 s
+against 0.51 s at batch 128 (bench/epoch_speed.py, bench/RESULTS.md, one run). Keras' `fit` still drives the epochs, the
 callbacks and the validation: only the model's train and test functions are replaced, for the length of one
 `fit`, and the data they are given is each epoch's order of rows, drawn for training as sweeper's batches of bytes
 draw it (a permutation from NumPy's global generator at each epoch's start). The model is built before `fit`
