@@ -21,11 +21,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from sweeper.ml.tensors import NUMERIC
 from sweeper.runtime.setup import keras_backend
 
 #: steps per program: as many as sweeper's steps_per_execution (sweeper.ml.train.COMPILE_OPTIONS)
 STEPS_PER_PROGRAM = 64
-NUMERIC = "iuf"
 
 
 def applies(model, *arrays) -> bool:
