@@ -1,10 +1,12 @@
 """Parallel scaling: trials per hour of `sweeper search --jobs 1` against `--jobs 2` on this machine's cores.
 
-Run: .venv/bin/python bench/scaling.py [--trials 10] [--max-epochs 6] [--jobs 1 2] [--output DIR]
+Run: .venv/bin/python bench/scaling.py [--trials 10] [--max-epochs 6] [--jobs 1 2] [--pruner NAME] [--output DIR]
 Runs the same default sweep (Optuna TPE + median pruning, full Fashion-MNIST; one final retraining) with each
 --jobs in a fresh folder, one after the other, and prints wall time, trials and epochs trained per hour, and
 the best validation and test accuracy, so that throughput is compared at the quality it bought. With --output,
 each sweep's own output (its trials' lines and times) is kept in DIR/jobs-N.log, to see where a slow run's time went.
+With --pruner none every trial runs its epochs (early stopping aside), so that the two sweeps are compared at equal
+pruning: the median pruner stops more or fewer trials depending on the order in which parallel trials report.
 """
 
 import argparse
@@ -27,7 +29,8 @@ def sweep(jobs: int, args) -> dict:
         # --ensemble 1: one retraining at the end, as before the final model averaged retrainings (made by one
         # worker, it is the same serial time at every --jobs)
         subprocess.run([str(BIN / "sweeper"), "search", "fashion", "--trials", str(args.trials), "--max-epochs",
-                        str(args.max_epochs), "--jobs", str(jobs), "--seed", str(args.seed), "--ensemble", "1"],
+                        str(args.max_epochs), "--jobs", str(jobs), "--seed", str(args.seed), "--ensemble", "1",
+                        "--pruner", args.pruner],
                        cwd=workdir,
                        check=True, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
         wall = time.time() - started
@@ -46,6 +49,7 @@ def main():
     parser.add_argument("--max-epochs", type=int, default=6)
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pruner", default="median", help="sweeper's --pruner (none: equal pruning)")
     parser.add_argument("--output", help="a folder to keep each sweep's output in (jobs-N.log)")
     args = parser.parse_args()
     if args.output:
