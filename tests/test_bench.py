@@ -52,3 +52,37 @@ def test_step_floor_bench_prints_each_piece_of_an_epoch_against_the_ideal():
         "Keras' fit as sweeper calls it (no validation)"], done.stdout
     assert all(float(seconds) > 0 and float(ratio) > 0 for _, seconds, ratio in rows)
     assert re.search(r"ideal epoch \d+\.\d{3} s \(2048 images\)", done.stdout)
+
+
+def test_scaling_bench_gives_the_next_sweep_the_first_ones_configurations(tmp_path):
+    """--same-trials: a finished sweep's trials, read from its Optuna journal, become the `start` of a space file that
+    sweeper accepts, one entry per trial in trial order, the layers' sizes as one `units` list."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from sweeper.domain.places import OPTUNA_JOURNAL
+    from sweeper.domain.space import load_space
+    from sweeper.engines.optuna_engine import make_storage
+
+    sys.path.insert(0, str(BENCH))
+    import scaling
+
+    def distribution(value):
+        if isinstance(value, (str, bool)):
+            return CategoricalDistribution([value])
+        return IntDistribution(1, 4096) if isinstance(value, int) else FloatDistribution(0.0, 1.0)
+
+    journal = tmp_path / OPTUNA_JOURNAL
+    journal.parent.mkdir(parents=True)
+    study = optuna.create_study(study_name="fashion", storage=make_storage(str(journal)), direction="maximize")
+    drawn = [{"n_layers": 2, "units_0": 1024, "units_1": 512, "learning_rate": 0.002, "batch_size": 256,
+              "optimizer": "adamw", "dropout": 0.3},
+             {"n_layers": 1, "units_0": 1431, "learning_rate": 0.0006, "batch_size": 128, "optimizer": "sgd",
+              "momentum": 0.9, "nesterov": True, "dropout": 0.13}]
+    for params in drawn:
+        study.add_trial(optuna.trial.create_trial(params=params, value=0.9,
+                                                  distributions={k: distribution(v) for k, v in params.items()}))
+
+    space = load_space(scaling.space_starting_with(scaling.configurations(str(tmp_path)), str(tmp_path)))
+
+    assert [dict(entry) for entry in space.start] == drawn
