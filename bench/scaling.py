@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
@@ -73,7 +72,9 @@ def space_starting_with(entries: list[dict], folder: str) -> Path:
     """A copy of fashion's space file whose `start` is `entries`, written in `folder`."""
     import yaml
 
-    space = yaml.safe_load((ROOT / "search_spaces" / "fashion.yaml").read_text())
+    from sweeper.domain.space import bundled_space_path
+
+    space = yaml.safe_load(bundled_space_path("fashion").read_text())
     path = Path(folder, "same-trials.yaml")
     path.write_text(yaml.safe_dump({**space, "start": entries}, sort_keys=False))
     return path
