@@ -48,7 +48,8 @@ CASES = [
      "Error: syntax.yaml:2: invalid YAML: expected ',' or ']', but got '<stream end>'"),
     (["search", "fashion", "--space", "unknown-key.yaml"], 1,
      f"Error: unknown-key.yaml:{_line('unknown-key.yaml', 'epochs: 3')}: epochs: unknown key; expected one of "
-     f"description, objective, trials, max_epochs, patience, ensemble, keras_backend, model, params, start"),
+     f"description, objective, trials, max_epochs, patience, ensemble, test_time_shifts, keras_backend, model, params, "
+     f"start"),
     (["search", "fashion", "--space", "no-lr.yaml"], 1,
      f"Error: no-lr.yaml:{_line('no-lr.yaml', 'n_layers:')}: params.learning_rate: missing required key in `params`"),
     (["search", "fashion", "--space", "low-high.yaml"], 1,

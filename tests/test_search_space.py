@@ -113,7 +113,7 @@ def test_grid_needs_steps_and_enumerates_each_layer(tmp_path):
 
 BAD = [
     ("unknown key", GOOD + "colour: red\n", 10, "colour: unknown key; expected one of description, objective, "
-                                             "trials, max_epochs, patience, ensemble, keras_backend, model, params, start"),
+                                             "trials, max_epochs, patience, ensemble, test_time_shifts, keras_backend, model, params, start"),
     ("unknown param", GOOD + "  widgets: 3\n", 10, "params.widgets: unknown key; expected one of n_layers"),
     ("unknown optimizer", GOOD.replace("[adam, sgd]", "[adam, sgdd]"), 7,
      "params.optimizer.choices: must be one of adam, sgd, rmsprop, adagrad, adamw, nadam, but got 'sgdd' (text)"),

@@ -18,7 +18,8 @@ def search(data: Any, *, target: str | None = None, task: str | None = None, cla
            patience: int | None = None, subset: int | None = None, backend: str = "optuna",
            algorithm: str | None = None, pruner: str | None = None, jobs: int = 1, storage: str | None = None,
            tracking_uri: str | None = None, seed: int = 0, build: Callable | str | None = None,
-           max_failures: int = 3, refit: bool = True, ensemble: int | None = None, grace_period: int = 60,
+           max_failures: int = 3, refit: bool = True, ensemble: int | None = None,
+           test_time_shifts: bool | None = None, grace_period: int = 60,
            start_over: bool = False, cluster: str | None = None, progress: bool = True) -> Sweep:
     """Sweep a search space over `data` and record every trial in MLflow, as `sweeper search` does: the same
     defaults, checks, resume (the same study name goes on where it stopped), MLflow layout and final model
@@ -38,7 +39,9 @@ def search(data: Any, *, target: str | None = None, task: str | None = None, cla
     learning rate. `timeout`: seconds, or "30m", "2h". `cluster`: a Dask scheduler's address; the `jobs` workers
     then run as tasks on its cluster, on the study in `storage` and the MLflow server in `tracking_uri`.
     `ensemble`: the final model averages the best this many trials (the best one retrained), as one Keras model
-    (None: the space's `ensemble`, else 1).
+    (None: the space's `ensemble`, else 1). `test_time_shifts`: images; the final model also averages in its outputs
+    on the images shifted one pixel each way, when that does not lower the best trial's validation objective (None:
+    the space's `test_time_shifts`).
     `progress`: a live display (in a notebook cell, or on the terminal).
 
     Example:
@@ -61,7 +64,8 @@ def search(data: Any, *, target: str | None = None, task: str | None = None, cla
                      tracking_uri=tracking_uri, timeout=parse_duration(timeout) if timeout is not None else None,
                      subset=subset, seed=seed, target=target, task=task if dataset.startswith("csv:") else None,
                      impute=impute if dataset.startswith("csv:") else None, max_failures=max_failures, jobs=jobs,
-                     refit=refit, ensemble=ensemble, grace_period=grace_period, start_over=start_over,
+                     refit=refit, ensemble=ensemble, test_time_shifts=test_time_shifts, grace_period=grace_period,
+                     start_over=start_over,
                      quiet_workers=True, cluster=cluster)
     listener, notebook = _listener(plan, progress)
     with interrupts.installed(), listener as shown:

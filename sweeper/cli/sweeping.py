@@ -58,6 +58,10 @@ from sweeper.present.console import banner
                    "registers and predicts as a single one does: K retrainings of a best trial still improving as "
                    "its cosine schedule ended (from K seeds), else the best K trials (the best one retrained) "
                    "(default: the space file's `ensemble`, else 1).")
+@click.option("--test-time-shifts/--no-test-time-shifts", default=None,
+              help="Images: the final model also averages in its outputs on the images shifted one pixel each way "
+                   "(a third of its output; five predictions per image), when that does not lower the best trial's "
+                   "validation objective (default: the space file's `test_time_shifts`; fashion.yaml: on).")
 @click.option("--start-over", is_flag=True, help="When the study's MLflow runs or its engine storage are gone, "
                                                  "drop the half that is left and sweep the study afresh.")
 @click.option("--cluster", metavar="ADDRESS", envvar="SWEEPER_CLUSTER",
@@ -66,7 +70,7 @@ from sweeper.present.console import banner
 @reports_errors
 def search(dataset, space_file, study, trials, timeout, max_epochs, patience, subset, seed, backend, algorithm,
            pruner, storage, tracking_uri, target, task, impute, max_failures, jobs, grace_period, refit,
-           ensemble, start_over, cluster):
+           ensemble, test_time_shifts, start_over, cluster):
     """Sweep DATASET's search space and record every trial in MLflow.
 
     DATASET is fashion, mnist, digits, california or csv:PATH (with --target COLUMN).
@@ -89,7 +93,8 @@ def search(dataset, space_file, study, trials, timeout, max_epochs, patience, su
                      backend=backend, algorithm=algorithm, pruner=pruner, storage=storage, tracking_uri=tracking_uri,
                      timeout=timeout, subset=subset, seed=seed, target=target, task=task, impute=impute,
                      max_failures=max_failures, jobs=jobs, refit=refit, ensemble=ensemble,
-                     grace_period=grace_period, start_over=start_over, quiet_workers=True, cluster=cluster)
+                     test_time_shifts=test_time_shifts, grace_period=grace_period, start_over=start_over,
+                     quiet_workers=True, cluster=cluster)
     err = error_console()
     err.print(banner(plan))
     space = plan.space

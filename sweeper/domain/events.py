@@ -66,3 +66,10 @@ class SweepResult:
     ensemble_candidates: list[int] = field(default_factory=list)  # the trials it might have averaged with the best
     ensemble_skipped: bool = False  # an average was asked for, but the best was retrained longer than its trial
     refit_seeds: list[int] = field(default_factory=list)  # the final model averages retrainings from these seeds
+    shifts_validation: tuple[float, float] | None = None  # test-time shifts judged: validation objective without, with
+    unshifted_test_metrics: dict = field(default_factory=dict)  # the shifts used: the final model's without them
+
+    @property
+    def alone_test_metrics(self) -> dict:
+        """The test metrics of the best trial's final model alone: before any average and test-time shifts."""
+        return self.single_test_metrics or self.unshifted_test_metrics or self.test_metrics

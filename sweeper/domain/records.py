@@ -177,3 +177,4 @@ class FinalModel(NamedTuple):
     run_id: str  # the run holding it
     averaged: list[int]  # the trials it averages, best first ([]: not an average of trials)
     seeds: list[int]  # the seeds of the retrainings it averages ([]: one retraining or none)
+    shifted: bool = False  # with test-time shifts (`sweeper.ml.ensemble.with_shifted_views`)

@@ -154,8 +154,8 @@ _RULES = {
     "ema": _Rule(float, lambda v: 0 <= v < 1, "a number >= 0 and < 1 (0: no weight averaging)", 0.0),
     "standardize": _Rule(bool, lambda v: True, "true or false", False),
 }
-_TOP_KEYS = ("description", "objective", "trials", "max_epochs", "patience", "ensemble", "keras_backend", "model",
-             "params", "start")
+_TOP_KEYS = ("description", "objective", "trials", "max_epochs", "patience", "ensemble", "test_time_shifts",
+             "keras_backend", "model", "params", "start")
 #: the most trials a final model may average (each member costs its predict time again)
 MAX_ENSEMBLE = 10
 #: any parameter of a model builder's own (a `model:` space): a number, a text or a flag
@@ -199,6 +199,9 @@ class SearchSpace:
     model: str | None = None
     #: what Keras trains on unless the user chose (`--keras-backend`, $KERAS_BACKEND); None: sweeper's default
     keras_backend: str | None = None
+    #: images: the final model may average in its outputs on the images shifted one pixel each way, when that does
+    #: not lower the best trial's validation objective (`sweeper.ml.ensemble.with_shifted_views`)
+    test_time_shifts: bool = False
 
     @property
     def objectives(self) -> tuple[Objective, ...]:
@@ -275,9 +278,10 @@ class SearchSpace:
         return {name: _describe(spec) for name, spec in self.params.items()}
 
     def with_budget(self, *, trials: int | None = None, max_epochs: int | None = None,
-                    patience: int | None = None, ensemble: int | None = None) -> SearchSpace:
-        changes = {k: v for k, v in dict(trials=trials, max_epochs=max_epochs, patience=patience,
-                                         ensemble=ensemble).items() if v is not None}
+                    patience: int | None = None, ensemble: int | None = None,
+                    test_time_shifts: bool | None = None) -> SearchSpace:
+        changes = {k: v for k, v in dict(trials=trials, max_epochs=max_epochs, patience=patience, ensemble=ensemble,
+                                         test_time_shifts=test_time_shifts).items() if v is not None}
         return dataclasses.replace(self, **changes)
 
 
@@ -351,7 +355,8 @@ def dump_space(space: SearchSpace, comments: dict[str, list[str]] | None = None)
     backend = [f"keras_backend: {space.keras_backend}", ""] if space.keras_backend else []
     lines = ["description: >", f"  {space.description}", "", "objective:", *objective, "", *model, *backend,
              *note("trials"), f"trials: {space.trials}", f"max_epochs: {space.max_epochs}",
-             f"patience: {space.patience}", *([f"ensemble: {space.ensemble}"] if space.ensemble > 1 else []), ""]
+             f"patience: {space.patience}", *([f"ensemble: {space.ensemble}"] if space.ensemble > 1 else []),
+             *(["test_time_shifts: true"] if space.test_time_shifts else []), ""]
     lines += note("params") + ["params:"]
     lines += [f"  {name}: {_dump_spec(spec)}" for name, spec in space.params.items()]
     return "\n".join(lines) + "\n"
@@ -445,6 +450,7 @@ class _Reader:
         if "model" in doc:
             self.model = self.collect(self.builder, doc) or self.model
         keras_backend = self.collect(self.keras_backend, doc) if "keras_backend" in doc else None
+        shifts = self.collect(self.flag, doc, "test_time_shifts") if "test_time_shifts" in doc else None
         params = self.params(doc) if "params" in doc else None
         objectives = self.collect(self.objectives, doc) if "objective" in doc else None
         start = self.collect(self.start, doc.get("start", []), doc, params) if params is not None else ()
@@ -456,7 +462,13 @@ class _Reader:
                       "trial of the Pareto front)", doc, "ensemble", "ensemble")
         return SearchSpace(params=MappingProxyType(params), objective=objective, cost=cost,
                            description=description.strip(), source=self.path, start=start, model=self.model,
-                           keras_backend=keras_backend, **budget)
+                           keras_backend=keras_backend, **budget,
+                           **({"test_time_shifts": shifts} if shifts is not None else {}))
+
+    def flag(self, doc, key) -> bool:
+        if not isinstance(doc[key], bool):
+            self.fail(f"must be true or false, but got {_show(doc[key])}", doc, key, key)
+        return doc[key]
 
     def keras_backend(self, doc) -> str:
         value = doc["keras_backend"]

@@ -47,11 +47,31 @@ def baseline_line(name: str | None, baseline: dict, final: dict) -> str:
 
 
 def final_model_line(result: SweepResult) -> str | None:
-    """Which model is final when an average was asked for, and what it bought (None: a single model was asked for,
-    or no trial had a model to average with)."""
+    """Which model is final when an average or test-time shifts were asked for, and what each bought (None: a single
+    model was asked for, or no trial had a model to average with, and no shifts)."""
+    lines = [_average_line(result), shifts_line(result)]
+    return " ".join(line for line in lines if line) or None
+
+
+def shifts_line(result: SweepResult) -> str | None:
+    """Whether the final model has test-time shifts, judged on the validation split, and what they bought."""
+    if result.shifts_validation is None:
+        return None
+    without, shifted = result.shifts_validation
+    judged = (f"{result.objective_metric} of trial {result.best.number}'s model on the validation split {without:.4f} "
+              f"without them, {shifted:.4f} with")
+    if not result.unshifted_test_metrics:
+        return f"Test-time shifts: not used ({judged})."
+    metric = "test_accuracy" if "test_accuracy" in result.test_metrics else "test_rmse"
+    line = (f"Test-time shifts: used ({judged}); on the test split: {metric} "
+            f"{result.test_metrics[metric]:.4f}")
+    return _against(line, metric, result.test_metrics, result.unshifted_test_metrics, "the model without them")
+
+
+def _average_line(result: SweepResult) -> str | None:
+    averaged = result.unshifted_test_metrics or result.test_metrics  # the average, before any test-time shifts
     if result.refit_seeds:
-        return retrainings_line(result.best.number, result.refit_seeds, result.test_metrics,
-                                result.single_test_metrics)
+        return retrainings_line(result.best.number, result.refit_seeds, averaged, result.single_test_metrics)
     if result.ensemble_skipped:
         return (f"Final model: trial {result.best.number} retrained alone (a retraining longer than its trial is "
                 f"averaged only with retrainings of its configuration from other seeds, not with other trials, and "
@@ -59,8 +79,7 @@ def final_model_line(result: SweepResult) -> str | None:
     if not result.ensemble_candidates:
         return None
     return ensemble_line(result.ensemble_of, result.ensemble_candidates, bool(result.refit_epochs),
-                         result.test_metrics, result.single_test_metrics or result.test_metrics,
-                         result.objective_metric)
+                         averaged, result.single_test_metrics or averaged, result.objective_metric)
 
 
 def ensemble_line(members: list[int], candidates: list[int], refit: bool, ensemble: dict, single: dict,

@@ -148,6 +148,7 @@ class DatasetInfo:
     locate: Callable[[], str | None]  # where the data would be read from, or None
     looked_in: Callable[[], list[str]]
     load: Callable[[], Dataset]
+    kind: str = "image"  # or "table": what its examples are
 
 
 def _offline() -> bool:
@@ -591,7 +592,7 @@ def _registry() -> dict[str, DatasetInfo]:
         "digits": DatasetInfo("digits", "classification", "scikit-learn's 1,797 8x8 digits (bundled, no download)",
                               lambda: "scikit-learn (bundled)", lambda: [], _load_digits),
         "california": DatasetInfo("california", "regression", "California housing: 20,640 districts, 8 features",
-                                  _locate_california, _california_homes, _load_california),
+                                  _locate_california, _california_homes, _load_california, kind="table"),
     }
 
 
@@ -630,6 +631,16 @@ def raw_arrays(name: str) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarr
     if directory is None:
         DATASETS[name].load()  # says where it looked, and how to get the files
     return _load_idx(directory)
+
+
+def is_image_dataset(name: str) -> bool:
+    """Whether a dataset's examples are images (data given in memory is read to tell)."""
+    check_name(name)
+    if name.startswith("csv:"):
+        return False
+    if name.startswith("data:"):
+        return load_dataset(name).preprocessing.get("kind") == "image"
+    return DATASETS[name].kind == "image"
 
 
 def default_space(name: str) -> str:

@@ -24,7 +24,53 @@ def average(members: Sequence[Any], dataset: Dataset, names: Sequence[str]) -> A
                          f"{len(names)} names")
     inputs = keras.Input(shape=dataset.input_shape, name="inputs")
     outputs = [_renamed(member, name)(inputs) for member, name in zip(members, names, strict=True)]
-    model = keras.Model(inputs, keras.layers.Average(name="average")(outputs), name="sweeper_ensemble")
+    return _compiled(keras.Model(inputs, keras.layers.Average(name="average")(outputs), name="sweeper_ensemble"),
+                     dataset)
+
+
+#: one-pixel shifts of an image, (rows down, columns right)
+SHIFTS = {"down": (1, 0), "up": (-1, 0), "right": (0, 1), "left": (0, -1)}
+#: the share of a model's output with test-time shifts that its outputs on the four shifted images take together
+SHIFTED_SHARE = 1 / 3
+
+
+def can_shift(dataset: Dataset) -> bool:
+    """Whether the dataset's examples are images a pixel can shift: height x width (x channels), both 3 or more."""
+    shape = dataset.input_shape
+    return dataset.preprocessing.get("kind") == "image" and len(shape) in (2, 3) and min(shape[:2]) >= 3
+
+
+def with_shifted_views(model: Any, dataset: Dataset) -> Any:
+    """One model whose output is `model`'s on the image (2/3) averaged with its outputs on the image shifted one
+    pixel down, up, right and left (1/12 each; the pixels shifted in are 0): test-time augmentation, built of
+    Keras' own layers (padding and cropping) so that it saves, exports and predicts as any model does."""
+    import keras
+
+    if not can_shift(dataset):
+        raise ValueError(f"test-time shifts need images of height x width (x channels), but the inputs of "
+                         f"{dataset.name} have shape {dataset.input_shape}")
+    inputs = keras.Input(shape=dataset.input_shape, name="inputs")
+    views = [model(inputs), *(model(_shifted(inputs, name, dataset.input_shape)) for name in SHIFTS)]
+    weights = [1 - SHIFTED_SHARE] + [SHIFTED_SHARE / len(SHIFTS)] * len(SHIFTS)
+    weighted = [keras.layers.Rescaling(w, name=f"weight_{i}")(v)
+                for i, (w, v) in enumerate(zip(weights, views, strict=True))]
+    return _compiled(keras.Model(inputs, keras.layers.Add(name="shifted_views")(weighted),
+                                 name="sweeper_shifted_views"), dataset)
+
+
+def _shifted(images: Any, way: str, shape: tuple[int, ...]) -> Any:
+    """`images` moved one pixel `way` (one of SHIFTS), zeros shifted in (a channel added and taken away again for
+    images without one)."""
+    import keras
+
+    (dy, dx), name = SHIFTS[way], f"shift_{way}"
+    x = keras.layers.Reshape((*shape, 1), name=f"{name}_channel")(images) if len(shape) == 2 else images
+    x = keras.layers.ZeroPadding2D(((max(dy, 0), max(-dy, 0)), (max(dx, 0), max(-dx, 0))), name=f"{name}_pad")(x)
+    x = keras.layers.Cropping2D(((max(-dy, 0), max(dy, 0)), (max(-dx, 0), max(dx, 0))), name=f"{name}_crop")(x)
+    return keras.layers.Reshape(shape, name=f"{name}_back")(x) if len(shape) == 2 else x
+
+
+def _compiled(model: Any, dataset: Dataset) -> Any:
     loss, metrics = loss_and_metrics(dataset.task)
     model.compile(loss=loss, metrics=metrics)
     return model
@@ -61,6 +107,13 @@ def choose_members(predicted: Sequence[np.ndarray], dataset: Dataset, objective:
         chosen.append(pick)
         best = scores[pick]
     return chosen
+
+
+def shifts_help(model: Any, dataset: Dataset, objective: Objective) -> tuple[float, float]:
+    """The validation objective of `model` (trained on the training split alone) without and with test-time
+    shifts."""
+    return tuple(_score(objective.metric, dataset, validation_predictions(m, dataset))
+                 for m in (model, with_shifted_views(model, dataset)))
 
 
 def _score(metric: str, dataset: Dataset, predicted: np.ndarray) -> float:

@@ -115,6 +115,10 @@ def render(card: dict) -> str:
         single = ", ".join(f"{k} {v:.4f}" for k, v in card["single_model_test_metrics"].items())
         lines += [f"Trial {card['trial_number']}'s final model alone scored {single} on the same test split (measured "
                   f"by the sweep): the difference is what averaging bought.", ""]
+    if card.get("unshifted_test_metrics"):
+        unshifted = ", ".join(f"{k} {v:.4f}" for k, v in card["unshifted_test_metrics"].items())
+        lines += [f"Without its test-time shifts it scored {unshifted} on the same test split (measured by the "
+                  f"sweep): the difference is what the shifts bought.", ""]
     if card.get("baseline"):
         lines += [f"{baseline_line(card['baseline']['model'], card['baseline']['test_metrics'], card['test_metrics'])}"
                   f" (fitted on the same training data, scored on the same test split)", ""]

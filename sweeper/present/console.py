@@ -202,7 +202,7 @@ def summary(result: SweepResult, command: str = "sweeper") -> Group:
                              ["trial", metric, "epochs", "units", *_PARAM_HEADERS], rows))
     if result.pareto:
         parts.append(_pareto_table(result, command))
-    single = result.single_test_metrics or result.test_metrics  # the best trial's final model alone
+    single = result.alone_test_metrics
     tests = ", ".join(f"{k} {v:.4f}" for k, v in single.items())
     tests = f"on the test split: {tests}" if tests else "not yet evaluated on the test split"
     if result.refit_epochs:

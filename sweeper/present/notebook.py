@@ -112,7 +112,7 @@ def summary_html(result: SweepResult) -> str:
                    for t in result.top)
     parts.append(f"<table><caption>Best trials by {html.escape(result.objective_metric)}</caption>"
                  f"<tr>{header}</tr>{rows}</table>")
-    single = result.single_test_metrics or result.test_metrics  # the best trial's final model alone
+    single = result.alone_test_metrics
     tests = ", ".join(f"{k} {v:.4f}" for k, v in single.items()) or "not yet evaluated"
     model = (f"retrained on training + validation data for {plural(result.refit_epochs, 'epoch')}"
              if result.refit_epochs else "the trial's own model")

@@ -222,7 +222,8 @@ class Store:
         run = found[0]
         tags = run.data.tags
         return FinalModel(self._load_model(run.info.run_id, FINAL_MODEL_ARTIFACT), int(tags["refit_epochs"]),
-                          run.info.run_id, numbers_in(tags, "ensemble_of"), numbers_in(tags, "refit_seeds"))
+                          run.info.run_id, numbers_in(tags, "ensemble_of"), numbers_in(tags, "refit_seeds"),
+                          tags.get("test_time_shifts") == "on")
 
     def start_retrain(self, study: StudyRecord, trial: TrialRecord) -> str:
         """A run for a retraining done by `sweeper export --retrain`, under the search that ran the trial."""

@@ -329,13 +329,14 @@ class SweepRecorder:
         self.client.set_terminated(self.parent_id, status)
 
     def log_final_model(self, model: Any, refit_epochs: int, trial_run_id: str, ensemble_of: str | None = None,
-                        refit_seeds: str | None = None) -> None:
+                        refit_seeds: str | None = None, shifted: bool = False) -> None:
         """Keep the final model (the refit one, or an average: of trials, `ensemble_of` their numbers, best first,
-        or of retrainings, `refit_seeds` their seeds) on the parent run as a `.keras` file too (what `sweeper export`
-        writes)."""
+        or of retrainings, `refit_seeds` their seeds; `shifted`: with test-time shifts) on the parent run as a
+        `.keras` file too (what `sweeper export` writes)."""
         log_keras(self.client, self.parent_id, model, FINAL_MODEL_ARTIFACT)
         self.client.set_tag(self.parent_id, "refit_epochs", str(refit_epochs))
-        for tag, value in (("ensemble_of", ensemble_of), ("refit_seeds", refit_seeds)):
+        for tag, value in (("ensemble_of", ensemble_of), ("refit_seeds", refit_seeds),
+                           ("test_time_shifts", "on" if shifted else None)):
             if value:
                 self.client.set_tag(self.parent_id, tag, value)
         self.client.set_tag(self.parent_id, "refit_of", trial_run_id)

@@ -81,10 +81,13 @@ def export_best(study: str, out: str | Path, *, formats: tuple[str, ...] | list[
     if recorded:
         store.log_metrics(chosen.run_id, test)
     card = _card(store, record, best, chosen, dataset, test, settings, search.run_id if search else "")
-    single = {k.removeprefix("single_"): v for k, v in (search.metrics if search else {}).items()
-              if k.startswith("single_test_")}
-    if single and chosen.description.startswith("the average"):  # what averaging bought, as the sweep measured it
+    measured = search.metrics if search else {}  # what averaging and shifts bought, as the sweep measured it
+    single = {k.removeprefix("single_"): v for k, v in measured.items() if k.startswith("single_test_")}
+    if single and chosen.description.startswith("the average"):
         card["single_model_test_metrics"] = single
+    unshifted = {k.removeprefix("unshifted_"): v for k, v in measured.items() if k.startswith("unshifted_test_")}
+    if unshifted and chosen.description.endswith(SHIFTED_WORDS):
+        card["unshifted_test_metrics"] = unshifted
     staging = _staging(out)
     try:
         files = _write_formats(for_users(chosen.model), formats, staging, dataset, say)
@@ -165,10 +168,18 @@ def _choose_model(store: Store, record: StudyRecord, best: TrialRecord, dataset:
 def _described(best: TrialRecord, done: FinalModel) -> str:
     """What a final model the sweep (or an earlier export) made is, for the card."""
     if done.seeds:
-        return (f"the average of {len(done.seeds)} retrainings of trial {best.number}'s configuration on training + "
-                f"validation data for {plural(int(done.epochs), 'epoch')} each (seeds "
-                f"{', '.join(str(s) for s in done.seeds)})")
-    return _averaged(done.averaged, done.epochs) if done.averaged else _retrained(best, done.epochs)
+        described = (f"the average of {len(done.seeds)} retrainings of trial {best.number}'s configuration on "
+                     f"training + validation data for {plural(int(done.epochs), 'epoch')} each (seeds "
+                     f"{', '.join(str(s) for s in done.seeds)})")
+    elif done.averaged:
+        described = _averaged(done.averaged, done.epochs)
+    else:
+        described = _retrained(best, done.epochs) if done.epochs else f"trial {best.number}'s own model"
+    return described + (SHIFTED_WORDS if done.shifted else "")
+
+
+SHIFTED_WORDS = (", with test-time shifts (its outputs on the images shifted one pixel down, up, right and left "
+                 "averaged in, a third of the output: five predictions per image)")
 
 
 def _averaged(trials: list[int], epochs: int) -> str:

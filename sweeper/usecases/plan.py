@@ -69,7 +69,8 @@ class SweepPlan:
                 "objective": f"{space.objective.direction} {space.objective.metric}", "seed": self.seed,
                 "subset": self.subset, "timeout_s": self.timeout, "space_file": space.source,
                 "storage": mask(self.storage) or "embedded", "max_failures": self.max_failures,
-                "warm_start_trials": len(self.warm_start), "ensemble": space.ensemble}
+                "warm_start_trials": len(self.warm_start), "ensemble": space.ensemble,
+                "test_time_shifts": space.test_time_shifts}
 
     def study_record(self) -> StudyRecord:
         """What the study is (engine, data, objective): what its experiment records and a resume must match."""
@@ -100,13 +101,14 @@ def make_plan(dataset: str, *, space: SearchSpace | str | Path | None = None, st
               storage: str | None = None, tracking_uri: str | None = None, timeout: float | None = None,
               subset: int | None = None, seed: int = 0, target: str | None = None, task: str | None = None,
               impute: str | None = None, max_failures: int = 3, jobs: int = 1, refit: bool = True,
-              ensemble: int | None = None, grace_period: int = 60, warm_start: tuple = (), lineage: dict | None = None,
+              ensemble: int | None = None, test_time_shifts: bool | None = None, grace_period: int = 60,
+              warm_start: tuple = (), lineage: dict | None = None,
               start_over: bool = False, quiet_workers: bool = False, recorded_budget: bool = True,
               cluster: str | None = None) -> SweepPlan:
     """Check and resolve a sweep's settings, cheapest checks first (no store is written; the data and the store
     are read only to check them). `space`: a file, a SearchSpace, or None for DATASET's bundled one.
     `recorded_budget`: take the budget `sweeper study create` recorded for the study (what the caller gave wins)."""
-    from sweeper.ml.data import check_name, dataset_task
+    from sweeper.ml.data import check_name, dataset_task, is_image_dataset
 
     check_name(dataset)
     if study is not None:
@@ -115,7 +117,10 @@ def make_plan(dataset: str, *, space: SearchSpace | str | Path | None = None, st
     _check_dataset_options(dataset, target, impute)
     _check_ensemble(ensemble)
     given = {k: v for k, v in dict(trials=trials, max_epochs=max_epochs, patience=patience).items() if v is not None}
-    space = _space(dataset, space).with_budget(**given, ensemble=ensemble)
+    space = _space(dataset, space).with_budget(**given, ensemble=ensemble, test_time_shifts=test_time_shifts)
+    if space.test_time_shifts and not is_image_dataset(dataset):
+        raise UsageError(f"test-time shifts move images a pixel each way, but the examples of {dataset} are not "
+                         f"images; turn them off (--no-test-time-shifts, or test_time_shifts: false in the space)")
     if space.cost and space.ensemble > 1:
         raise UsageError(f"--ensemble {space.ensemble} averages the best trials of one objective; with two "
                          f"objectives the final model is one trial of the Pareto front")

@@ -65,6 +65,10 @@ def read_ensemble(result: SweepResult, metrics: dict, tags: dict) -> None:
     result.refit_seeds = numbers_in(tags, "refit_seeds")
     result.single_test_metrics = {k.removeprefix("single_"): v for k, v in metrics.items()
                                   if k.startswith("single_test_")}
+    if "shifts_validation_with" in metrics:
+        result.shifts_validation = (metrics["shifts_validation_without"], metrics["shifts_validation_with"])
+    result.unshifted_test_metrics = {k.removeprefix("unshifted_"): v for k, v in metrics.items()
+                                     if k.startswith("unshifted_test_")}
 
 
 def baseline_metrics(metrics: dict) -> dict:
