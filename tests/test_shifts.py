@@ -127,8 +127,8 @@ def test_shifts_asked_for_a_table_are_one_error_line(tmp_path):
     result = cli("search", "california", "--test-time-shifts", "--trials", 1, cwd=tmp_path)
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == (
-        "Error: test-time shifts move images a pixel each way, but the examples of california are not images; turn "
-        "them off (--no-test-time-shifts, or test_time_shifts: false in the space)")
+        "Error: test-time shifts move images a pixel each way, but the examples of california are not images of 3 x 3 "
+        "pixels or more; turn them off (--no-test-time-shifts, or test_time_shifts: false in the space)")
     assert not (tmp_path / "mlruns").exists()
 
 
@@ -149,3 +149,14 @@ def test_the_bundled_fashion_space_asks_for_shifts_and_keeps_them_when_dumped(tm
     dumped = write_space(tmp_path / "dumped.yaml", dump_space(space))
     assert space.test_time_shifts and load_space(dumped).test_time_shifts
     assert not load_space(SPACES / "digits.yaml").test_time_shifts
+
+
+def test_shifts_asked_for_images_too_small_to_shift_are_refused_before_any_work(tmp_path, monkeypatch):
+    from sweeper.domain.errors import UsageError
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 255, (120, 2, 2)).astype(np.uint8), np.arange(120) % 2  # 2x2 images
+    with pytest.raises(UsageError, match="not images of 3 x 3 pixels or more"):
+        sweeper.search((x, y), study="tiny", trials=1, test_time_shifts=True, progress=False)
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()

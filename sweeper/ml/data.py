@@ -77,6 +77,11 @@ class Dataset:
         return dataclasses.replace(self, x_train=self.inputs(self.x_train), x_val=self.inputs(self.x_val),
                                    x_test=self.inputs(self.x_test), divisor=None)
 
+    def shiftable(self) -> bool:
+        """Whether the examples are images a pixel can shift: height x width (x channels), both 3 or more."""
+        shape = self.input_shape
+        return self.preprocessing.get("kind") == "image" and len(shape) in (2, 3) and min(shape[:2]) >= 3
+
     def metadata(self) -> dict:
         """What a user of a model trained on this dataset needs to feed it and read its outputs."""
         return {"dataset": self.name, "task": self.task, "input_shape": list(self.input_shape),
@@ -633,13 +638,14 @@ def raw_arrays(name: str) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarr
     return _load_idx(directory)
 
 
-def is_image_dataset(name: str) -> bool:
-    """Whether a dataset's examples are images (data given in memory is read to tell)."""
+def has_shiftable_images(name: str) -> bool:
+    """Whether a dataset's examples are images a pixel can shift (`Dataset.shiftable`; data given in memory is read
+    to tell, the registered images all can be)."""
     check_name(name)
     if name.startswith("csv:"):
         return False
     if name.startswith("data:"):
-        return load_dataset(name).preprocessing.get("kind") == "image"
+        return load_dataset(name).shiftable()
     return DATASETS[name].kind == "image"
 
 

@@ -34,19 +34,13 @@ SHIFTS = {"down": (1, 0), "up": (-1, 0), "right": (0, 1), "left": (0, -1)}
 SHIFTED_SHARE = 1 / 3
 
 
-def can_shift(dataset: Dataset) -> bool:
-    """Whether the dataset's examples are images a pixel can shift: height x width (x channels), both 3 or more."""
-    shape = dataset.input_shape
-    return dataset.preprocessing.get("kind") == "image" and len(shape) in (2, 3) and min(shape[:2]) >= 3
-
-
 def with_shifted_views(model: Any, dataset: Dataset) -> Any:
     """One model whose output is `model`'s on the image (2/3) averaged with its outputs on the image shifted one
     pixel down, up, right and left (1/12 each; the pixels shifted in are 0): test-time augmentation, built of
     Keras' own layers (padding and cropping) so that it saves, exports and predicts as any model does."""
     import keras
 
-    if not can_shift(dataset):
+    if not dataset.shiftable():
         raise ValueError(f"test-time shifts need images of height x width (x channels), but the inputs of "
                          f"{dataset.name} have shape {dataset.input_shape}")
     inputs = keras.Input(shape=dataset.input_shape, name="inputs")

@@ -108,7 +108,7 @@ def make_plan(dataset: str, *, space: SearchSpace | str | Path | None = None, st
     """Check and resolve a sweep's settings, cheapest checks first (no store is written; the data and the store
     are read only to check them). `space`: a file, a SearchSpace, or None for DATASET's bundled one.
     `recorded_budget`: take the budget `sweeper study create` recorded for the study (what the caller gave wins)."""
-    from sweeper.ml.data import check_name, dataset_task, is_image_dataset
+    from sweeper.ml.data import check_name, dataset_task, has_shiftable_images
 
     check_name(dataset)
     if study is not None:
@@ -118,9 +118,10 @@ def make_plan(dataset: str, *, space: SearchSpace | str | Path | None = None, st
     _check_ensemble(ensemble)
     given = {k: v for k, v in dict(trials=trials, max_epochs=max_epochs, patience=patience).items() if v is not None}
     space = _space(dataset, space).with_budget(**given, ensemble=ensemble, test_time_shifts=test_time_shifts)
-    if space.test_time_shifts and not is_image_dataset(dataset):
+    if space.test_time_shifts and not has_shiftable_images(dataset):
         raise UsageError(f"test-time shifts move images a pixel each way, but the examples of {dataset} are not "
-                         f"images; turn them off (--no-test-time-shifts, or test_time_shifts: false in the space)")
+                         f"images of 3 x 3 pixels or more; turn them off (--no-test-time-shifts, or "
+                         f"test_time_shifts: false in the space)")
     if space.cost and space.ensemble > 1:
         raise UsageError(f"--ensemble {space.ensemble} averages the best trials of one objective; with two "
                          f"objectives the final model is one trial of the Pareto front")
