@@ -37,7 +37,8 @@ SHIFTED_SHARE = 1 / 3
 def with_shifted_views(model: Any, dataset: Dataset) -> Any:
     """One model whose output is `model`'s on the image (2/3) averaged with its outputs on the image shifted one
     pixel down, up, right and left (1/12 each; the pixels shifted in are 0): test-time augmentation, built of
-    Keras' own layers (padding and cropping) so that it saves, exports and predicts as any model does."""
+    Keras' own layers (padding and cropping) so that it saves, exports and predicts as any model does. `model` is
+    shared, not copied: see `shifted_to_keep` for a model to save."""
     import keras
 
     if not dataset.shiftable():
@@ -50,6 +51,13 @@ def with_shifted_views(model: Any, dataset: Dataset) -> Any:
                 for i, (w, v) in enumerate(zip(weights, views, strict=True))]
     return _compiled(keras.Model(inputs, keras.layers.Add(name="shifted_views")(weighted),
                                  name="sweeper_shifted_views"), dataset)
+
+
+def shifted_to_keep(model: Any, dataset: Dataset) -> Any:
+    """`with_shifted_views` of a frozen copy of `model` without its optimizer, as an ensemble holds its members:
+    saved, it loads without optimizer state to match. The copy shares `model`'s arrays, which the next call of
+    either on JAX may give away: use the result, not `model`, from here on."""
+    return with_shifted_views(_renamed(model, model.name), dataset)
 
 
 def _shifted(images: Any, way: str, shape: tuple[int, ...]) -> Any:

@@ -234,7 +234,7 @@ def _with_shifts(plan: SweepPlan, dataset: Dataset, best: TrialRecord, trial_mod
     of the best trial's own model (trained on the training split alone; the final model saw the validation split);
     else the model as it was. On Fashion-MNIST the averaged retrainings gained 0.0011-0.0024 of test accuracy by
     them (bench/RESULTS.md), while weaker models lost up to 0.003: hence judged per sweep."""
-    from sweeper.ml.ensemble import shifts_help, with_shifted_views
+    from sweeper.ml.ensemble import shifted_to_keep, shifts_help
     from sweeper.ml.train import evaluate
 
     listener.final_step(f"judging test-time shifts on the validation split with trial {best.number}'s model")
@@ -244,7 +244,7 @@ def _with_shifts(plan: SweepPlan, dataset: Dataset, best: TrialRecord, trial_mod
         tags["test_time_shifts"] = "off"
         return model, test
     tags["test_time_shifts"] = "on"
-    model = with_shifted_views(model, dataset)
+    model = shifted_to_keep(model, dataset)
     listener.final_step("evaluating the final model with test-time shifts on the test split")
     metrics.update({f"unshifted_{k}": v for k, v in test.items()})
     return model, evaluate(model, dataset)
