@@ -111,7 +111,7 @@ def choose_members(predicted: Sequence[np.ndarray], dataset: Dataset, objective:
     return chosen
 
 
-def shifts_help(model: Any, dataset: Dataset, objective: Objective) -> tuple[float, float]:
+def scores_without_and_with_shifts(model: Any, dataset: Dataset, objective: Objective) -> tuple[float, float]:
     """The validation objective of `model` (trained on the training split alone) without and with test-time
     shifts."""
     return tuple(_score(objective.metric, dataset, validation_predictions(m, dataset))

@@ -234,11 +234,11 @@ def _with_shifts(plan: SweepPlan, dataset: Dataset, best: TrialRecord, trial_mod
     of the best trial's own model (trained on the training split alone; the final model saw the validation split);
     else the model as it was. On Fashion-MNIST the averaged retrainings gained 0.0011-0.0024 of test accuracy by
     them (bench/RESULTS.md), while weaker models lost up to 0.003: hence judged per sweep."""
-    from sweeper.ml.ensemble import shifted_to_keep, shifts_help
+    from sweeper.ml.ensemble import scores_without_and_with_shifts, shifted_to_keep
     from sweeper.ml.train import evaluate
 
     listener.final_step(f"judging test-time shifts on the validation split with trial {best.number}'s model")
-    without, shifted = shifts_help(trial_model, dataset, plan.space.objective)
+    without, shifted = scores_without_and_with_shifts(trial_model, dataset, plan.space.objective)
     metrics.update(shifts_validation_without=without, shifts_validation_with=shifted)
     if plan.space.objective.better(without, shifted):
         tags["test_time_shifts"] = "off"
