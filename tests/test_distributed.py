@@ -67,7 +67,7 @@ def finish(processes, timeout=600):
 def test_three_workers_meet_the_global_budget_and_retry_a_killed_workers_trial(pg_database, tmp_path):
     workers = [start_worker(tmp_path, pg_database, *SLOW, "--trials", 6, "--max-epochs", 8, "--patience", 8,
                             "--seed", i) for i in range(3)]
-    victim = wait_for_trial_of(pg_database, workers[0])
+    victim = pause_in_a_trial(pg_database, workers[0], "digits", epochs=8)  # stopped mid-fit: the kill lands there
     workers[0].send_signal(signal.SIGKILL)
     workers[0].wait()
     outputs = finish(workers[1:])
