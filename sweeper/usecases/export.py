@@ -20,6 +20,7 @@ from sweeper.ml.formats import FORMATS, check_installed, write_and_check
 from sweeper.present import card as cards
 from sweeper.runtime.workers import pid_alive
 from sweeper.store import Store
+from sweeper.usecases.studies import other_test_metrics
 
 #: How many test inputs each written file is checked on (the whole test split of Fashion-MNIST).
 CHECKED_INPUTS = 10_000
@@ -82,10 +83,9 @@ def export_best(study: str, out: str | Path, *, formats: tuple[str, ...] | list[
         store.log_metrics(chosen.run_id, test)
     card = _card(store, record, best, chosen, dataset, test, settings, search.run_id if search else "")
     measured = search.metrics if search else {}  # what averaging and shifts bought, as the sweep measured it
-    single = {k.removeprefix("single_"): v for k, v in measured.items() if k.startswith("single_test_")}
+    single, unshifted = other_test_metrics("single", measured), other_test_metrics("unshifted", measured)
     if single and chosen.description.startswith("the average"):
         card["single_model_test_metrics"] = single
-    unshifted = {k.removeprefix("unshifted_"): v for k, v in measured.items() if k.startswith("unshifted_test_")}
     if unshifted and chosen.description.endswith(SHIFTED_WORDS):
         card["unshifted_test_metrics"] = unshifted
     staging = _staging(out)

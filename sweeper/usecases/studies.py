@@ -63,14 +63,18 @@ def read_ensemble(result: SweepResult, metrics: dict, tags: dict) -> None:
     result.ensemble_of = numbers_in(tags, "ensemble_of")
     result.ensemble_skipped = tags.get("ensemble_skipped") == "longer_refit"
     result.refit_seeds = numbers_in(tags, "refit_seeds")
-    result.single_test_metrics = {k.removeprefix("single_"): v for k, v in metrics.items()
-                                  if k.startswith("single_test_")}
+    result.single_test_metrics = other_test_metrics("single", metrics)
     if "shifts_validation_with" in metrics:
         result.shifts_validation = (metrics["shifts_validation_without"], metrics["shifts_validation_with"])
-    result.unshifted_test_metrics = {k.removeprefix("unshifted_"): v for k, v in metrics.items()
-                                     if k.startswith("unshifted_test_")}
+    result.unshifted_test_metrics = other_test_metrics("unshifted", metrics)
 
 
 def baseline_metrics(metrics: dict) -> dict:
     """The baseline's test metrics among a sweep run's metrics, named as the final model's."""
-    return {k.removeprefix("baseline_"): v for k, v in metrics.items() if k.startswith("baseline_test_")}
+    return other_test_metrics("baseline", metrics)
+
+
+def other_test_metrics(model: str, metrics: dict) -> dict:
+    """The test metrics a sweep run logged for one of its other models (`model`: single, unshifted, baseline, as in
+    `single_test_accuracy`), named as the final model's (`test_accuracy`)."""
+    return {k.removeprefix(f"{model}_"): v for k, v in metrics.items() if k.startswith(f"{model}_test_")}
