@@ -410,6 +410,38 @@ def test_a_paused_workers_abandoned_trial_run_ends_killed_whichever_worker_write
     assert (ended.info.status, ended.data.tags["state"]) == ("KILLED", "abandoned")
 
 
+@pytest.mark.parametrize("state", ["complete", "pruned"])
+def test_a_trial_whose_worker_died_after_ending_its_run_but_before_telling_the_study_is_failed_in_both(tmp_path,
+                                                                                                       state):
+    """A kill between the trial's run ending in MLflow and Optuna's tell (a window of milliseconds the three-worker
+    test once hit): the study fails the trial and retries it, so its run must not stay complete."""
+    from sweeper.domain.records import StudyRecord, TrialOutcome
+    from sweeper.domain.space import load_space
+    from sweeper.engines.base import EngineOptions
+    from sweeper.engines.optuna_engine import OptunaEngine
+    from sweeper.store import SweepRecorder
+    from sweeper.usecases.runner import REAPED_NOTE
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    recorder = SweepRecorder.open("killed", f"sqlite:///{tmp_path}/mlflow.db")
+    recorder.open_search(StudyRecord("killed", "", "optuna", "digits", "val_accuracy", "maximize"),
+                         space_signature={}, settings={}, space_text="")
+    options = EngineOptions(study="killed", space=load_space(SPACES / "digits.yaml"), storage=str(tmp_path / "j.log"))
+    with OptunaEngine(options) as engine:
+        trial = engine.study.ask()
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{dead.pid}:0")  # a process that is gone
+        run = recorder.start_trial(trial.number, {"units": 8})
+        run.end(TrialOutcome(state, value=0.9 if state == "complete" else None))  # and then the kill
+        assert engine.reap() == [trial.number]
+        recorder.end_trial_runs(engine.take_reaped(), REAPED_NOTE)
+        assert engine.counts()["failed"] == 1
+    ended = recorder.client.get_run(run.run_id)
+    assert (ended.info.status, ended.data.tags["state"]) == ("FAILED", "failed")
+    assert ended.data.tags["state_reason"] == f"{REAPED_NOTE}, after this run ended {state} and before the study " \
+                                              "recorded it"
+
+
 def test_registration_is_one_version_per_best_trial_even_after_a_kill_between_version_and_alias(tmp_path):
     import mlflow
 

@@ -304,12 +304,17 @@ class SweepRecorder:
                 self.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
 
     def end_trial_runs(self, numbers: Iterable[int], note: str) -> None:
-        """End as FAILED the still-running MLflow runs of these trials, failed in the study because their
-        worker went silent (on any host), and as KILLED that worker's search run."""
+        """End as FAILED the MLflow runs of these trials, failed in the study because their worker went silent
+        (on any host), and as KILLED that worker's search run. A run its worker had ended as complete or
+        pruned is failed too: the worker went silent before it told the study, which retries the trial."""
         for number in numbers if self.experiment_id else ():
-            query = f"tags.run_kind = 'trial' and tags.trial_number = '{number}' and attributes.status = 'RUNNING'"
+            query = f"tags.run_kind = 'trial' and tags.trial_number = '{number}'"
             for run in self.client.search_runs([self.experiment_id], query):
-                _end_trial(self.client, run.info.run_id, "failed", note)
+                if run.info.status not in ("RUNNING", "FINISHED"):  # failed, or abandoned by its woken worker
+                    continue
+                reason = note if run.info.status == "RUNNING" else \
+                    f"{note}, after this run ended {run.data.tags.get('state')} and before the study recorded it"
+                _end_trial(self.client, run.info.run_id, "failed", reason)
                 self._end_silent_search(run, note)
 
     def _end_silent_search(self, trial_run, note: str) -> None:
