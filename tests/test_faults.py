@@ -106,6 +106,29 @@ def test_kill_9_mid_trial_then_resume_reaps_the_trial_and_retries_it(tmp_path):
     assert [r.info.status for r in searches] == ["KILLED", "FINISHED"]
 
 
+def test_kill_9_mid_trial_of_a_keras_tuner_sweep_then_resume_runs_that_trial_again_under_its_number(tmp_path):
+    """Keras Tuner, the second engine, keeps a killed process's trial running in its oracle and runs it again on
+    resume: its first run is failed in MLflow, the second completes, and nothing stays running in either."""
+    study, engine = "digits-keras-tuner", ["--backend", "keras-tuner"]
+    process = start(tmp_path, *SLOW, *engine, "--trials", 3)
+    wait_for_running_trial(tmp_path, process, after=1)
+    process.kill()
+    process.wait()
+
+    resumed = here(tmp_path, "search", "digits", *engine, "--trials", 3, "--max-epochs", 1)
+    assert resumed.returncode == 0, resumed.stderr
+    trial_runs = sorted((r for r in runs(tmp_path, study) if r.data.tags["run_kind"] == "trial"),
+                        key=lambda r: (int(r.data.tags["trial_number"]), r.info.start_time))
+    assert [(r.data.tags["trial_number"], r.info.status) for r in trial_runs] == \
+        [("0", "FINISHED"), ("1", "FAILED"), ("1", "FINISHED"), ("2", "FINISHED")]
+    assert "its worker process" in trial_runs[1].data.tags["state_reason"]
+    assert trial_runs[1].data.params == trial_runs[2].data.params  # the same trial, run again
+    oracle = [json.loads(path.read_text()) for path in sorted((tmp_path / "mlruns/keras-tuner" / study).glob(
+        "trial_*/trial.json"))]
+    assert [trial["status"] for trial in oracle] == ["COMPLETED"] * 3
+    assert [r.info.status for r in runs(tmp_path, study) if r.info.status == "RUNNING"] == []
+
+
 @pytest.mark.parametrize("sig,code,said", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
 def test_an_interrupt_records_the_trial_prints_the_summary_and_resumes(tmp_path, sig, code, said):
     process = start(tmp_path, *SLOW, "--trials", 3)
