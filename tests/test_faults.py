@@ -106,14 +106,21 @@ def test_kill_9_mid_trial_then_resume_reaps_the_trial_and_retries_it(tmp_path):
     assert [r.info.status for r in searches] == ["KILLED", "FINISHED"]
 
 
-def test_kill_9_mid_trial_of_a_keras_tuner_sweep_then_resume_runs_that_trial_again_under_its_number(tmp_path):
+@pytest.mark.parametrize("ended_first", [False, True], ids=["mid-trial", "after-its-run-ended"])
+def test_kill_9_of_a_keras_tuner_sweep_then_resume_runs_that_trial_again_under_its_number(tmp_path, ended_first):
     """Keras Tuner, the second engine, keeps a killed process's trial running in its oracle and runs it again on
-    resume: its first run is failed in MLflow, the second completes, and nothing stays running in either."""
+    resume: its first run is failed in MLflow, even one the kill left complete (landing after the run ended and
+    before Keras Tuner saved the trial's end: made here by ending the run as that process would have), the second
+    completes, and nothing stays running in either."""
     study, engine = "digits-keras-tuner", ["--backend", "keras-tuner"]
     process = start(tmp_path, *SLOW, *engine, "--trials", 3)
     wait_for_running_trial(tmp_path, process, after=1)
     process.kill()
     process.wait()
+    if ended_first:
+        [killed] = [r for r in runs(tmp_path, study) if r.info.status == "RUNNING" and r.data.tags["run_kind"] == "trial"]
+        store(tmp_path).set_tag(killed.info.run_id, "state", "complete")
+        store(tmp_path).set_terminated(killed.info.run_id, "FINISHED")
 
     resumed = here(tmp_path, "search", "digits", *engine, "--trials", 3, "--max-epochs", 1)
     assert resumed.returncode == 0, resumed.stderr
@@ -121,7 +128,9 @@ def test_kill_9_mid_trial_of_a_keras_tuner_sweep_then_resume_runs_that_trial_aga
                         key=lambda r: (int(r.data.tags["trial_number"]), r.info.start_time))
     assert [(r.data.tags["trial_number"], r.info.status) for r in trial_runs] == \
         [("0", "FINISHED"), ("1", "FAILED"), ("1", "FINISHED"), ("2", "FINISHED")]
-    assert "its worker process" in trial_runs[1].data.tags["state_reason"]
+    reason = trial_runs[1].data.tags["state_reason"]
+    assert ("after this run ended complete and before the study recorded it" in reason) if ended_first else \
+        ("its worker process" in reason)
     assert trial_runs[1].data.params == trial_runs[2].data.params  # the same trial, run again
     oracle = [json.loads(path.read_text()) for path in sorted((tmp_path / "mlruns/keras-tuner" / study).glob(
         "trial_*/trial.json"))]

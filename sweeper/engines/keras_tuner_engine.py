@@ -147,6 +147,7 @@ class KerasTunerEngine(Engine):
         self._lock = _lock_study(self.directory / f"{options.study}.lock", options.study)
         self.oracle = self._oracle(options.algorithm or "random")
         self.tuner = None
+        self._left_running_taken = False
 
     def _oracle(self, algorithm):
         import keras_tuner as kt
@@ -226,6 +227,16 @@ class KerasTunerEngine(Engine):
 
     def top_values(self, k: int) -> list[float]:
         return [trial.score for trial in self._ensure_open().oracle.get_best_trials(k)]
+
+    def take_reaped(self) -> list[int]:
+        """The trials a stopped process left running in Keras Tuner's oracle, once, before this process runs any
+        (one process holds a study): Keras Tuner runs each again under its number, so the MLflow run each had is
+        to be ended, even one a kill left complete, having landed before Keras Tuner recorded the trial's end."""
+        if self._left_running_taken:
+            return []
+        self._left_running_taken = True
+        return [int(trial.trial_id) for trial in self._ensure_open().oracle.trials.values()
+                if _STATES.get(str(trial.status)) == "running"]
 
     def counts(self) -> dict[str, int]:
         counts = empty_counts()

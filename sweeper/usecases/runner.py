@@ -17,7 +17,7 @@ from sweeper.runtime.heap import release_freed_memory
 from sweeper.store import SweepRecorder, TrialRun, describe_store
 from sweeper.usecases.plan import SweepPlan
 
-REAPED_NOTE = "its worker stopped sending heartbeats (killed, or paused past the grace period)"
+REAPED_NOTE = "its worker stopped (killed, or paused past the grace period)"
 
 
 class TrialRunner:
